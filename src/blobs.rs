@@ -1,0 +1,316 @@
+//! The blob tree: immutable files named by the digest of their bytes.
+//!
+//! A digest becomes a path by splitting off the first two hex digits as a
+//! shard directory, so that no directory holds more than 1/256 of the store:
+//!
+//! ```text
+//! sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855
+//!   -> <store>/blobs/sha256/e3/e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855
+//! ```
+//!
+//! Bytes never appear at a final path half-written. A [`BlobWriter`] streams
+//! into a temp file under `<store>/tmp/` while hashing; [`StagedBlob::publish`]
+//! then runs the durability sequence of DESIGN.md §3.2: fsync the file, make
+//! it read-only, rename it into its shard, fsync the shard directory. Only
+//! after that may the index name the blob. A staged blob that is dropped
+//! without being published removes its temp file.
+//!
+//! The tree knows nothing of images or reference counts; that is the index's
+//! business.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::digest::{Algorithm, Digest, Hasher};
+use crate::error::{Error, IoContext};
+
+/// Buffer size for blob writes: large enough that the write syscalls vanish
+/// next to hashing.
+const WRITE_BUFFER: usize = 1 << 20;
+
+#[derive(Debug, Clone)]
+pub(crate) struct BlobTree {
+    blobs: PathBuf,
+    tmp: PathBuf,
+}
+
+impl BlobTree {
+    pub fn open(store: &Path) -> Result<BlobTree, Error> {
+        let blobs = store.join("blobs");
+        let tmp = store.join("tmp");
+        for dir in [&blobs, &tmp] {
+            fs::create_dir_all(dir).ctx("create directory", dir)?;
+        }
+        Ok(BlobTree { blobs, tmp })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.blobs
+    }
+
+    pub fn tmp_dir(&self) -> &Path {
+        &self.tmp
+    }
+
+    pub fn path(&self, digest: &Digest) -> PathBuf {
+        let hex = digest.hex();
+        self.blobs
+            .join(digest.algorithm().name())
+            .join(&hex[..2])
+            .join(hex)
+    }
+
+    pub fn contains(&self, digest: &Digest) -> bool {
+        self.path(digest).is_file()
+    }
+
+    /// Opens a blob for reading, verifying its digest as it is read.
+    pub fn read(&self, digest: &Digest) -> Result<VerifiedReader<File>, Error> {
+        let path = self.path(digest);
+        let file = File::open(&path).ctx("open blob", &path)?;
+        Ok(VerifiedReader::new(file, digest.clone(), path))
+    }
+
+    /// Starts a new blob, hashed with `algorithm` as it is written.
+    pub fn writer(&self, algorithm: Algorithm) -> Result<BlobWriter, Error> {
+        let temp = TempFile::create(&self.tmp)?;
+        let file = temp.file.try_clone().ctx("clone handle", &temp.path)?;
+        Ok(BlobWriter {
+            out: BufWriter::with_capacity(WRITE_BUFFER, file),
+            hasher: algorithm.hasher(),
+            size: 0,
+            temp,
+        })
+    }
+
+    /// Removes a blob file (gc, repair). A file already gone is not an error.
+    pub fn remove(&self, digest: &Digest) -> Result<(), Error> {
+        let path = self.path(digest);
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::io("remove blob", &path, e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Every file in the tree, as (digest or `None` for a stray name, path).
+    /// Used by gc's orphan sweep and by fsck, which must look at the tree
+    /// itself; lookups never do.
+    pub fn walk(&self) -> Result<Vec<(Option<Digest>, PathBuf)>, Error> {
+        let mut found = Vec::new();
+        for alg_entry in read_dir_sorted(&self.blobs)? {
+            let alg_name = alg_entry.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            if !alg_entry.is_dir() {
+                found.push((None, alg_entry));
+                continue;
+            }
+            for shard in read_dir_sorted(&alg_entry)? {
+                if !shard.is_dir() {
+                    found.push((None, shard));
+                    continue;
+                }
+                for file in read_dir_sorted(&shard)? {
+                    let name = file.file_name().unwrap_or_default().to_string_lossy();
+                    let digest = Digest::parse(&format!("{alg_name}:{name}"))
+                        .ok()
+                        .filter(|d| file == self.path(d));
+                    found.push((digest, file));
+                }
+            }
+        }
+        Ok(found)
+    }
+}
+
+fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>, Error> {
+    let mut entries = Vec::new();
+    for entry in fs::read_dir(dir).ctx("read directory", dir)? {
+        entries.push(entry.ctx("read directory", dir)?.path());
+    }
+    entries.sort();
+    Ok(entries)
+}
+
+/// A temp file in `<store>/tmp/`, removed on drop unless kept.
+#[derive(Debug)]
+pub(crate) struct TempFile {
+    pub path: PathBuf,
+    pub file: File,
+    keep: bool,
+}
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+impl TempFile {
+    pub fn create(dir: &Path) -> Result<TempFile, Error> {
+        // The pid in the name lets gc tell a live writer's file from a dead one's.
+        let pid = std::process::id();
+        loop {
+            let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0);
+            let path = dir.join(format!("{pid}-{n}-{nanos:08x}.tmp"));
+            match OpenOptions::new()
+                .write(true)
+                .read(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+            {
+                Ok(file) => {
+                    return Ok(TempFile {
+                        path,
+                        file,
+                        keep: false,
+                    });
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(Error::io("create temp file", &path, e)),
+            }
+        }
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Streams bytes into a temp file while hashing them.
+pub(crate) struct BlobWriter {
+    out: BufWriter<File>,
+    hasher: Hasher,
+    size: u64,
+    temp: TempFile,
+}
+
+impl BlobWriter {
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Flushes the buffer and returns the blob's digest, not yet durable.
+    pub fn finish(mut self) -> Result<StagedBlob, Error> {
+        self.out.flush().ctx("write temp file", &self.temp.path)?;
+        Ok(StagedBlob {
+            digest: self.hasher.finish(),
+            size: self.size,
+            temp: self.temp,
+        })
+    }
+}
+
+impl Write for BlobWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.out.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.out.write_all(buf)?;
+        self.hasher.update(buf);
+        self.size += buf.len() as u64;
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// A fully written, hashed temp file waiting to be published or dropped.
+#[derive(Debug)]
+pub(crate) struct StagedBlob {
+    pub digest: Digest,
+    pub size: u64,
+    temp: TempFile,
+}
+
+impl StagedBlob {
+    pub fn temp_path(&self) -> &Path {
+        &self.temp.path
+    }
+
+    /// Makes the blob durable at its final path. If the tree already has the
+    /// blob, the temp file is dropped without an fsync.
+    pub fn publish(mut self, tree: &BlobTree) -> Result<(), Error> {
+        let dest = tree.path(&self.digest);
+        if dest.is_file() {
+            return Ok(());
+        }
+        crate::failpoint::hit("publish-before-fsync");
+        self.temp.file.sync_all().ctx("fsync temp file", &self.temp.path)?;
+        fs::set_permissions(&self.temp.path, fs::Permissions::from_mode(0o444))
+            .ctx("make blob read-only", &self.temp.path)?;
+        let shard = dest.parent().expect("blob path has a shard");
+        if !shard.is_dir() {
+            fs::create_dir_all(shard).ctx("create shard directory", shard)?;
+            sync_dir(shard.parent().expect("shard has a parent"))?;
+        }
+        fs::rename(&self.temp.path, &dest).ctx("rename blob into place", &dest)?;
+        self.temp.keep = true;
+        crate::failpoint::hit("publish-after-rename");
+        sync_dir(shard)
+    }
+}
+
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), Error> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .ctx("fsync directory", dir)
+}
+
+/// Reads a blob and fails at end of file if its bytes do not hash to the
+/// expected digest, so a reader never silently passes on corrupted data.
+pub struct VerifiedReader<R> {
+    inner: R,
+    hasher: Option<Hasher>,
+    expected: Digest,
+    path: PathBuf,
+}
+
+impl<R: Read> VerifiedReader<R> {
+    pub(crate) fn new(inner: R, expected: Digest, path: PathBuf) -> Self {
+        VerifiedReader {
+            inner,
+            hasher: Some(expected.algorithm().hasher()),
+            expected,
+            path,
+        }
+    }
+}
+
+impl<R: Read> Read for VerifiedReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n > 0 {
+            if let Some(h) = self.hasher.as_mut() {
+                h.update(&buf[..n]);
+            }
+        } else if !buf.is_empty()
+            && let Some(h) = self.hasher.take()
+        {
+            let found = h.finish();
+            if found != self.expected {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    Error::DigestMismatch {
+                        expected: self.expected.clone(),
+                        found,
+                        path: self.path.clone(),
+                    },
+                ));
+            }
+        }
+        Ok(n)
+    }
+}

@@ -1,0 +1,344 @@
+//! Command-line arguments and their dispatch to [`imgstore::Store`]. No
+//! storage logic lives here: each command turns flags into one library
+//! call and formats the answer.
+
+mod duration;
+mod output;
+
+use std::io::{self, IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use imgstore::{ArchiveFormat, FsckOptions, GcOptions, ImportOptions, Label, Store};
+
+use output::Printer;
+
+/// A content-addressable store for container images (appc ACI, OCI, docker).
+#[derive(Parser, Debug)]
+#[command(name = "imgstore", version, about, max_term_width = 100)]
+pub struct Args {
+    /// Store directory [default: $IMGSTORE_DIR, else ~/.local/share/imgstore]
+    #[arg(long, global = true, value_name = "DIR")]
+    store: Option<PathBuf>,
+    /// Machine-readable output (JSON on stdout)
+    #[arg(long, global = true)]
+    json: bool,
+    /// Print keys in full in tables
+    #[arg(long, global = true)]
+    full: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Import image archives (ACI, plain or gzip/zstd/xz/bzip2); prints each image key
+    Import {
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+        /// Flag the images as the latest of their names
+        #[arg(long)]
+        latest: bool,
+        /// Archive format [default: told by the contents]
+        #[arg(long, value_enum, default_value_t = FormatArg::Auto)]
+        format: FormatArg,
+        /// Decompress each layer while importing and check its diff_id
+        #[arg(long)]
+        verify_layers: bool,
+        /// Accept an OCI layout whose referenced blobs are missing
+        #[arg(long)]
+        allow_missing: bool,
+    },
+    /// List images
+    Images {
+        /// Only images of this name
+        #[arg(long)]
+        name: Option<String>,
+        /// Only images with this label (repeatable)
+        #[arg(long = "label", value_name = "K=V", value_parser = parse_label)]
+        labels: Vec<Label>,
+        #[arg(long, value_enum, default_value_t = SortArg::Name)]
+        sort: SortArg,
+    },
+    /// Print the key of the best image of a name (flagged latest, else newest)
+    Latest {
+        name: String,
+        #[arg(long = "label", value_name = "K=V", value_parser = parse_label)]
+        labels: Vec<Label>,
+    },
+    /// Print the full key an IMAGE (tag, key prefix or name[:version][,k=v]) leads to
+    Resolve { image: String },
+    /// Write a blob's bytes to stdout, verified against its digest
+    Cat { key: String },
+    /// Print an image's manifest, byte for byte as imported
+    Manifest { image: String },
+    /// Show an image's metadata, labels, tags and blobs
+    Inspect { image: String },
+    /// Point NAME:TAG at an image
+    Tag {
+        image: String,
+        #[arg(value_name = "NAME:TAG")]
+        tag: String,
+        /// Only if the tag now points at this key ("none": only if it does not exist)
+        #[arg(long, value_name = "KEY")]
+        expect: Option<String>,
+    },
+    /// Remove a tag
+    Untag {
+        #[arg(value_name = "NAME:TAG")]
+        tag: String,
+    },
+    /// Remove images; their blobs become garbage for gc
+    Rm {
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Remove unreferenced blobs, orphan files and leftover temp files
+    Gc {
+        /// Report what would be freed without removing anything
+        #[arg(long)]
+        dry_run: bool,
+        /// Leave orphan files younger than this (e.g. 30s, 10m, 1h, 2d)
+        #[arg(long, default_value = "1h", value_parser = duration::parse)]
+        grace: Duration,
+        /// Fail at once if an import holds the store, instead of waiting
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Remove images not used lately, keeping the newest N of each name
+    Prune {
+        /// Remove images not used for this long (e.g. 30d)
+        #[arg(long, value_parser = duration::parse)]
+        unused_for: Duration,
+        /// Keep at least this many of the newest images of each name
+        #[arg(long, default_value_t = 0)]
+        keep: usize,
+    },
+    /// Verify the store: re-hash blobs, check the index against the tree and the counts
+    Fsck {
+        /// Fix what can be fixed: drop lost blobs (and images needing them), recount, remove orphans
+        #[arg(long)]
+        repair: bool,
+        /// Also decompress layers and check their diff_ids
+        #[arg(long)]
+        layers: bool,
+    },
+    /// Write images as an OCI image layout (directory, or FILE.tar)
+    Export {
+        #[arg(required = true)]
+        images: Vec<String>,
+        /// Destination: a directory, or a file ending in .tar
+        #[arg(long, value_name = "DIR|FILE.tar")]
+        oci: PathBuf,
+    },
+    /// Disk use by images, shared blobs and garbage
+    Du,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum FormatArg {
+    Auto,
+    Aci,
+    Oci,
+    Docker,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum SortArg {
+    Name,
+    Imported,
+    Used,
+    Size,
+}
+
+fn parse_label(s: &str) -> Result<Label, String> {
+    Label::parse(s).map_err(|e| e.to_string())
+}
+
+pub fn run(args: Args) -> Result<ExitCode> {
+    let dir = args.store.clone().unwrap_or_else(Store::default_dir);
+    let store = Store::open(&dir).with_context(|| format!("cannot open store {}", dir.display()))?;
+    let out = Printer::new(args.json, args.full);
+    match args.command {
+        Command::Import {
+            paths,
+            latest,
+            format,
+            verify_layers,
+            allow_missing,
+        } => {
+            let mut options = ImportOptions {
+                latest,
+                format: match format {
+                    FormatArg::Auto => ArchiveFormat::Auto,
+                    FormatArg::Aci => ArchiveFormat::Aci,
+                    FormatArg::Oci => ArchiveFormat::Oci,
+                    FormatArg::Docker => ArchiveFormat::Docker,
+                },
+                verify_layers,
+                allow_missing,
+                progress: None,
+            };
+            let mut imported = Vec::new();
+            for path in &paths {
+                options.progress = progress_bar(path);
+                let images = store.import(path, &options);
+                if let Some(bar) = &options.progress {
+                    bar.finish_and_clear();
+                }
+                // Library errors name the file already.
+                let images = images?;
+                if !args.json {
+                    for image in &images {
+                        out.line(&image.key.to_string())?;
+                    }
+                }
+                imported.extend(images);
+            }
+            if args.json {
+                out.json(&imported)?;
+            }
+        }
+        Command::Images { name, labels, sort } => {
+            let mut images = store.images(name.as_deref(), &labels)?;
+            output::sort_images(&mut images, sort);
+            out.images(&images)?;
+        }
+        Command::Latest { name, labels } => {
+            let info = store.latest(&name, &labels)?;
+            out.key_or_json(&info.key, &info)?;
+        }
+        Command::Resolve { image } => {
+            let key = store.resolve(&image)?;
+            out.key_or_json(&key, &serde_json::json!({ "key": key }))?;
+        }
+        Command::Cat { key } => {
+            let digest = store.resolve_blob(&key)?;
+            let mut reader = store.open_blob(&digest)?;
+            let stdout = io::stdout();
+            let mut lock = stdout.lock();
+            io::copy(&mut reader, &mut lock)
+                .map_err(read_error)
+                .with_context(|| format!("cannot read blob {digest}"))?;
+            lock.flush()?;
+        }
+        Command::Manifest { image } => {
+            let key = store.resolve(&image)?;
+            let bytes = store.manifest(&key)?;
+            io::stdout().write_all(&bytes)?;
+        }
+        Command::Inspect { image } => {
+            let key = store.resolve(&image)?;
+            out.inspect(&store.inspect(&key)?)?;
+        }
+        Command::Tag { image, tag, expect } => {
+            let key = store.resolve(&image)?;
+            let expect_key = match expect.as_deref() {
+                None => None,
+                Some("none") => Some(None),
+                Some(k) => Some(Some(store.resolve_key(k)?)),
+            };
+            store.tag(&key, &tag, expect_key.as_ref().map(Option::as_ref))?;
+            out.key_or_json(&key, &serde_json::json!({ "tag": tag, "key": key }))?;
+        }
+        Command::Untag { tag } => {
+            store.untag(&tag)?;
+            if args.json {
+                out.json(&serde_json::json!({ "untagged": tag }))?;
+            }
+        }
+        Command::Rm { images } => {
+            let mut removed = Vec::new();
+            for image in &images {
+                let key = store.resolve(image)?;
+                store.remove(&key)?;
+                if !args.json {
+                    out.line(&key.to_string())?;
+                }
+                removed.push(key);
+            }
+            if args.json {
+                out.json(&serde_json::json!({ "removed": removed }))?;
+            }
+        }
+        Command::Gc {
+            dry_run,
+            grace,
+            no_wait,
+        } => {
+            let report = store.gc(&GcOptions {
+                dry_run,
+                grace,
+                wait: !no_wait,
+            })?;
+            out.gc(&report)?;
+        }
+        Command::Prune { unused_for, keep } => {
+            let removed = store.prune(unused_for, keep)?;
+            if args.json {
+                out.json(&removed)?;
+            } else {
+                for image in &removed {
+                    out.line(&image.key.to_string())?;
+                }
+            }
+        }
+        Command::Fsck { repair, layers } => {
+            let report = store.fsck(&FsckOptions { repair, layers })?;
+            if args.json {
+                out.json(&report)?;
+            } else {
+                out.line(report.to_string().trim_end())?;
+            }
+            if !report.is_clean() {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::Export { images, oci } => {
+            let keys = images
+                .iter()
+                .map(|i| store.resolve(i))
+                .collect::<Result<Vec<_>, _>>()?;
+            store.export(&keys, &oci)?;
+            if args.json {
+                out.json(&serde_json::json!({ "exported": keys, "to": oci }))?;
+            }
+        }
+        Command::Du => out.du(&store.du()?)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Unwraps the library error (a digest mismatch) that a verified read
+/// carries inside an io::Error.
+fn read_error(e: io::Error) -> anyhow::Error {
+    if e.get_ref().is_some_and(|i| i.is::<imgstore::Error>()) {
+        let inner = e.into_inner().expect("checked above");
+        return anyhow::Error::new(*inner.downcast::<imgstore::Error>().expect("checked above"));
+    }
+    anyhow::Error::new(e)
+}
+
+fn progress_bar(path: &std::path::Path) -> Option<indicatif::ProgressBar> {
+    if !io::stderr().is_terminal() {
+        return None;
+    }
+    let len = std::fs::metadata(path).ok().filter(|m| m.is_file())?.len();
+    let bar = indicatif::ProgressBar::new(len);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.set_message(
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    );
+    Some(bar)
+}

@@ -1,0 +1,209 @@
+//! Human tables and `--json` output.
+
+use std::io::{self, Write};
+
+use anyhow::Result;
+use chrono::{DateTime, Local, Utc};
+use imgstore::{Digest, DiskUsage, GcReport, ImageDetails, ImageInfo};
+use serde::Serialize;
+
+use super::SortArg;
+
+pub struct Printer {
+    json: bool,
+    full: bool,
+}
+
+impl Printer {
+    pub fn new(json: bool, full: bool) -> Printer {
+        Printer { json, full }
+    }
+
+    pub fn line(&self, s: &str) -> Result<()> {
+        writeln!(io::stdout().lock(), "{s}")?;
+        Ok(())
+    }
+
+    pub fn json<T: Serialize + ?Sized>(&self, value: &T) -> Result<()> {
+        let mut out = io::stdout().lock();
+        serde_json::to_writer_pretty(&mut out, value)?;
+        writeln!(out)?;
+        Ok(())
+    }
+
+    /// A full key on its own line, or the JSON value.
+    pub fn key_or_json<T: Serialize>(&self, key: &Digest, value: &T) -> Result<()> {
+        if self.json {
+            self.json(value)
+        } else {
+            self.line(&key.to_string())
+        }
+    }
+
+    fn key(&self, key: &Digest) -> String {
+        if self.full {
+            key.to_string()
+        } else {
+            key.short()
+        }
+    }
+
+    pub fn images(&self, images: &[ImageInfo]) -> Result<()> {
+        if self.json {
+            return self.json(images);
+        }
+        let rows: Vec<Vec<String>> = images
+            .iter()
+            .map(|i| {
+                vec![
+                    self.key(&i.key),
+                    i.name.clone(),
+                    i.label("version").unwrap_or("-").to_string(),
+                    i.format.to_string(),
+                    if i.latest { "yes" } else { "" }.to_string(),
+                    time(&i.imported_at),
+                    time(&i.last_used),
+                    bytes(i.size),
+                ]
+            })
+            .collect();
+        table(
+            &["KEY", "NAME", "VERSION", "FORMAT", "LATEST", "IMPORTED", "USED", "SIZE"],
+            &rows,
+        )
+    }
+
+    pub fn inspect(&self, d: &ImageDetails) -> Result<()> {
+        if self.json {
+            return self.json(d);
+        }
+        let i = &d.info;
+        let mut out = io::stdout().lock();
+        writeln!(out, "Key:       {}", i.key)?;
+        writeln!(out, "Name:      {}", i.name)?;
+        writeln!(out, "Format:    {}", i.format)?;
+        writeln!(out, "Imported:  {}", time(&i.imported_at))?;
+        writeln!(out, "Last used: {}", time(&i.last_used))?;
+        writeln!(out, "Latest:    {}", if i.latest { "yes" } else { "no" })?;
+        writeln!(out, "Size:      {} ({} bytes)", bytes(i.size), i.size)?;
+        writeln!(out, "Manifest:  {}", i.manifest)?;
+        writeln!(out, "Labels:")?;
+        for l in &i.labels {
+            writeln!(out, "  {}={}", l.name, l.value)?;
+        }
+        if !d.tags.is_empty() {
+            writeln!(out, "Tags:")?;
+            for t in &d.tags {
+                writeln!(out, "  {t}")?;
+            }
+        }
+        writeln!(out, "Blobs:")?;
+        drop(out);
+        let rows: Vec<Vec<String>> = d
+            .blobs
+            .iter()
+            .map(|b| {
+                vec![
+                    format!("  {}", self.key(&b.digest)),
+                    bytes(b.size),
+                    b.refcount.to_string(),
+                    b.media_type.clone().unwrap_or_else(|| "-".into()),
+                ]
+            })
+            .collect();
+        table(&["  DIGEST", "SIZE", "REFS", "MEDIA TYPE"], &rows)
+    }
+
+    pub fn gc(&self, r: &GcReport) -> Result<()> {
+        if self.json {
+            return self.json(r);
+        }
+        let verb = if r.dry_run { "would free" } else { "freed" };
+        let mut out = io::stdout().lock();
+        writeln!(out, "blobs:      {} ({})", r.blobs, bytes(r.blob_bytes))?;
+        writeln!(out, "orphans:    {} ({})", r.orphans, bytes(r.orphan_bytes))?;
+        writeln!(out, "temp files: {} ({})", r.temp_files, bytes(r.temp_bytes))?;
+        writeln!(out, "{verb} {} in total", bytes(r.bytes()))?;
+        Ok(())
+    }
+
+    pub fn du(&self, d: &DiskUsage) -> Result<()> {
+        if self.json {
+            return self.json(d);
+        }
+        let rows = vec![
+            vec!["images".into(), d.images.to_string(), "".into()],
+            vec![
+                "referenced blobs".into(),
+                d.referenced_blobs.to_string(),
+                bytes(d.referenced_bytes),
+            ],
+            vec![
+                "  of which shared".into(),
+                d.shared_blobs.to_string(),
+                bytes(d.shared_bytes),
+            ],
+            vec![
+                "garbage (gc frees)".into(),
+                d.garbage_blobs.to_string(),
+                bytes(d.garbage_bytes),
+            ],
+            vec!["temp files".into(), "".into(), bytes(d.temp_bytes)],
+            vec!["index".into(), "".into(), bytes(d.index_bytes)],
+        ];
+        table(&["WHAT", "COUNT", "SIZE"], &rows)
+    }
+}
+
+pub fn sort_images(images: &mut [ImageInfo], by: SortArg) {
+    match by {
+        SortArg::Name => images.sort_by(|a, b| a.name.cmp(&b.name).then(a.imported_at.cmp(&b.imported_at))),
+        SortArg::Imported => images.sort_by_key(|i| i.imported_at),
+        SortArg::Used => images.sort_by_key(|i| i.last_used),
+        SortArg::Size => images.sort_by_key(|i| i.size),
+    }
+}
+
+fn table(headers: &[&str], rows: &[Vec<String>]) -> Result<()> {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = io::stdout().lock();
+    let print = |out: &mut io::StdoutLock, cells: &mut dyn Iterator<Item = &str>| -> io::Result<()> {
+        let mut line = String::new();
+        for (i, cell) in cells.enumerate() {
+            if i > 0 {
+                line.push_str("  ");
+            }
+            line.push_str(&format!("{cell:<width$}", width = widths[i]));
+        }
+        writeln!(out, "{}", line.trim_end())
+    };
+    print(&mut out, &mut headers.iter().copied())?;
+    for row in rows {
+        print(&mut out, &mut row.iter().map(String::as_str))?;
+    }
+    Ok(())
+}
+
+fn time(t: &DateTime<Utc>) -> String {
+    t.with_timezone(&Local).format("%Y-%m-%d %H:%M:%S").to_string()
+}
+
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}

@@ -1,0 +1,202 @@
+//! appc ACI import. The image key is the sha512 of the uncompressed tar (the
+//! appc image ID) and the stored blob is that tar, so the one pass that
+//! decompresses the input also hashes and writes the blob, while the tar
+//! parser checks the layout and keeps the manifest.
+
+use std::collections::HashSet;
+use std::io::{self, Read, Write};
+use std::path::Path;
+
+use super::{Importer, appc, pipeline};
+use crate::digest::Algorithm;
+use crate::error::{Error, IoContext};
+use crate::image::{ImageFormat, ImageInfo};
+use crate::index::{NewBlob, NewImage};
+
+/// Media type recorded for the uncompressed ACI tar.
+const ACI_MEDIA_TYPE: &str = "application/vnd.appc.image.tar";
+const MANIFEST_MEDIA_TYPE: &str = "application/vnd.appc.image-manifest+json";
+/// A manifest larger than this is refused rather than held in memory.
+const MAX_MANIFEST: u64 = 16 << 20;
+
+pub(super) fn import(ctx: &Importer, path: &Path) -> Result<ImageInfo, Error> {
+    let mut writer = ctx.tree.writer(Algorithm::Sha512)?;
+    // The sink's own error (a full disk, say) is kept aside: by the time it
+    // surfaces through the tar parser it has lost its OS error code.
+    let mut write_error: Option<io::Error> = None;
+    let mut sink = |chunk: &[u8]| {
+        writer.write_all(chunk).map_err(|e| {
+            let msg = e.to_string();
+            write_error = Some(e);
+            io::Error::other(msg)
+        })
+    };
+    let scanned = {
+        let mut stream = pipeline::start(path, ctx.options.progress.clone(), Some(&mut sink))?;
+        let scanned = scan(&mut stream, path).and_then(|manifest| {
+            stream.drain().map_err(|e| stream_error(path, e))?;
+            if !stream.ends_in_zero_blocks() {
+                return Err(Error::bad_archive(
+                    path,
+                    "the tar archive is truncated (it does not end in two zero blocks)",
+                ));
+            }
+            Ok(manifest)
+        });
+        drop(stream);
+        scanned
+    };
+    drop(sink);
+    if let Some(e) = write_error {
+        return Err(Error::io("write temp file", path, e));
+    }
+    let manifest_bytes = scanned?;
+    let manifest = appc::parse(&manifest_bytes).map_err(|reason| Error::bad_archive(path, reason))?;
+    let tar = writer.finish()?;
+
+    let mut manifest_writer = ctx.tree.writer(Algorithm::Sha256)?;
+    manifest_writer
+        .write_all(&manifest_bytes)
+        .ctx("write temp file", path)?;
+    let manifest_blob = manifest_writer.finish()?;
+
+    let image = NewImage {
+        key: tar.digest.clone(),
+        format: ImageFormat::Aci,
+        name: manifest.name,
+        labels: manifest.labels,
+        manifest: manifest_blob.digest.clone(),
+        size: tar.size + manifest_blob.size,
+        blobs: vec![
+            NewBlob {
+                digest: tar.digest.clone(),
+                size: tar.size,
+                media_type: Some(ACI_MEDIA_TYPE.into()),
+                diff_id: None,
+            },
+            NewBlob {
+                digest: manifest_blob.digest.clone(),
+                size: manifest_blob.size,
+                media_type: Some(MANIFEST_MEDIA_TYPE.into()),
+                diff_id: None,
+            },
+        ],
+        roots: vec![tar.digest.clone(), manifest_blob.digest.clone()],
+        links: Vec::new(),
+        latest: ctx.options.latest,
+    };
+    tar.publish(ctx.tree)?;
+    manifest_blob.publish(ctx.tree)?;
+    let (info, _new) = ctx.index.commit_image(&image)?;
+    Ok(info)
+}
+
+/// Turns a read error of the decompressed stream into a message about the
+/// archive.
+fn stream_error(path: &Path, e: io::Error) -> Error {
+    Error::bad_archive(path, format!("cannot read the archive (truncated or corrupt?): {e}"))
+}
+
+/// Walks the tar entries: checks the ACI layout and returns the manifest.
+fn scan(stream: &mut impl Read, path: &Path) -> Result<Vec<u8>, Error> {
+    let bad = |reason: String| Error::bad_archive(path, reason);
+    let mut archive = tar::Archive::new(stream);
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut manifest: Option<Vec<u8>> = None;
+    let mut has_rootfs = false;
+    for entry in archive.entries().map_err(|e| stream_error(path, e))? {
+        let mut entry = entry.map_err(|e| stream_error(path, e))?;
+        let kind = entry.header().entry_type();
+        if kind.is_pax_global_extensions() {
+            continue;
+        }
+        let raw = entry.path_bytes().into_owned();
+        let name = normalize(&raw).map_err(|why| {
+            bad(format!("entry {:?} {why}", String::from_utf8_lossy(&raw)))
+        })?;
+        if name.is_empty() {
+            continue; // the archive's own root, "./"
+        }
+        if !seen.insert(name.clone()) {
+            return Err(bad(format!("entry {name:?} appears twice")));
+        }
+        if kind.is_hard_link()
+            && let Some(target) = entry.link_name_bytes().map(|t| t.into_owned())
+        {
+            let target = normalize(&target).map_err(|why| {
+                bad(format!("hard link {name:?} -> {:?} {why}", String::from_utf8_lossy(&target)))
+            })?;
+            if !target.starts_with("rootfs/") {
+                return Err(bad(format!("hard link {name:?} points outside rootfs/ to {target:?}")));
+            }
+        }
+        let top = name.split('/').next().unwrap_or_default();
+        match top {
+            "manifest" if name == "manifest" => {
+                if !kind.is_file() {
+                    return Err(bad("manifest is not a regular file".into()));
+                }
+                if entry.size() > MAX_MANIFEST {
+                    return Err(bad(format!(
+                        "manifest is {} bytes, more than the {} allowed",
+                        entry.size(),
+                        MAX_MANIFEST
+                    )));
+                }
+                let mut bytes = Vec::with_capacity(entry.size() as usize);
+                entry
+                    .read_to_end(&mut bytes)
+                    .map_err(|e| stream_error(path, e))?;
+                manifest = Some(bytes);
+            }
+            "rootfs" => {
+                if name == "rootfs" && !kind.is_dir() {
+                    return Err(bad("rootfs is not a directory".into()));
+                }
+                has_rootfs = true;
+            }
+            _ => {
+                return Err(bad(format!(
+                    "unexpected entry {name:?}: an ACI holds only manifest and rootfs/"
+                )));
+            }
+        }
+    }
+    let manifest = manifest.ok_or_else(|| bad("the archive has no manifest file".into()))?;
+    if !has_rootfs {
+        return Err(bad("the archive has no rootfs/ directory".into()));
+    }
+    Ok(manifest)
+}
+
+/// An entry name without `./` prefixes and trailing slashes; refuses
+/// absolute names and `..`, which could reach outside the image.
+fn normalize(raw: &[u8]) -> Result<String, &'static str> {
+    let s = std::str::from_utf8(raw).map_err(|_| "is not valid UTF-8")?;
+    if s.starts_with('/') {
+        return Err("is an absolute path");
+    }
+    let mut parts = Vec::new();
+    for part in s.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => return Err("leads outside the archive with '..'"),
+            p => parts.push(p),
+        }
+    }
+    Ok(parts.join("/"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalize;
+
+    #[test]
+    fn normalizes_names() {
+        assert_eq!(normalize(b"./rootfs/etc/").unwrap(), "rootfs/etc");
+        assert_eq!(normalize(b"./").unwrap(), "");
+        assert_eq!(normalize(b"manifest").unwrap(), "manifest");
+        assert!(normalize(b"/etc/passwd").is_err());
+        assert!(normalize(b"rootfs/../../x").is_err());
+    }
+}

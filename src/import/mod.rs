@@ -1,0 +1,128 @@
+//! Importing archives: format detection and one streaming reader per format.
+//!
+//! Every reader follows the same shape: bytes are decompressed, hashed,
+//! written to temp files and parsed in one pass over the input
+//! ([`pipeline`]); blobs are published (made durable at their final paths)
+//! only once the whole archive has been read and checked; and the image rows
+//! are committed last, in one transaction. A failure anywhere before the
+//! commit drops the temp files and leaves the index untouched.
+
+mod aci;
+pub(crate) mod appc;
+mod docker;
+mod oci;
+pub(crate) mod pipeline;
+
+use std::path::Path;
+
+use crate::blobs::BlobTree;
+use crate::error::Error;
+use crate::image::ImageInfo;
+use crate::index::Index;
+
+pub use pipeline::Compression;
+
+/// Which reader to use for an input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ArchiveFormat {
+    /// Tell by the contents.
+    #[default]
+    Auto,
+    /// appc ACI: a tar of `manifest` and `rootfs/`.
+    Aci,
+    /// OCI image layout: a directory, or a tar of one.
+    Oci,
+    /// `docker save` output.
+    Docker,
+}
+
+/// Settings of one import.
+#[derive(Debug, Clone, Default)]
+pub struct ImportOptions {
+    /// Flag the image as the latest of its name.
+    pub latest: bool,
+    pub format: ArchiveFormat,
+    /// Decompress each layer while importing and check its diff_id.
+    pub verify_layers: bool,
+    /// Accept an OCI layout that leaves referenced blobs to another store.
+    pub allow_missing: bool,
+    /// Progress of the bytes read, drawn by the caller's choice of target.
+    pub progress: Option<indicatif::ProgressBar>,
+}
+
+/// What an import needs of the store.
+pub(crate) struct Importer<'a> {
+    pub tree: &'a BlobTree,
+    pub index: &'a Index,
+    pub options: &'a ImportOptions,
+}
+
+impl Importer<'_> {
+    /// Imports one file or directory; returns the images it held.
+    pub fn import(&self, path: &Path) -> Result<Vec<ImageInfo>, Error> {
+        let meta = std::fs::metadata(path).map_err(|e| Error::io("read", path, e))?;
+        let format = match self.options.format {
+            ArchiveFormat::Auto if meta.is_dir() => ArchiveFormat::Oci,
+            ArchiveFormat::Auto => sniff_archive(path)?,
+            forced => forced,
+        };
+        match format {
+            ArchiveFormat::Aci => {
+                if meta.is_dir() {
+                    return Err(Error::bad_archive(path, "an ACI must be a file, not a directory"));
+                }
+                Ok(vec![aci::import(self, path)?])
+            }
+            ArchiveFormat::Oci => oci::import(self, path, meta.is_dir()),
+            ArchiveFormat::Docker => docker::import(self, path),
+            ArchiveFormat::Auto => unreachable!("resolved above"),
+        }
+    }
+}
+
+/// How many decompressed bytes the format sniffer may read.
+const SNIFF_LIMIT: u64 = 1 << 20;
+
+/// Tells the archive format from the names of its first entries.
+fn sniff_archive(path: &Path) -> Result<ArchiveFormat, Error> {
+    use std::io::Read;
+    let (compression, reader) = pipeline::open_decompressed(path)?;
+    let mut head = Vec::new();
+    // A decompression error here is reported by the real import, with the
+    // whole stream in view; sniffing works with what it got.
+    let _ = reader.take(SNIFF_LIMIT).read_to_end(&mut head);
+    if head.is_empty() {
+        return Err(Error::bad_archive(path, "the file is empty, not an image archive"));
+    }
+    let mut names = Vec::new();
+    let mut archive = tar::Archive::new(head.as_slice());
+    if let Ok(entries) = archive.entries() {
+        for entry in entries {
+            let Ok(entry) = entry else { break };
+            let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+            names.push(name.trim_start_matches("./").to_string());
+        }
+    }
+    let is = |pred: &dyn Fn(&str) -> bool| names.iter().any(|n| pred(n));
+    if is(&|n| n == "manifest" || n == "rootfs" || n.starts_with("rootfs/")) {
+        Ok(ArchiveFormat::Aci)
+    } else if is(&|n| n == "manifest.json" || n == "repositories" || n.ends_with("/layer.tar")) {
+        Ok(ArchiveFormat::Docker)
+    } else if is(&|n| n == "oci-layout" || n == "index.json" || n.starts_with("blobs/")) {
+        Ok(ArchiveFormat::Oci)
+    } else if names.is_empty() {
+        let what = match compression {
+            Compression::None => "not a tar archive".to_string(),
+            c => format!("{} data that does not hold a tar archive", c.name()),
+        };
+        Err(Error::bad_archive(
+            path,
+            format!("{what}: not an image archive (expected an ACI, OCI or docker archive, plain or gzip/zstd/xz/bzip2)"),
+        ))
+    } else {
+        Err(Error::bad_archive(
+            path,
+            "a tar archive, but not an ACI (no manifest or rootfs/), OCI layout or docker archive; use --format to force one",
+        ))
+    }
+}

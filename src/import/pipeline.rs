@@ -1,0 +1,246 @@
+//! The streaming pipeline every archive import runs on.
+//!
+//! One thread reads the file and decompresses it into 1 MiB chunks; the
+//! importing thread takes each chunk, hands it whole to an optional sink
+//! (hash and write the uncompressed stream, for ACI) and then serves it to
+//! the archive parser. Decompression and hashing are the two costly stages,
+//! so each gets a core. At most [`CHUNKS_IN_FLIGHT`] chunks exist at once
+//! and they are recycled, so memory stays bounded whatever the image size.
+
+use std::fs::File;
+use std::io::{self, BufReader, Read};
+use std::path::Path;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::thread::JoinHandle;
+
+use crate::error::{Error, IoContext};
+
+const CHUNK: usize = 1 << 20;
+const CHUNKS_IN_FLIGHT: usize = 4;
+
+/// Compression of an archive, told by its magic bytes (never by its name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    Zstd,
+    Xz,
+    Bzip2,
+}
+
+impl Compression {
+    pub fn sniff(head: &[u8]) -> Compression {
+        match head {
+            [0x1f, 0x8b, ..] => Compression::Gzip,
+            [0x28, 0xb5, 0x2f, 0xfd, ..] => Compression::Zstd,
+            [0xfd, b'7', b'z', b'X', b'Z', 0x00, ..] => Compression::Xz,
+            [b'B', b'Z', b'h', ..] => Compression::Bzip2,
+            _ => Compression::None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+            Compression::Xz => "xz",
+            Compression::Bzip2 => "bzip2",
+        }
+    }
+
+    /// Wraps a reader in the matching decoder. Multi-member streams (as
+    /// `pigz` and `pbzip2` write) are read to their end.
+    pub fn decoder<'a, R: Read + Send + 'a>(self, r: R) -> io::Result<Box<dyn Read + Send + 'a>> {
+        Ok(match self {
+            Compression::None => Box::new(r),
+            Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(r)),
+            Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(r)?),
+            Compression::Xz => Box::new(liblzma::read::XzDecoder::new_multi_decoder(r)),
+            Compression::Bzip2 => Box::new(bzip2::read::MultiBzDecoder::new(r)),
+        })
+    }
+}
+
+/// Reads the first bytes of a file, for sniffing.
+pub fn read_head(path: &Path, n: usize) -> Result<Vec<u8>, Error> {
+    let file = File::open(path).ctx("open", path)?;
+    let mut head = Vec::with_capacity(n);
+    file.take(n as u64).read_to_end(&mut head).ctx("read", path)?;
+    Ok(head)
+}
+
+/// Opens a file and decompresses it as its magic bytes say, on the calling
+/// thread (for sniffing the archive format and for small reads).
+pub fn open_decompressed(path: &Path) -> Result<(Compression, Box<dyn Read + Send>), Error> {
+    let compression = Compression::sniff(&read_head(path, 8)?);
+    let file = File::open(path).ctx("open", path)?;
+    let reader = compression
+        .decoder(BufReader::with_capacity(CHUNK, file))
+        .ctx("start decompressing", path)?;
+    Ok((compression, reader))
+}
+
+/// The receiving end of the pipeline: a `Read` over the decompressed stream.
+pub struct ChunkReader<'s> {
+    chunks: Receiver<io::Result<Vec<u8>>>,
+    recycle: SyncSender<Vec<u8>>,
+    current: Vec<u8>,
+    pos: usize,
+    sink: Option<&'s mut dyn FnMut(&[u8]) -> io::Result<()>>,
+    /// Total decompressed bytes received.
+    pub total: u64,
+    /// The last bytes of the stream, to tell a tar that ends properly (in
+    /// zero blocks) from one cut short at an entry boundary.
+    tail: [u8; 1024],
+    producer: Option<JoinHandle<()>>,
+    done: bool,
+}
+
+/// Starts decompressing `path` on its own thread. `progress` counts the
+/// compressed bytes read; `sink`, if given, sees every decompressed chunk,
+/// whole and in order, before the parser does.
+pub fn start<'s>(
+    path: &Path,
+    progress: Option<indicatif::ProgressBar>,
+    sink: Option<&'s mut dyn FnMut(&[u8]) -> io::Result<()>>,
+) -> Result<ChunkReader<'s>, Error> {
+    let compression = Compression::sniff(&read_head(path, 8)?);
+    let file = File::open(path).ctx("open", path)?;
+    let (chunk_tx, chunk_rx) = sync_channel::<io::Result<Vec<u8>>>(CHUNKS_IN_FLIGHT);
+    let (recycle_tx, recycle_rx) = sync_channel::<Vec<u8>>(CHUNKS_IN_FLIGHT + 2);
+    let producer = std::thread::Builder::new()
+        .name("decompress".into())
+        .spawn(move || {
+            let input: Box<dyn Read + Send> = match progress {
+                Some(bar) => Box::new(bar.wrap_read(BufReader::with_capacity(CHUNK, file))),
+                None => Box::new(BufReader::with_capacity(CHUNK, file)),
+            };
+            let mut reader = match compression.decoder(input) {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = chunk_tx.send(Err(e));
+                    return;
+                }
+            };
+            loop {
+                let mut buf = recycle_rx.try_recv().unwrap_or_else(|_| Vec::with_capacity(CHUNK));
+                buf.resize(CHUNK, 0);
+                match fill(&mut reader, &mut buf) {
+                    Ok(0) => return,
+                    Ok(n) => {
+                        buf.truncate(n);
+                        if chunk_tx.send(Ok(buf)).is_err() {
+                            return; // the consumer gave up
+                        }
+                    }
+                    Err(e) => {
+                        let _ = chunk_tx.send(Err(e));
+                        return;
+                    }
+                }
+            }
+        })
+        .ctx("start decompression thread", path)?;
+    Ok(ChunkReader {
+        chunks: chunk_rx,
+        recycle: recycle_tx,
+        current: Vec::new(),
+        pos: 0,
+        sink,
+        total: 0,
+        tail: [0xff; 1024],
+        producer: Some(producer),
+        done: false,
+    })
+}
+
+/// Reads until `buf` is full or the stream ends.
+fn fill(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+impl<'s> ChunkReader<'s> {
+    fn next_chunk(&mut self) -> io::Result<bool> {
+        if self.done {
+            return Ok(false);
+        }
+        let old = std::mem::take(&mut self.current);
+        if old.capacity() > 0 {
+            let _ = self.recycle.try_send(old);
+        }
+        match self.chunks.recv() {
+            Ok(Ok(chunk)) => {
+                if let Some(sink) = self.sink.as_mut() {
+                    sink(&chunk)?;
+                }
+                self.total += chunk.len() as u64;
+                self.remember_tail(&chunk);
+                self.current = chunk;
+                self.pos = 0;
+                Ok(true)
+            }
+            Ok(Err(e)) => Err(e),
+            Err(_) => {
+                self.done = true;
+                Ok(false)
+            }
+        }
+    }
+
+    fn remember_tail(&mut self, chunk: &[u8]) {
+        let keep = self.tail.len();
+        if chunk.len() >= keep {
+            self.tail.copy_from_slice(&chunk[chunk.len() - keep..]);
+        } else {
+            self.tail.copy_within(chunk.len().., 0);
+            self.tail[keep - chunk.len()..].copy_from_slice(chunk);
+        }
+    }
+
+    /// Reads (and sinks) whatever the parser left unread, to the end.
+    pub fn drain(&mut self) -> io::Result<()> {
+        while self.next_chunk()? {}
+        Ok(())
+    }
+
+    /// Whether the stream ended in two zero blocks, as a complete tar does.
+    pub fn ends_in_zero_blocks(&self) -> bool {
+        self.total >= 1024 && self.tail.iter().all(|&b| b == 0)
+    }
+}
+
+impl Read for ChunkReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos >= self.current.len() {
+            if !self.next_chunk()? {
+                return Ok(0);
+            }
+        }
+        let n = buf.len().min(self.current.len() - self.pos);
+        buf[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+impl Drop for ChunkReader<'_> {
+    fn drop(&mut self) {
+        // Let the producer see a closed channel and stop, then reap it.
+        let (dead_tx, dead_rx) = sync_channel(0);
+        drop(dead_tx);
+        drop(std::mem::replace(&mut self.chunks, dead_rx));
+        if let Some(h) = self.producer.take() {
+            let _ = h.join();
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! The metadata index: SQLite in WAL mode behind an r2d2 pool.
+//!
+//! Every pooled connection gets the same settings: WAL, `synchronous=NORMAL`
+//! (durable at each checkpoint and safe against process crashes at every
+//! commit), foreign keys on, a long busy timeout, and `BEGIN IMMEDIATE` for
+//! every transaction — a deferred transaction that reads and then writes can
+//! fail with `database is locked` without ever waiting, which would break
+//! invariant 6 (writers never fail for contention).
+//!
+//! The schema lives in `migrations/NNNN_*.sql`, embedded at build time and
+//! applied in one transaction each; `PRAGMA user_version` records how many
+//! have run. A store whose version is newer than this binary knows is refused
+//! before anything is written to it.
+
+mod blobs;
+mod images;
+mod tags;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use r2d2::{Pool, PooledConnection};
+use r2d2_sqlite::SqliteConnectionManager;
+use rusqlite::{Connection, TransactionBehavior};
+
+use crate::error::Error;
+
+pub(crate) use blobs::NewBlob;
+pub(crate) use images::{ImageFilter, NewImage};
+
+/// The migrations, in order. Migration `i` (0-based) moves the schema from
+/// version `i` to `i + 1`.
+const MIGRATIONS: &[(&str, &str)] = &[(
+    "0001_initial.sql",
+    include_str!("../../migrations/0001_initial.sql"),
+)];
+
+/// The schema version this binary writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// How long a writer waits for another writer before giving up. Import
+/// transactions are short (the bytes are written before the transaction
+/// opens), so this is only ever reached by a wedged process.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(120);
+
+pub(crate) type Conn = PooledConnection<SqliteConnectionManager>;
+
+#[derive(Clone)]
+pub(crate) struct Index {
+    pool: Pool<SqliteConnectionManager>,
+}
+
+impl Index {
+    pub fn open(path: &Path) -> Result<Index, Error> {
+        // Check the version on a plain connection first, so a newer store is
+        // refused before the pool sets WAL mode or anything else on it.
+        let mut first = Connection::open(path).map_err(Error::sql(format!(
+            "open {}",
+            path.display()
+        )))?;
+        configure(&mut first).map_err(Error::sql("configure connection"))?;
+        migrate(&mut first, path)?;
+        drop(first);
+
+        let manager = SqliteConnectionManager::file(path).with_init(configure);
+        let pool = Pool::builder()
+            .max_size(8)
+            .min_idle(Some(0))
+            .connection_timeout(BUSY_TIMEOUT)
+            .build(manager)?;
+        Ok(Index { pool })
+    }
+
+    pub fn conn(&self) -> Result<Conn, Error> {
+        Ok(self.pool.get()?)
+    }
+
+    /// Flushes the WAL into the main file and truncates it (after gc, so the
+    /// index shrinks on disk).
+    pub fn checkpoint(&self) -> Result<(), Error> {
+        let conn = self.conn()?;
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .map_err(Error::sql("checkpoint"))
+    }
+}
+
+fn configure(conn: &mut Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.set_transaction_behavior(TransactionBehavior::Immediate);
+    Ok(())
+}
+
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), Error> {
+    let version = |c: &Connection| -> rusqlite::Result<i64> {
+        c.query_row("PRAGMA user_version", [], |r| r.get(0))
+    };
+    let found = version(conn).map_err(Error::sql("read schema version"))?;
+    check_version(found, path)?;
+    if found == SCHEMA_VERSION {
+        return Ok(());
+    }
+    for (i, (name, sql)) in MIGRATIONS.iter().enumerate() {
+        let target = i as i64 + 1;
+        let tx = conn
+            .transaction()
+            .map_err(Error::sql(format!("begin migration {name}")))?;
+        // Another process may have migrated while we waited for the lock.
+        let now = version(&tx).map_err(Error::sql("read schema version"))?;
+        check_version(now, path)?;
+        if now >= target {
+            continue;
+        }
+        tx.execute_batch(sql)
+            .map_err(Error::sql(format!("apply migration {name}")))?;
+        tx.pragma_update(None, "user_version", target)
+            .map_err(Error::sql("set schema version"))?;
+        tx.commit()
+            .map_err(Error::sql(format!("commit migration {name}")))?;
+    }
+    Ok(())
+}
+
+fn check_version(found: i64, path: &Path) -> Result<(), Error> {
+    if found > SCHEMA_VERSION {
+        return Err(Error::SchemaTooNew {
+            path: PathBuf::from(path),
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    Ok(())
+}
+
+/// Now, in the index's unit (unix microseconds).
+pub(crate) fn now_micros() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}

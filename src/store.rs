@@ -1,0 +1,406 @@
+//! `Store`: the one public entry point. It ties the blob tree, the index and
+//! the importers together and keeps the order that makes them safe: bytes
+//! durable in the tree first, index commit second; index rows removed first,
+//! files second.
+
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use crate::blobs::{BlobTree, VerifiedReader};
+use crate::digest::{Algorithm, Digest, KeyPrefix};
+use crate::error::{Error, IoContext, ResolveError};
+use crate::image::{DiskUsage, GcReport, ImageDetails, ImageInfo, Label, NameSelector};
+use crate::import::{ImportOptions, Importer};
+use crate::index::{ImageFilter, Index, NewBlob};
+use crate::lock::{self, LockMode};
+
+/// Settings of a garbage collection.
+#[derive(Debug, Clone)]
+pub struct GcOptions {
+    /// Report what would be removed, remove nothing.
+    pub dry_run: bool,
+    /// Files in the tree with no row are removed only once older than this,
+    /// so a writer that does not take the store lock is never raced.
+    pub grace: Duration,
+    /// Wait for running imports to finish (else fail at once).
+    pub wait: bool,
+}
+
+impl Default for GcOptions {
+    fn default() -> Self {
+        GcOptions {
+            dry_run: false,
+            grace: Duration::from_secs(3600),
+            wait: true,
+        }
+    }
+}
+
+/// A content-addressable image store in one directory.
+pub struct Store {
+    pub(crate) root: PathBuf,
+    pub(crate) tree: BlobTree,
+    pub(crate) index: Index,
+}
+
+impl Store {
+    /// Opens the store at `root`, creating it if needed. A store written by
+    /// a newer imgstore is refused without being modified.
+    pub fn open(root: impl AsRef<Path>) -> Result<Store, Error> {
+        let root = root.as_ref().to_path_buf();
+        fs::create_dir_all(&root).ctx("create store directory", &root)?;
+        let index = Index::open(&root.join("index.db"))?;
+        let tree = BlobTree::open(&root)?;
+        Ok(Store { root, tree, index })
+    }
+
+    /// `$IMGSTORE_DIR`, else the platform data directory
+    /// (`~/.local/share/imgstore` on Linux).
+    pub fn default_dir() -> PathBuf {
+        if let Some(dir) = std::env::var_os("IMGSTORE_DIR").filter(|d| !d.is_empty()) {
+            return PathBuf::from(dir);
+        }
+        dirs::data_dir()
+            .unwrap_or_else(|| PathBuf::from(".local/share"))
+            .join("imgstore")
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub(crate) fn lock(&self, mode: LockMode, wait: bool) -> Result<lock::StoreLock, Error> {
+        lock::acquire(&self.root.join("lock"), mode, wait)
+    }
+
+    /// Imports an archive or OCI layout directory; returns its images.
+    pub fn import(
+        &self,
+        path: impl AsRef<Path>,
+        options: &ImportOptions,
+    ) -> Result<Vec<ImageInfo>, Error> {
+        let _lock = self.lock(LockMode::Shared, true)?;
+        Importer {
+            tree: &self.tree,
+            index: &self.index,
+            options,
+        }
+        .import(path.as_ref())
+    }
+
+    /// Resolves an IMAGE argument (DESIGN.md §4): an existing tag
+    /// `NAME:TAG`, else a key or key prefix, else
+    /// `name[:version][,label=value]…` by the latest-by-name rule.
+    pub fn resolve(&self, arg: &str) -> Result<Digest, Error> {
+        if arg.contains(':')
+            && let Some(key) = self.index.tag_target(arg)?
+        {
+            return Ok(key);
+        }
+        let mut key_error = None;
+        if KeyPrefix::looks_like_key(arg) {
+            let explicit = arg.contains([':', '-']);
+            match KeyPrefix::parse(arg)
+                .map_err(Error::from)
+                .and_then(|p| self.index.resolve_image_prefix(&p))
+            {
+                Ok(key) => return Ok(key),
+                Err(Error::Resolve(ResolveError::NotFound(p))) if !explicit => {
+                    key_error = Some(ResolveError::NotFound(p));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let selector = NameSelector::parse(arg)?;
+        match self.latest_image(&selector.name, &selector.labels) {
+            Ok(info) => Ok(info.key),
+            Err(e) => Err(key_error.map_or(e, Error::from)),
+        }
+    }
+
+    /// Resolves a key or key prefix against image keys only.
+    pub fn resolve_key(&self, prefix: &str) -> Result<Digest, Error> {
+        self.index.resolve_image_prefix(&KeyPrefix::parse(prefix)?)
+    }
+
+    /// Resolves a key or key prefix against all blobs.
+    pub fn resolve_blob(&self, prefix: &str) -> Result<Digest, Error> {
+        self.index.resolve_blob_prefix(&KeyPrefix::parse(prefix)?)
+    }
+
+    fn latest_image(&self, name: &str, labels: &[Label]) -> Result<ImageInfo, Error> {
+        self.index
+            .latest_by_name(name, labels)?
+            .ok_or_else(|| {
+                ResolveError::NoSuchName {
+                    name: name.to_string(),
+                    labels: labels.iter().map(|l| (l.name.clone(), l.value.clone())).collect(),
+                }
+                .into()
+            })
+    }
+
+    /// The best image of a name with every given label (DESIGN.md §4), and
+    /// records its use.
+    pub fn latest(&self, name: &str, labels: &[Label]) -> Result<ImageInfo, Error> {
+        let info = self.latest_image(name, labels)?;
+        self.index.touch(&info.key)?;
+        Ok(info)
+    }
+
+    /// Images, optionally of one name and with given labels, by name then
+    /// import time.
+    pub fn images(&self, name: Option<&str>, labels: &[Label]) -> Result<Vec<ImageInfo>, Error> {
+        self.index.images(&ImageFilter {
+            name: name.map(str::to_string),
+            labels: labels.to_vec(),
+        })
+    }
+
+    /// The record of an image by its full key.
+    pub fn image(&self, key: &Digest) -> Result<ImageInfo, Error> {
+        self.index
+            .image(key)?
+            .ok_or_else(|| ResolveError::NotFound(full_prefix(key)).into())
+    }
+
+    /// An image with its tags and every blob it needs.
+    pub fn inspect(&self, key: &Digest) -> Result<ImageDetails, Error> {
+        Ok(ImageDetails {
+            info: self.image(key)?,
+            tags: self.index.tags_of(key)?,
+            blobs: self.index.image_blobs(key)?,
+        })
+    }
+
+    /// Opens a blob for reading; the reader fails at the end if the bytes do
+    /// not match the digest.
+    pub fn open_blob(&self, digest: &Digest) -> Result<VerifiedReader<File>, Error> {
+        if !self.index.has_blob(digest)? {
+            return Err(Error::BlobNotFound(digest.clone()));
+        }
+        self.tree.read(digest)
+    }
+
+    /// Reads a whole (small) blob, verified.
+    pub fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>, Error> {
+        let mut bytes = Vec::new();
+        let path = self.tree.path(digest);
+        self.open_blob(digest)?
+            .read_to_end(&mut bytes)
+            .ctx("read blob", &path)?;
+        Ok(bytes)
+    }
+
+    /// The manifest of an image, byte for byte as imported; records its use.
+    pub fn manifest(&self, key: &Digest) -> Result<Vec<u8>, Error> {
+        let info = self.image(key)?;
+        let bytes = self.read_blob(&info.manifest)?;
+        self.index.touch(key)?;
+        Ok(bytes)
+    }
+
+    /// Points a tag `NAME:TAG` at an image. With `expect`, only if the tag
+    /// now points at that image (compare-and-set; `Some(None)`: only if the
+    /// tag does not exist yet).
+    pub fn tag(&self, key: &Digest, tag: &str, expect: Option<Option<&Digest>>) -> Result<(), Error> {
+        check_tag(tag)?;
+        self.image(key)?;
+        self.index.set_tag(tag, key, expect)
+    }
+
+    pub fn untag(&self, tag: &str) -> Result<(), Error> {
+        check_tag(tag)?;
+        if self.index.remove_tag(tag)? {
+            Ok(())
+        } else {
+            Err(Error::TagNotFound(tag.to_string()))
+        }
+    }
+
+    /// Removes an image with its tags and remotes. Its blobs lose a
+    /// reference; those left with none are removed by the next gc.
+    pub fn remove(&self, key: &Digest) -> Result<(), Error> {
+        if self.index.remove_image(key)? {
+            Ok(())
+        } else {
+            Err(ResolveError::NotFound(full_prefix(key)).into())
+        }
+    }
+
+    /// Stores a blob from outside any image and pins it once, so that gc
+    /// keeps it until [`Store::deref_blob`] releases it.
+    pub fn put_blob(&self, algorithm: Algorithm, mut bytes: impl Read) -> Result<Digest, Error> {
+        let _lock = self.lock(LockMode::Shared, true)?;
+        let mut writer = self.tree.writer(algorithm)?;
+        let tmp = self.tree.tmp_dir().to_path_buf();
+        io::copy(&mut bytes, &mut writer).ctx("write temp file in", &tmp)?;
+        let staged = writer.finish()?;
+        let blob = NewBlob {
+            digest: staged.digest.clone(),
+            size: staged.size,
+            media_type: None,
+            diff_id: None,
+        };
+        staged.publish(&self.tree)?;
+        self.index.record_blob(&blob)?;
+        self.index.pin(&blob.digest, 1)?;
+        Ok(blob.digest)
+    }
+
+    /// One more pin on a blob; returns its reference count.
+    pub fn ref_blob(&self, digest: &Digest) -> Result<u64, Error> {
+        self.index.pin(digest, 1)
+    }
+
+    /// One pin fewer; a blob whose count reaches zero is garbage.
+    pub fn deref_blob(&self, digest: &Digest) -> Result<u64, Error> {
+        self.index.pin(digest, -1)
+    }
+
+    /// Makes `parent` hold `child`, as a manifest holds its layers.
+    pub fn link_blobs(&self, parent: &Digest, child: &Digest) -> Result<(), Error> {
+        self.index.link(parent, child, true)
+    }
+
+    pub fn unlink_blobs(&self, parent: &Digest, child: &Digest) -> Result<(), Error> {
+        self.index.link(parent, child, false)
+    }
+
+    /// The reference count of a blob, if the store has it.
+    pub fn refcount(&self, digest: &Digest) -> Result<Option<u64>, Error> {
+        Ok(self.index.blob(digest)?.map(|b| b.refcount))
+    }
+
+    /// Removes every blob nothing references, files in the tree that no row
+    /// names (once older than the grace period) and leftover temp files.
+    pub fn gc(&self, options: &GcOptions) -> Result<GcReport, Error> {
+        let _lock = self.lock(LockMode::Exclusive, options.wait)?;
+        let mut report = GcReport {
+            dry_run: options.dry_run,
+            ..GcReport::default()
+        };
+        if options.dry_run {
+            for (_, size) in self.index.garbage_closure()? {
+                report.blobs += 1;
+                report.blob_bytes += size;
+            }
+        } else {
+            // Rows first, files second: after a crash between the two, the
+            // files are orphans, which the sweep below removes.
+            loop {
+                let removed = self.index.gc_pass()?;
+                if removed.is_empty() {
+                    break;
+                }
+                for (digest, size) in removed {
+                    self.tree.remove(&digest)?;
+                    crate::failpoint::hit("gc-mid-sweep");
+                    report.blobs += 1;
+                    report.blob_bytes += size;
+                }
+            }
+        }
+
+        let now = SystemTime::now();
+        for (digest, path) in self.tree.walk()? {
+            let named = match &digest {
+                Some(d) => self.index.has_blob(d)?,
+                None => false,
+            };
+            if named {
+                continue;
+            }
+            let Ok(meta) = fs::symlink_metadata(&path) else {
+                continue;
+            };
+            let age = meta
+                .modified()
+                .ok()
+                .and_then(|m| now.duration_since(m).ok())
+                .unwrap_or_default();
+            if age < options.grace {
+                continue;
+            }
+            if !options.dry_run {
+                remove_path(&path)?;
+            }
+            report.orphans += 1;
+            report.orphan_bytes += meta.len();
+        }
+
+        // Every writer holds the store lock shared while its temp files
+        // live, so under the exclusive lock every temp file is stale.
+        for entry in fs::read_dir(self.tree.tmp_dir()).ctx("read directory", self.tree.tmp_dir())? {
+            let entry = entry.ctx("read directory", self.tree.tmp_dir())?;
+            let path = entry.path();
+            let len = entry.metadata().map(|m| m.len()).unwrap_or(0);
+            if !options.dry_run {
+                remove_path(&path)?;
+            }
+            report.temp_files += 1;
+            report.temp_bytes += len;
+        }
+        if !options.dry_run {
+            self.index.checkpoint()?;
+        }
+        Ok(report)
+    }
+
+    /// Disk use by images, shared blobs and garbage.
+    pub fn du(&self) -> Result<DiskUsage, Error> {
+        let mut du = self.index.disk_usage()?;
+        let tmp = self.tree.tmp_dir();
+        for entry in fs::read_dir(tmp).ctx("read directory", tmp)? {
+            du.temp_bytes += entry
+                .ctx("read directory", tmp)?
+                .metadata()
+                .map(|m| m.len())
+                .unwrap_or(0);
+        }
+        for name in ["index.db", "index.db-wal", "index.db-shm"] {
+            du.index_bytes += fs::metadata(self.root.join(name)).map(|m| m.len()).unwrap_or(0);
+        }
+        Ok(du)
+    }
+}
+
+fn remove_path(path: &Path) -> Result<(), Error> {
+    let result = if path.is_dir() {
+        fs::remove_dir_all(path)
+    } else {
+        fs::remove_file(path)
+    };
+    match result {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::io("remove", path, e)),
+        _ => Ok(()),
+    }
+}
+
+fn full_prefix(key: &Digest) -> KeyPrefix {
+    KeyPrefix {
+        algorithm: Some(key.algorithm()),
+        hex: key.hex().to_string(),
+    }
+}
+
+/// A tag is `NAME:TAG` with both parts non-empty and no spaces or commas.
+fn check_tag(tag: &str) -> Result<(), Error> {
+    let bad = |reason| Error::BadTag {
+        input: tag.to_string(),
+        reason,
+    };
+    let (name, t) = tag.rsplit_once(':').ok_or_else(|| bad("expected NAME:TAG"))?;
+    if name.is_empty() || t.is_empty() {
+        return Err(bad("expected NAME:TAG with both parts non-empty"));
+    }
+    if t.contains('/') {
+        return Err(bad("the tag part may not contain '/'"));
+    }
+    if tag.contains([',', ' ', '\n', '\t']) {
+        return Err(bad("a tag may not contain spaces or commas"));
+    }
+    Ok(())
+}
