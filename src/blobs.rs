@@ -47,10 +47,6 @@ impl BlobTree {
         Ok(BlobTree { blobs, tmp })
     }
 
-    pub fn root(&self) -> &Path {
-        &self.blobs
-    }
-
     pub fn tmp_dir(&self) -> &Path {
         &self.tmp
     }
@@ -90,7 +86,9 @@ impl BlobTree {
     pub fn remove(&self, digest: &Digest) -> Result<(), Error> {
         let path = self.path(digest);
         match fs::remove_file(&path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::io("remove blob", &path, e)),
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                Err(Error::io("remove blob", &path, e))
+            }
             _ => Ok(()),
         }
     }
@@ -101,7 +99,11 @@ impl BlobTree {
     pub fn walk(&self) -> Result<Vec<(Option<Digest>, PathBuf)>, Error> {
         let mut found = Vec::new();
         for alg_entry in read_dir_sorted(&self.blobs)? {
-            let alg_name = alg_entry.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            let alg_name = alg_entry
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
             if !alg_entry.is_dir() {
                 found.push((None, alg_entry));
                 continue;
@@ -192,10 +194,6 @@ pub(crate) struct BlobWriter {
 }
 
 impl BlobWriter {
-    pub fn size(&self) -> u64 {
-        self.size
-    }
-
     /// Flushes the buffer and returns the blob's digest, not yet durable.
     pub fn finish(mut self) -> Result<StagedBlob, Error> {
         self.out.flush().ctx("write temp file", &self.temp.path)?;
@@ -236,19 +234,18 @@ pub(crate) struct StagedBlob {
 }
 
 impl StagedBlob {
-    pub fn temp_path(&self) -> &Path {
-        &self.temp.path
-    }
-
     /// Makes the blob durable at its final path. If the tree already has the
     /// blob, the temp file is dropped without an fsync.
     pub fn publish(mut self, tree: &BlobTree) -> Result<(), Error> {
-        let dest = tree.path(&self.digest);
-        if dest.is_file() {
+        if tree.contains(&self.digest) {
             return Ok(());
         }
+        let dest = tree.path(&self.digest);
         crate::failpoint::hit("publish-before-fsync");
-        self.temp.file.sync_all().ctx("fsync temp file", &self.temp.path)?;
+        self.temp
+            .file
+            .sync_all()
+            .ctx("fsync temp file", &self.temp.path)?;
         fs::set_permissions(&self.temp.path, fs::Permissions::from_mode(0o444))
             .ctx("make blob read-only", &self.temp.path)?;
         let shard = dest.parent().expect("blob path has a shard");

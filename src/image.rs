@@ -149,6 +149,19 @@ impl NameSelector {
     }
 }
 
+/// Where a blob was downloaded from, with its HTTP cache facts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Remote {
+    pub url: String,
+    pub etag: Option<String>,
+    /// Seconds the download stays fresh (Cache-Control: max-age).
+    pub max_age: Option<u64>,
+    pub downloaded_at: DateTime<Utc>,
+    pub blob: Digest,
+    /// The image imported from the blob, if any.
+    pub image: Option<Digest>,
+}
+
 /// What `gc` did or, with a dry run, would do.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct GcReport {

@@ -36,6 +36,7 @@ pub use error::{Error, ResolveError};
 pub use fsck::{FsckOptions, FsckReport, Problem};
 pub use image::{
     BlobInfo, DiskUsage, GcReport, ImageDetails, ImageFormat, ImageInfo, Label, NameSelector,
+    Remote,
 };
 pub use import::{ArchiveFormat, Compression, ImportOptions};
 pub use index::SCHEMA_VERSION;

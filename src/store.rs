@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use crate::blobs::{BlobTree, VerifiedReader};
 use crate::digest::{Algorithm, Digest, KeyPrefix};
 use crate::error::{Error, IoContext, ResolveError};
-use crate::image::{DiskUsage, GcReport, ImageDetails, ImageInfo, Label, NameSelector};
+use crate::image::{DiskUsage, GcReport, ImageDetails, ImageInfo, Label, NameSelector, Remote};
 use crate::import::{ImportOptions, Importer};
 use crate::index::{ImageFilter, Index, NewBlob};
 use crate::lock::{self, LockMode};
@@ -131,15 +131,16 @@ impl Store {
     }
 
     fn latest_image(&self, name: &str, labels: &[Label]) -> Result<ImageInfo, Error> {
-        self.index
-            .latest_by_name(name, labels)?
-            .ok_or_else(|| {
-                ResolveError::NoSuchName {
-                    name: name.to_string(),
-                    labels: labels.iter().map(|l| (l.name.clone(), l.value.clone())).collect(),
-                }
-                .into()
-            })
+        self.index.latest_by_name(name, labels)?.ok_or_else(|| {
+            ResolveError::NoSuchName {
+                name: name.to_string(),
+                labels: labels
+                    .iter()
+                    .map(|l| (l.name.clone(), l.value.clone()))
+                    .collect(),
+            }
+            .into()
+        })
     }
 
     /// The best image of a name with every given label (DESIGN.md §4), and
@@ -205,7 +206,12 @@ impl Store {
     /// Points a tag `NAME:TAG` at an image. With `expect`, only if the tag
     /// now points at that image (compare-and-set; `Some(None)`: only if the
     /// tag does not exist yet).
-    pub fn tag(&self, key: &Digest, tag: &str, expect: Option<Option<&Digest>>) -> Result<(), Error> {
+    pub fn tag(
+        &self,
+        key: &Digest,
+        tag: &str,
+        expect: Option<Option<&Digest>>,
+    ) -> Result<(), Error> {
         check_tag(tag)?;
         self.image(key)?;
         self.index.set_tag(tag, key, expect)
@@ -272,6 +278,28 @@ impl Store {
     /// The reference count of a blob, if the store has it.
     pub fn refcount(&self, digest: &Digest) -> Result<Option<u64>, Error> {
         Ok(self.index.blob(digest)?.map(|b| b.refcount))
+    }
+
+    /// Records where a blob (and the image imported from it) came from, with
+    /// the HTTP cache facts for the next fetch. The remote holds the blob
+    /// until it is replaced or its image removed.
+    pub fn set_remote(
+        &self,
+        url: &str,
+        etag: Option<&str>,
+        max_age: Option<u64>,
+        blob: &Digest,
+        image: Option<&Digest>,
+    ) -> Result<(), Error> {
+        self.index.set_remote(url, etag, max_age, blob, image)
+    }
+
+    pub fn remote(&self, url: &str) -> Result<Option<Remote>, Error> {
+        self.index.remote(url)
+    }
+
+    pub fn remotes(&self) -> Result<Vec<Remote>, Error> {
+        self.index.remotes()
     }
 
     /// Removes every blob nothing references, files in the tree that no row
@@ -361,7 +389,9 @@ impl Store {
                 .unwrap_or(0);
         }
         for name in ["index.db", "index.db-wal", "index.db-shm"] {
-            du.index_bytes += fs::metadata(self.root.join(name)).map(|m| m.len()).unwrap_or(0);
+            du.index_bytes += fs::metadata(self.root.join(name))
+                .map(|m| m.len())
+                .unwrap_or(0);
         }
         Ok(du)
     }
@@ -392,7 +422,9 @@ fn check_tag(tag: &str) -> Result<(), Error> {
         input: tag.to_string(),
         reason,
     };
-    let (name, t) = tag.rsplit_once(':').ok_or_else(|| bad("expected NAME:TAG"))?;
+    let (name, t) = tag
+        .rsplit_once(':')
+        .ok_or_else(|| bad("expected NAME:TAG"))?;
     if name.is_empty() || t.is_empty() {
         return Err(bad("expected NAME:TAG with both parts non-empty"));
     }

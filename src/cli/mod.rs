@@ -134,6 +134,8 @@ enum Command {
         #[arg(long, value_name = "DIR|FILE.tar")]
         oci: PathBuf,
     },
+    /// List remotes: where blobs were fetched from, with their cache facts
+    Remotes,
     /// Disk use by images, shared blobs and garbage
     Du,
 }
@@ -160,7 +162,8 @@ fn parse_label(s: &str) -> Result<Label, String> {
 
 pub fn run(args: Args) -> Result<ExitCode> {
     let dir = args.store.clone().unwrap_or_else(Store::default_dir);
-    let store = Store::open(&dir).with_context(|| format!("cannot open store {}", dir.display()))?;
+    let store =
+        Store::open(&dir).with_context(|| format!("cannot open store {}", dir.display()))?;
     let out = Printer::new(args.json, args.full);
     match args.command {
         Command::Import {
@@ -307,6 +310,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 out.json(&serde_json::json!({ "exported": keys, "to": oci }))?;
             }
         }
+        Command::Remotes => out.remotes(&store.remotes()?)?,
         Command::Du => out.du(&store.du()?)?,
     }
     Ok(ExitCode::SUCCESS)

@@ -4,7 +4,7 @@ use std::io::{self, Write};
 
 use anyhow::Result;
 use chrono::{DateTime, Local, Utc};
-use imgstore::{Digest, DiskUsage, GcReport, ImageDetails, ImageInfo};
+use imgstore::{Digest, DiskUsage, GcReport, ImageDetails, ImageInfo, Remote};
 use serde::Serialize;
 
 use super::SortArg;
@@ -68,7 +68,9 @@ impl Printer {
             })
             .collect();
         table(
-            &["KEY", "NAME", "VERSION", "FORMAT", "LATEST", "IMPORTED", "USED", "SIZE"],
+            &[
+                "KEY", "NAME", "VERSION", "FORMAT", "LATEST", "IMPORTED", "USED", "SIZE",
+            ],
             &rows,
         )
     }
@@ -114,6 +116,29 @@ impl Printer {
         table(&["  DIGEST", "SIZE", "REFS", "MEDIA TYPE"], &rows)
     }
 
+    pub fn remotes(&self, remotes: &[Remote]) -> Result<()> {
+        if self.json {
+            return self.json(remotes);
+        }
+        let rows: Vec<Vec<String>> = remotes
+            .iter()
+            .map(|r| {
+                vec![
+                    r.url.clone(),
+                    self.key(&r.blob),
+                    r.image.as_ref().map_or_else(|| "-".into(), |k| self.key(k)),
+                    r.etag.clone().unwrap_or_else(|| "-".into()),
+                    r.max_age.map_or_else(|| "-".into(), |s| format!("{s}s")),
+                    time(&r.downloaded_at),
+                ]
+            })
+            .collect();
+        table(
+            &["URL", "BLOB", "IMAGE", "ETAG", "MAX-AGE", "DOWNLOADED"],
+            &rows,
+        )
+    }
+
     pub fn gc(&self, r: &GcReport) -> Result<()> {
         if self.json {
             return self.json(r);
@@ -122,7 +147,12 @@ impl Printer {
         let mut out = io::stdout().lock();
         writeln!(out, "blobs:      {} ({})", r.blobs, bytes(r.blob_bytes))?;
         writeln!(out, "orphans:    {} ({})", r.orphans, bytes(r.orphan_bytes))?;
-        writeln!(out, "temp files: {} ({})", r.temp_files, bytes(r.temp_bytes))?;
+        writeln!(
+            out,
+            "temp files: {} ({})",
+            r.temp_files,
+            bytes(r.temp_bytes)
+        )?;
         writeln!(out, "{verb} {} in total", bytes(r.bytes()))?;
         Ok(())
     }
@@ -157,7 +187,9 @@ impl Printer {
 
 pub fn sort_images(images: &mut [ImageInfo], by: SortArg) {
     match by {
-        SortArg::Name => images.sort_by(|a, b| a.name.cmp(&b.name).then(a.imported_at.cmp(&b.imported_at))),
+        SortArg::Name => {
+            images.sort_by(|a, b| a.name.cmp(&b.name).then(a.imported_at.cmp(&b.imported_at)))
+        }
         SortArg::Imported => images.sort_by_key(|i| i.imported_at),
         SortArg::Used => images.sort_by_key(|i| i.last_used),
         SortArg::Size => images.sort_by_key(|i| i.size),
@@ -172,16 +204,17 @@ fn table(headers: &[&str], rows: &[Vec<String>]) -> Result<()> {
         }
     }
     let mut out = io::stdout().lock();
-    let print = |out: &mut io::StdoutLock, cells: &mut dyn Iterator<Item = &str>| -> io::Result<()> {
-        let mut line = String::new();
-        for (i, cell) in cells.enumerate() {
-            if i > 0 {
-                line.push_str("  ");
+    let print =
+        |out: &mut io::StdoutLock, cells: &mut dyn Iterator<Item = &str>| -> io::Result<()> {
+            let mut line = String::new();
+            for (i, cell) in cells.enumerate() {
+                if i > 0 {
+                    line.push_str("  ");
+                }
+                line.push_str(&format!("{cell:<width$}", width = widths[i]));
             }
-            line.push_str(&format!("{cell:<width$}", width = widths[i]));
-        }
-        writeln!(out, "{}", line.trim_end())
-    };
+            writeln!(out, "{}", line.trim_end())
+        };
     print(&mut out, &mut headers.iter().copied())?;
     for row in rows {
         print(&mut out, &mut row.iter().map(String::as_str))?;
@@ -190,7 +223,9 @@ fn table(headers: &[&str], rows: &[Vec<String>]) -> Result<()> {
 }
 
 fn time(t: &DateTime<Utc>) -> String {
-    t.with_timezone(&Local).format("%Y-%m-%d %H:%M:%S").to_string()
+    t.with_timezone(&Local)
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string()
 }
 
 pub fn bytes(n: u64) -> String {

@@ -66,7 +66,9 @@ impl Compression {
 pub fn read_head(path: &Path, n: usize) -> Result<Vec<u8>, Error> {
     let file = File::open(path).ctx("open", path)?;
     let mut head = Vec::with_capacity(n);
-    file.take(n as u64).read_to_end(&mut head).ctx("read", path)?;
+    file.take(n as u64)
+        .read_to_end(&mut head)
+        .ctx("read", path)?;
     Ok(head)
 }
 
@@ -81,13 +83,16 @@ pub fn open_decompressed(path: &Path) -> Result<(Compression, Box<dyn Read + Sen
     Ok((compression, reader))
 }
 
+/// Sees every decompressed chunk before the parser does.
+pub type ChunkSink<'s> = &'s mut dyn FnMut(&[u8]) -> io::Result<()>;
+
 /// The receiving end of the pipeline: a `Read` over the decompressed stream.
 pub struct ChunkReader<'s> {
     chunks: Receiver<io::Result<Vec<u8>>>,
     recycle: SyncSender<Vec<u8>>,
     current: Vec<u8>,
     pos: usize,
-    sink: Option<&'s mut dyn FnMut(&[u8]) -> io::Result<()>>,
+    sink: Option<ChunkSink<'s>>,
     /// Total decompressed bytes received.
     pub total: u64,
     /// The last bytes of the stream, to tell a tar that ends properly (in
@@ -103,7 +108,7 @@ pub struct ChunkReader<'s> {
 pub fn start<'s>(
     path: &Path,
     progress: Option<indicatif::ProgressBar>,
-    sink: Option<&'s mut dyn FnMut(&[u8]) -> io::Result<()>>,
+    sink: Option<ChunkSink<'s>>,
 ) -> Result<ChunkReader<'s>, Error> {
     let compression = Compression::sniff(&read_head(path, 8)?);
     let file = File::open(path).ctx("open", path)?;
@@ -124,7 +129,9 @@ pub fn start<'s>(
                 }
             };
             loop {
-                let mut buf = recycle_rx.try_recv().unwrap_or_else(|_| Vec::with_capacity(CHUNK));
+                let mut buf = recycle_rx
+                    .try_recv()
+                    .unwrap_or_else(|_| Vec::with_capacity(CHUNK));
                 buf.resize(CHUNK, 0);
                 match fill(&mut reader, &mut buf) {
                     Ok(0) => return,

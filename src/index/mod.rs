@@ -14,6 +14,7 @@
 
 mod blobs;
 mod images;
+mod remotes;
 mod tags;
 
 use std::path::{Path, PathBuf};
@@ -54,10 +55,18 @@ impl Index {
     pub fn open(path: &Path) -> Result<Index, Error> {
         // Check the version on a plain connection first, so a newer store is
         // refused before the pool sets WAL mode or anything else on it.
-        let mut first = Connection::open(path).map_err(Error::sql(format!(
-            "open {}",
-            path.display()
-        )))?;
+        let mut first =
+            Connection::open(path).map_err(Error::sql(format!("open {}", path.display())))?;
+        first
+            .busy_timeout(BUSY_TIMEOUT)
+            .map_err(Error::sql("configure connection"))?;
+        let found: i64 = first
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(Error::sql(format!(
+                "read schema version of {}",
+                path.display()
+            )))?;
+        check_version(found, path)?;
         configure(&mut first).map_err(Error::sql("configure connection"))?;
         migrate(&mut first, path)?;
         drop(first);

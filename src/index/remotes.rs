@@ -1,0 +1,115 @@
+//! Remotes: where a blob was downloaded from, with the HTTP cache facts
+//! (ETag, max-age) a later fetch needs. A remote holds its blob (an edge of
+//! kind 3) and goes away with the image it produced.
+
+use rusqlite::{OptionalExtension, params};
+
+use super::images::micros_to_time;
+use super::{Index, now_micros};
+use crate::digest::Digest;
+use crate::error::Error;
+use crate::image::Remote;
+
+const REMOTE_COLUMNS: &str = "r.url, r.etag, r.max_age, r.downloaded_at, b.digest, \
+     (SELECT key FROM images WHERE id = r.image_id)";
+
+fn remote_row(r: &rusqlite::Row) -> rusqlite::Result<Remote> {
+    let parse = |idx: usize, s: String| {
+        Digest::parse(&s).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, e.into())
+        })
+    };
+    Ok(Remote {
+        url: r.get(0)?,
+        etag: r.get(1)?,
+        max_age: r.get::<_, Option<i64>>(2)?.map(|s| s.max(0) as u64),
+        downloaded_at: micros_to_time(r.get(3)?),
+        blob: parse(4, r.get(4)?)?,
+        image: r
+            .get::<_, Option<String>>(5)?
+            .map(|s| parse(5, s))
+            .transpose()?,
+    })
+}
+
+impl Index {
+    /// Records (or replaces) a remote. Its blob must be in the index, and
+    /// its image, if given.
+    pub fn set_remote(
+        &self,
+        url: &str,
+        etag: Option<&str>,
+        max_age: Option<u64>,
+        blob: &Digest,
+        image: Option<&Digest>,
+    ) -> Result<(), Error> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction().map_err(Error::sql("begin remote"))?;
+        let blob_id: i64 = tx
+            .query_row(
+                "SELECT id FROM blobs WHERE digest = ?",
+                [blob.to_string()],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(Error::sql("look up blob"))?
+            .ok_or_else(|| Error::BlobNotFound(blob.clone()))?;
+        let image_id: Option<i64> = match image {
+            None => None,
+            Some(key) => Some(
+                tx.query_row(
+                    "SELECT id FROM images WHERE key = ?",
+                    [key.to_string()],
+                    |r| r.get(0),
+                )
+                .map_err(Error::sql(format!("look up image {key}")))?,
+            ),
+        };
+        // Replacing a remote releases its old blob (trigger) before the new
+        // edge is made.
+        tx.execute("DELETE FROM remotes WHERE url = ?", [url])
+            .map_err(Error::sql("replace remote"))?;
+        let id: i64 = tx
+            .query_row(
+                "INSERT INTO remotes (url, etag, max_age, downloaded_at, blob_id, image_id) \
+                 VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+                params![
+                    url,
+                    etag,
+                    max_age.map(|s| s as i64),
+                    now_micros(),
+                    blob_id,
+                    image_id
+                ],
+                |r| r.get(0),
+            )
+            .map_err(Error::sql(format!("record remote {url}")))?;
+        tx.execute(
+            "INSERT INTO refs (owner_kind, owner, blob_id) VALUES (3, ?, ?)",
+            params![id, blob_id],
+        )
+        .map_err(Error::sql("reference remote blob"))?;
+        tx.commit().map_err(Error::sql("commit remote"))
+    }
+
+    pub fn remote(&self, url: &str) -> Result<Option<Remote>, Error> {
+        let conn = self.conn()?;
+        conn.prepare_cached(&format!(
+            "SELECT {REMOTE_COLUMNS} FROM remotes r JOIN blobs b ON b.id = r.blob_id WHERE r.url = ?"
+        ))
+        .and_then(|mut s| s.query_row([url], remote_row).optional())
+        .map_err(Error::sql(format!("look up remote {url}")))
+    }
+
+    pub fn remotes(&self) -> Result<Vec<Remote>, Error> {
+        let conn = self.conn()?;
+        let mut stmt = conn
+            .prepare_cached(&format!(
+                "SELECT {REMOTE_COLUMNS} FROM remotes r JOIN blobs b ON b.id = r.blob_id ORDER BY r.url"
+            ))
+            .map_err(Error::sql("list remotes"))?;
+        stmt.query_map([], remote_row)
+            .and_then(|rows| rows.collect())
+            .map_err(Error::sql("list remotes"))
+    }
+}
