@@ -229,43 +229,25 @@ impl Index {
     pub fn latest_by_name(&self, name: &str, labels: &[Label]) -> Result<Option<ImageInfo>, Error> {
         let conn = self.conn()?;
         let by_version = labels.iter().any(|l| l.name == "version");
-        let mut sql = format!("SELECT {IMAGE_COLUMNS} FROM images i WHERE i.name = ?1");
-        let mut args: Vec<String> = vec![name.to_string()];
-        for label in labels {
-            args.push(label.name.clone());
-            args.push(label.value.clone());
-            sql.push_str(&format!(
-                " AND EXISTS (SELECT 1 FROM labels l WHERE l.image_id = i.id AND l.name = ?{} AND l.value = ?{})",
-                args.len() - 1,
-                args.len()
-            ));
-        }
-        sql.push_str(if by_version {
-            " ORDER BY i.imported_at DESC, i.id DESC LIMIT 1"
-        } else {
-            " ORDER BY i.latest DESC, i.imported_at DESC, i.id DESC LIMIT 1"
-        });
+        let (sql, args) = select_images(
+            Some(name),
+            labels,
+            if by_version {
+                "i.imported_at DESC, i.id DESC LIMIT 1"
+            } else {
+                "i.latest DESC, i.imported_at DESC, i.id DESC LIMIT 1"
+            },
+        );
         Ok(query_images(&conn, &sql, rusqlite::params_from_iter(args))?.pop())
     }
 
     pub fn images(&self, filter: &ImageFilter) -> Result<Vec<ImageInfo>, Error> {
         let conn = self.conn()?;
-        let mut sql = format!("SELECT {IMAGE_COLUMNS} FROM images i WHERE 1");
-        let mut args: Vec<String> = Vec::new();
-        if let Some(name) = &filter.name {
-            args.push(name.clone());
-            sql.push_str(&format!(" AND i.name = ?{}", args.len()));
-        }
-        for label in &filter.labels {
-            args.push(label.name.clone());
-            args.push(label.value.clone());
-            sql.push_str(&format!(
-                " AND EXISTS (SELECT 1 FROM labels l WHERE l.image_id = i.id AND l.name = ?{} AND l.value = ?{})",
-                args.len() - 1,
-                args.len()
-            ));
-        }
-        sql.push_str(" ORDER BY i.name, i.imported_at, i.id");
+        let (sql, args) = select_images(
+            filter.name.as_deref(),
+            &filter.labels,
+            "i.name, i.imported_at, i.id",
+        );
         query_images(&conn, &sql, rusqlite::params_from_iter(args))
     }
 
@@ -289,6 +271,29 @@ impl Index {
         tx.commit().map_err(Error::sql("commit remove"))?;
         Ok(n > 0)
     }
+}
+
+/// A query for images of an optional name that carry every given label
+/// (each checked through the labels primary key), in the given order.
+fn select_images(name: Option<&str>, labels: &[Label], order: &str) -> (String, Vec<String>) {
+    let mut sql = format!("SELECT {IMAGE_COLUMNS} FROM images i WHERE 1");
+    let mut args: Vec<String> = Vec::new();
+    if let Some(name) = name {
+        args.push(name.to_string());
+        sql.push_str(&format!(" AND i.name = ?{}", args.len()));
+    }
+    for label in labels {
+        args.push(label.name.clone());
+        args.push(label.value.clone());
+        sql.push_str(&format!(
+            " AND EXISTS (SELECT 1 FROM labels l WHERE l.image_id = i.id AND l.name = ?{} AND l.value = ?{})",
+            args.len() - 1,
+            args.len()
+        ));
+    }
+    sql.push_str(" ORDER BY ");
+    sql.push_str(order);
+    (sql, args)
 }
 
 fn resolve_prefix(
