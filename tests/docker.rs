@@ -6,7 +6,7 @@
 mod builder;
 mod common;
 
-use builder::{DockerArchive, LayerCompression, Layout, named};
+use builder::{DockerArchive, LayerCompression, Layout};
 use common::{TestStore, compress, write_file};
 use imgstore::Compression;
 use serde_json::{Value, json};
