@@ -167,6 +167,39 @@ fn imports_the_legacy_form() {
     );
 }
 
+#[test]
+fn detects_docker_archives_whose_metadata_comes_last() {
+    // Layers larger than the format sniffer reads come before manifest.json.
+    let big: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let layers: [&[(&str, &[u8])]; 1] = [&[("big", &big)]];
+    let archive = DockerArchive::new("big:1", &layers);
+    let tmp = tempfile::tempdir().unwrap();
+    let path = write_file(tmp.path(), "big.tar", &archive.tar());
+    let s = store();
+    let key = s.ok(&["import", path.to_str().unwrap()]);
+    assert_eq!(s.ok(&["resolve", "big:1"]), key);
+
+    // The current form, blobs first: read as the OCI layout it is, named
+    // by manifest.json since the index names nothing.
+    let mut layout = Layout::new();
+    let built = layout.image("sha256", "amd64", &layers, LayerCompression::None, &[]);
+    layout.index.push(built.desc.clone());
+    let mut files = layout.all_files();
+    let manifest = json!([{ "Config": Layout::blob_path(&built.config), "RepoTags": ["big:2"], "Layers": [Layout::blob_path(&built.layers[0])] }]);
+    files.insert(
+        "manifest.json".into(),
+        serde_json::to_vec(&manifest).unwrap(),
+    );
+    let path = write_file(tmp.path(), "current.tar", &builder::tar_of(&files));
+    assert_eq!(
+        s.ok(&["import", path.to_str().unwrap()]).trim(),
+        built.manifest
+    );
+    assert_eq!(s.ok(&["resolve", "big:2"]).trim(), built.manifest);
+}
+
 /// Fails an import, checks the error names the input and the problem, and
 /// that the store did not change.
 fn rejects(tar: &[u8], expect: &str, args: &[&str]) {

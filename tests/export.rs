@@ -161,3 +161,32 @@ fn refuses_aci_images_and_unknown_keys() {
     s.fails(&["export", "sha256:abcd", "--oci", out.to_str().unwrap()]);
     assert!(!out.exists());
 }
+
+#[test]
+fn a_corrupt_blob_fails_the_export() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (layout, built) = Layout::simple("app:1", b"will rot");
+    let src = tmp.path().join("src");
+    layout.write_dir(&src);
+    let s = store();
+    s.ok(&["import", src.to_str().unwrap()]);
+    let hex = built.layers[0].strip_prefix("sha256:").unwrap();
+    let blob = s.path().join("blobs/sha256").join(&hex[..2]).join(hex);
+    let mut perms = std::fs::metadata(&blob).unwrap().permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    std::fs::set_permissions(&blob, perms).unwrap();
+    let len = std::fs::metadata(&blob).unwrap().len() as usize;
+    std::fs::write(&blob, vec![0u8; len]).unwrap();
+    for dest in ["out", "out.tar"] {
+        let out = tmp.path().join(dest);
+        let err = s.fails(&["export", "app:1", "--oci", out.to_str().unwrap()]);
+        assert!(err.contains("corrupt") && err.contains(hex), "{err}");
+        assert!(!out.exists());
+        let left: Vec<_> = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left.len(), 1, "temp files left: {left:?}");
+    }
+}

@@ -83,6 +83,22 @@ fn imports_a_layout_directory() {
 }
 
 #[test]
+fn names_from_containerd_annotations() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut layout, built) = Layout::simple("latest", b"x");
+    layout.index[0]["annotations"]["io.containerd.image.name"] =
+        "docker.io/library/busybox:1.36".into();
+    let dir = tmp.path().join("l");
+    layout.write_dir(&dir);
+    let s = store();
+    s.ok(&["import", dir_arg(&dir)]);
+    assert_eq!(
+        s.ok(&["resolve", "docker.io/library/busybox:1.36"]).trim(),
+        built.manifest
+    );
+}
+
+#[test]
 fn imports_oci_archives_plain_and_compressed() {
     let tmp = tempfile::tempdir().unwrap();
     let (layout, built) = Layout::simple("app:2", b"archived");

@@ -85,8 +85,9 @@ impl Drop for DiffHasher {
     }
 }
 
-/// The diff_id of a layer file on disk.
-pub(super) fn of_file(path: &Path, algorithm: Algorithm) -> Result<Digest, String> {
+/// The diff_id of a layer file on disk (for import, and for anything else
+/// that decompresses a stored layer: unpacking, `fsck --layers`).
+pub(crate) fn of_file(path: &Path, algorithm: Algorithm) -> Result<Digest, String> {
     let file = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
     hash_decompressed(&mut BufReader::with_capacity(1 << 20, file), algorithm)
 }

@@ -89,6 +89,29 @@ pub(super) fn import(ctx: &Importer, path: &Path) -> Result<Vec<ImageInfo>, Erro
     graph::commit(ctx, members.blobs, images)
 }
 
+/// Names by config digest from a `manifest.json` found in an archive read
+/// as an OCI layout (docker 25+ writes both, and the sniffer may see the
+/// layout first). There it is an extra file, which the layout spec says to
+/// tolerate: entries that do not resolve are ignored.
+pub(super) fn names_by_config(members: &Members) -> HashMap<Digest, Naming> {
+    let mut names = HashMap::new();
+    let Some(bytes) = members.metadata.get("manifest.json") else {
+        return names;
+    };
+    let Ok(Some(entries)) = serde_json::from_slice::<Option<Vec<Entry>>>(bytes) else {
+        return names;
+    };
+    for entry in entries {
+        let config = members::normalize(entry.config.as_bytes())
+            .ok()
+            .and_then(|name| members.file(&name));
+        if let (Some(config), Some(tag)) = (config, entry.repo_tags.iter().flatten().next()) {
+            names.insert(config, Naming::from_reference(tag));
+        }
+    }
+    names
+}
+
 fn parse_manifest_json(path: &Path, bytes: &[u8]) -> Result<Vec<Entry>, Error> {
     let entries: Option<Vec<Entry>> = graph::parse_json(bytes)
         .map_err(|e| Error::bad_archive(path, format!("manifest.json is not valid: {e}")))?;

@@ -11,8 +11,8 @@
 //!   its path, since `manifest.json` (which may come last) names layers and
 //!   configs by path; in an OCI archive other files are skipped.
 //!
-//! With `--verify-layers`, a member whose first bytes look like a tar or a
-//! gzip/zstd stream also feeds a [`DiffHasher`] on its own thread.
+//! With `--verify-layers`, a member whose first bytes look like a gzip or
+//! zstd stream also feeds a [`DiffHasher`] on its own thread.
 //!
 //! Symbolic and hard links (docker's legacy `<id>/layer.tar` often is one)
 //! are recorded and resolved by [`Members::file`].
@@ -259,13 +259,14 @@ fn stage(
     Ok((landed, diff))
 }
 
-/// Whether the first bytes of a member look like a layer: gzip or zstd
-/// data, or a tar header ("ustar" at offset 257).
+/// Whether the first bytes of a member look like a compressed layer (gzip
+/// or zstd data). A plain tar needs no decompressing: its diff_id is its
+/// digest, which the writer computes anyway.
 fn looks_like_layer(head: &[u8]) -> bool {
     matches!(
         Compression::sniff(head),
         Compression::Gzip | Compression::Zstd
-    ) || head.get(257..262) == Some(b"ustar")
+    )
 }
 
 /// The digest a path under `blobs/` names, if it is `blobs/<alg>/<hex>` with

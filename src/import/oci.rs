@@ -13,11 +13,11 @@ use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
-use super::Importer;
 use super::diff_id::DiffHasher;
 use super::graph::{self, Blobs, Naming, Source, Walk};
 use super::members::{self, Members, Mode};
 use super::spec::{self, OciLayout};
+use super::{Importer, docker};
 use crate::digest::{Algorithm, Digest};
 use crate::error::{Error, IoContext};
 use crate::image::ImageInfo;
@@ -27,7 +27,8 @@ pub(super) fn import(ctx: &Importer, path: &Path, is_dir: bool) -> Result<Vec<Im
         import_dir(ctx, path)
     } else {
         let members = members::read(ctx, path, Mode::Oci)?;
-        import_members(ctx, path, members, &HashMap::new())
+        let names = docker::names_by_config(&members);
+        import_members(ctx, path, members, &names)
     }
 }
 
