@@ -65,21 +65,14 @@ impl Store {
             }
             let row = closure.iter().find(|b| b.digest == info.manifest);
             // Layers an import left out (--allow-missing) are not in the
-            // closure; the manifest still names them.
-            let manifest = self.read_blob(&info.manifest)?;
-            let mut missing = Vec::new();
-            if let Ok(m) = serde_json::from_slice::<spec::ImageManifest>(&manifest) {
-                for layer in &m.layers {
-                    if Digest::parse(&layer.digest).map_or(true, |d| !blobs.contains(&d)) {
-                        missing.push(layer.digest.clone());
-                    }
+            // closure, but a manifest still names them: a layout without
+            // them would be refused by every reader.
+            for blob in &closure {
+                if blob.media_type.as_deref().and_then(spec::kind_of) == Some(Kind::Manifest) {
+                    self.check_manifest_complete(key, &blob.digest, &blobs)?;
                 }
             }
-            if let Some(first) = missing.first() {
-                return Err(Error::Other(format!(
-                    "cannot export image {key}: its layer {first} is not in the store (imported with --allow-missing?)"
-                )));
-            }
+            let manifest = self.read_blob(&info.manifest)?;
             let media_type = row
                 .and_then(|b| b.media_type.clone())
                 .or_else(|| {
@@ -122,6 +115,28 @@ impl Store {
         placed?;
         for key in keys {
             self.index.touch(key)?;
+        }
+        Ok(())
+    }
+
+    fn check_manifest_complete(
+        &self,
+        key: &Digest,
+        manifest: &Digest,
+        have: &BTreeSet<Digest>,
+    ) -> Result<(), Error> {
+        let bytes = self.read_blob(manifest)?;
+        let Ok(m) = serde_json::from_slice::<spec::ImageManifest>(&bytes) else {
+            return Ok(());
+        };
+        for layer in std::iter::once(&m.config).chain(&m.layers) {
+            if Digest::parse(&layer.digest).map_or(true, |d| !have.contains(&d)) {
+                return Err(Error::Other(format!(
+                    "cannot export image {key}: blob {} of manifest {manifest} is not in the store \
+                     (imported with --allow-missing?)",
+                    layer.digest
+                )));
+            }
         }
         Ok(())
     }

@@ -255,22 +255,39 @@ fn rejects_bad_manifest_json() {
     rejects(&a.tar(), "1 layers but its config lists 2 diff_ids", &[]);
 }
 
+/// Swaps the first layer of an archive for other bytes under a name that
+/// claims no digest (a legacy `<id>/layer.tar`).
+fn replace_first_layer(a: &mut DockerArchive, bytes: Vec<u8>) {
+    let mut m: Value = serde_json::from_slice(&a.files["manifest.json"]).unwrap();
+    let first = m[0]["Layers"][0].as_str().unwrap().to_string();
+    a.files.remove(&first);
+    a.links.clear();
+    a.files.insert("custom/layer.tar".into(), bytes);
+    m[0]["Layers"][0] = "custom/layer.tar".into();
+    a.files
+        .insert("manifest.json".into(), serde_json::to_vec(&m).unwrap());
+}
+
 #[test]
 fn rejects_diff_id_mismatches_and_truncation() {
     // A layer whose bytes are not what the config's diff_id says.
     let mut a = DockerArchive::new("app:1", &LAYERS);
-    let m: Value = serde_json::from_slice(&a.files["manifest.json"]).unwrap();
-    let first = m[0]["Layers"][0].as_str().unwrap().to_string();
-    let other = builder::layer_tar(&[("etc/a", b"tampered")]);
-    a.files.insert(first, other);
+    replace_first_layer(&mut a, builder::layer_tar(&[("etc/a", b"tampered")]));
     rejects(&a.tar(), "the config's rootfs.diff_ids says", &[]);
+
+    // A layer whose name says another digest than its bytes have.
+    let mut a = DockerArchive::new("app:1", &LAYERS);
+    let first = a.layers[0].strip_prefix("sha256:").unwrap().to_string();
+    a.files.insert(
+        format!("{first}.tar"),
+        builder::layer_tar(&[("etc/a", b"tampered")]),
+    );
+    rejects(&a.tar(), "not to the digest it is named by", &[]);
 
     // A gzip layer cut short, with --verify-layers.
     let mut a = DockerArchive::new("app:1", &LAYERS);
-    let m: Value = serde_json::from_slice(&a.files["manifest.json"]).unwrap();
-    let first = m[0]["Layers"][0].as_str().unwrap().to_string();
-    let gz = builder::gzip(&a.files[&first]);
-    a.files.insert(first, gz[..gz.len() - 10].to_vec());
+    let gz = builder::gzip(&builder::layer_tar(LAYERS[0]));
+    replace_first_layer(&mut a, gz[..gz.len() - 10].to_vec());
     rejects(&a.tar(), "cannot be decompressed", &["--verify-layers"]);
 
     // The archive cut short.

@@ -190,3 +190,21 @@ fn a_corrupt_blob_fails_the_export() {
         assert_eq!(left.len(), 1, "temp files left: {left:?}");
     }
 }
+
+#[test]
+fn refuses_images_imported_without_their_layers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut layout, built) = Layout::simple("app:1", b"partial");
+    layout.files.remove(&Layout::blob_path(&built.layers[0]));
+    let src = tmp.path().join("src");
+    layout.write_dir(&src);
+    let s = store();
+    s.ok(&["import", "--allow-missing", src.to_str().unwrap()]);
+    let out = tmp.path().join("out");
+    let err = s.fails(&["export", "app:1", "--oci", out.to_str().unwrap()]);
+    assert!(
+        err.contains(&built.layers[0]) && err.contains("--allow-missing"),
+        "{err}"
+    );
+    assert!(!out.exists());
+}

@@ -208,6 +208,13 @@ impl<'a, S: Source> Walk<'a, S> {
         if let Some(closure) = self.closures.get(&digest) {
             return Ok(Some(closure.clone()));
         }
+        // A descriptor whose media type says it is neither an index nor a
+        // manifest (nor JSON that could be one) is accepted and left alone.
+        let may_be_json = desc.media_type.is_empty() || desc.media_type.ends_with("json");
+        if spec::kind_of(&desc.media_type).is_none() && (!may_be_json || desc.size > spec::MAX_JSON)
+        {
+            return Ok(None);
+        }
         if !self.source.fetch(&digest, desc.size, None)? {
             return Err(self.bad(format!(
                 "{what} names blob {digest}, which the layout does not hold"

@@ -50,8 +50,6 @@ pub(super) struct Members {
     pub files: HashMap<String, Digest>,
     /// Links by path: normalized target path.
     pub links: HashMap<String, String>,
-    /// Whether any directory or file sat under `blobs/`.
-    pub has_blobs_dir: bool,
 }
 
 impl Members {
@@ -106,9 +104,6 @@ fn scan(ctx: &Importer, path: &Path, mode: Mode, stream: &mut impl Read) -> Resu
         let raw = entry.path_bytes().into_owned();
         let name = normalize(&raw)
             .map_err(|why| bad(format!("entry {:?} {why}", String::from_utf8_lossy(&raw))))?;
-        if name == "blobs" || name.starts_with("blobs/") {
-            members.has_blobs_dir = true;
-        }
         if kind.is_symlink() || kind.is_hard_link() {
             let Some(target) = entry.link_name_bytes().map(|t| t.into_owned()) else {
                 continue;
@@ -159,8 +154,12 @@ fn scan(ctx: &Importer, path: &Path, mode: Mode, stream: &mut impl Read) -> Resu
         if named.is_none() && mode == Mode::Oci {
             continue; // an unknown extra file
         }
+        // Docker names configs and layers `<sha256 hex>.json|.tar` by
+        // their digests: use that to skip writing what the store has, and
+        // hold the member to it.
+        let claimed = named.clone().or_else(|| docker_digest_name(&name));
         let alg = named.as_ref().map_or(Algorithm::Sha256, Digest::algorithm);
-        let present = match &named {
+        let present = match &claimed {
             Some(d) => ctx.index.has_blob(d)? && ctx.tree.contains(d),
             None => false,
         };
@@ -169,7 +168,7 @@ fn scan(ctx: &Importer, path: &Path, mode: Mode, stream: &mut impl Read) -> Resu
             Landed::Staged(s) => s.digest.clone(),
             Landed::Present { digest, .. } => digest.clone(),
         };
-        if let Some(expected) = &named
+        if let Some(expected) = &claimed
             && expected != &digest
         {
             return Err(bad(format!(
@@ -267,6 +266,15 @@ fn looks_like_layer(head: &[u8]) -> bool {
         Compression::sniff(head),
         Compression::Gzip | Compression::Zstd
     )
+}
+
+/// The digest a docker archive member named `<sha256 hex>.json` or
+/// `<sha256 hex>.tar` claims to have.
+fn docker_digest_name(name: &str) -> Option<Digest> {
+    let hex = name
+        .strip_suffix(".tar")
+        .or_else(|| name.strip_suffix(".json"))?;
+    Digest::parse(&format!("sha256:{hex}")).ok()
 }
 
 /// The digest a path under `blobs/` names, if it is `blobs/<alg>/<hex>` with
