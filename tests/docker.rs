@@ -219,6 +219,14 @@ fn rejects(tar: &[u8], expect: &str, args: &[&str]) {
 }
 
 #[test]
+fn refuses_a_directory_forced_to_docker() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = store();
+    let err = s.fails(&["import", "--format", "docker", tmp.path().to_str().unwrap()]);
+    assert!(err.contains("not a directory"), "{err}");
+}
+
+#[test]
 fn rejects_bad_manifest_json() {
     let mut a = DockerArchive::new("app:1", &LAYERS);
     a.files.insert("manifest.json".into(), b"null".to_vec());

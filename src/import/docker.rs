@@ -57,6 +57,12 @@ struct GeneratedManifest {
 }
 
 pub(super) fn import(ctx: &Importer, path: &Path) -> Result<Vec<ImageInfo>, Error> {
+    if path.is_dir() {
+        return Err(Error::bad_archive(
+            path,
+            "a docker archive is a tar file, not a directory (for an OCI layout directory use --format oci)",
+        ));
+    }
     let mut members = members::read(ctx, path, Mode::Docker)?;
     let entries = match members.metadata.remove("manifest.json") {
         Some(bytes) => Some(parse_manifest_json(path, &bytes)?),
