@@ -114,7 +114,10 @@ pub(super) struct Naming {
 
 impl Naming {
     /// The name a descriptor's annotations give, if any: containerd's full
-    /// reference first, then the layout's ref.name (a tag or a reference).
+    /// reference first, then the layout's ref.name. A ref.name may be a full
+    /// reference (`example.com/app:1.0`: name and version) or, as umoci and
+    /// skopeo write it, a bare tag (`v1`): that becomes the name, with no
+    /// version, since the layout does not say what it is a tag of.
     pub fn from_descriptor(desc: &Descriptor) -> Option<Naming> {
         let reference = desc
             .annotation(spec::CONTAINERD_NAME)
@@ -525,7 +528,8 @@ pub(super) fn new_blob(
     }
 }
 
-/// Parses JSON, refusing `null` where a document is expected.
+/// Parses a JSON document; the error is serde's message (which names the
+/// line and column), for the caller to put beside the file name.
 pub(super) fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
     serde_json::from_slice(bytes).map_err(|e| e.to_string())
 }

@@ -23,7 +23,7 @@ pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 /// The annotation containerd (and `docker save` since 25) names images by.
 pub const CONTAINERD_NAME: &str = "io.containerd.image.name";
 
-/// A most JSON documents (index.json, manifests, configs) may be.
+/// The largest JSON document (index.json, manifest, config) held in memory.
 pub const MAX_JSON: u64 = 16 << 20;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
