@@ -278,6 +278,17 @@ fn verify_layers_records_the_diff_id() {
         .find(|b| b["digest"] == built.layers[0])
         .unwrap();
     assert!(layer["diff_id"].is_null());
+    // Verifying later fills the pair in, from the stored blob.
+    s.ok(&["import", "--verify-layers", dir_arg(&dir)]);
+    let info = inspect(&s, &built.manifest);
+    let layer = info["blobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["digest"] == built.layers[0])
+        .unwrap();
+    let tar = builder::layer_tar(&[("etc/hello.txt", b"verified")]);
+    assert_eq!(layer["diff_id"], builder::sha256(&tar));
 }
 
 #[test]
@@ -381,6 +392,12 @@ fn rejects_bad_layout_files() {
     let mut l = good.clone();
     l.files.insert("oci-layout".into(), b"{}".to_vec());
     rejects(&l, "oci-layout is not valid", &[]);
+    let mut l = good.clone();
+    l.files.insert(
+        "oci-layout".into(),
+        br#"{"imageLayoutVersion":"2.0.0"}"#.to_vec(),
+    );
+    rejects(&l, "only 1.x layouts", &[]);
     let mut l = good.clone();
     l.files
         .insert("index.json".into(), b"{\"manifests\": 3}".to_vec());

@@ -139,10 +139,15 @@ fn read_small(path: &Path) -> Result<Vec<u8>, Error> {
 fn check_layout_file(input: &Path, bytes: &[u8]) -> Result<(), Error> {
     let layout: OciLayout = graph::parse_json(bytes)
         .map_err(|e| Error::bad_archive(input, format!("oci-layout is not valid: {e}")))?;
-    if layout.image_layout_version.is_empty() {
+    // Versions 1.x are compatible by semver; anything else may lay blobs
+    // out differently.
+    if layout.image_layout_version.split('.').next() != Some("1") {
         return Err(Error::bad_archive(
             input,
-            "oci-layout has an empty imageLayoutVersion",
+            format!(
+                "oci-layout has imageLayoutVersion {:?}; only 1.x layouts are supported",
+                layout.image_layout_version
+            ),
         ));
     }
     Ok(())
