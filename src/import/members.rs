@@ -154,6 +154,12 @@ fn scan(ctx: &Importer, path: &Path, mode: Mode, stream: &mut impl Read) -> Resu
         if named.is_none() && mode == Mode::Oci {
             continue; // an unknown extra file
         }
+        if name.ends_with("/VERSION") {
+            // Docker's legacy `<id>/VERSION` ("1.0"): nothing names it.
+            // Every staged member holds a file open until the end, so the
+            // useless ones are not staged.
+            continue;
+        }
         // Docker names configs and layers `<sha256 hex>.json|.tar` by
         // their digests: use that to skip writing what the store has, and
         // hold the member to it.
