@@ -44,13 +44,7 @@ impl FsckReport {
 impl fmt::Display for FsckReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for p in &self.problems {
-            writeln!(
-                f,
-                "{}: {} {}",
-                p.kind,
-                p.key.as_deref().unwrap_or("-"),
-                p.detail
-            )?;
+            writeln!(f, "{}: {} {}", p.kind, p.key.as_deref().unwrap_or("-"), p.detail)?;
         }
         writeln!(
             f,

@@ -131,16 +131,15 @@ impl Store {
     }
 
     fn latest_image(&self, name: &str, labels: &[Label]) -> Result<ImageInfo, Error> {
-        self.index.latest_by_name(name, labels)?.ok_or_else(|| {
-            ResolveError::NoSuchName {
-                name: name.to_string(),
-                labels: labels
-                    .iter()
-                    .map(|l| (l.name.clone(), l.value.clone()))
-                    .collect(),
-            }
-            .into()
-        })
+        self.index
+            .latest_by_name(name, labels)?
+            .ok_or_else(|| {
+                ResolveError::NoSuchName {
+                    name: name.to_string(),
+                    labels: labels.iter().map(|l| (l.name.clone(), l.value.clone())).collect(),
+                }
+                .into()
+            })
     }
 
     /// The best image of a name with every given label (DESIGN.md §4), and
@@ -206,12 +205,7 @@ impl Store {
     /// Points a tag `NAME:TAG` at an image. With `expect`, only if the tag
     /// now points at that image (compare-and-set; `Some(None)`: only if the
     /// tag does not exist yet).
-    pub fn tag(
-        &self,
-        key: &Digest,
-        tag: &str,
-        expect: Option<Option<&Digest>>,
-    ) -> Result<(), Error> {
+    pub fn tag(&self, key: &Digest, tag: &str, expect: Option<Option<&Digest>>) -> Result<(), Error> {
         check_tag(tag)?;
         self.image(key)?;
         self.index.set_tag(tag, key, expect)
@@ -367,9 +361,7 @@ impl Store {
                 .unwrap_or(0);
         }
         for name in ["index.db", "index.db-wal", "index.db-shm"] {
-            du.index_bytes += fs::metadata(self.root.join(name))
-                .map(|m| m.len())
-                .unwrap_or(0);
+            du.index_bytes += fs::metadata(self.root.join(name)).map(|m| m.len()).unwrap_or(0);
         }
         Ok(du)
     }
@@ -400,9 +392,7 @@ fn check_tag(tag: &str) -> Result<(), Error> {
         input: tag.to_string(),
         reason,
     };
-    let (name, t) = tag
-        .rsplit_once(':')
-        .ok_or_else(|| bad("expected NAME:TAG"))?;
+    let (name, t) = tag.rsplit_once(':').ok_or_else(|| bad("expected NAME:TAG"))?;
     if name.is_empty() || t.is_empty() {
         return Err(bad("expected NAME:TAG with both parts non-empty"));
     }

@@ -54,8 +54,10 @@ impl Index {
     pub fn open(path: &Path) -> Result<Index, Error> {
         // Check the version on a plain connection first, so a newer store is
         // refused before the pool sets WAL mode or anything else on it.
-        let mut first =
-            Connection::open(path).map_err(Error::sql(format!("open {}", path.display())))?;
+        let mut first = Connection::open(path).map_err(Error::sql(format!(
+            "open {}",
+            path.display()
+        )))?;
         configure(&mut first).map_err(Error::sql("configure connection"))?;
         migrate(&mut first, path)?;
         drop(first);
