@@ -72,8 +72,7 @@ impl BlobTree {
 
     /// Starts a new blob, hashed with `algorithm` as it is written.
     pub fn writer(&self, algorithm: Algorithm) -> Result<BlobWriter, Error> {
-        let temp = TempFile::create(&self.tmp)?;
-        let file = temp.file.try_clone().ctx("clone handle", &temp.path)?;
+        let (temp, file) = TempFile::create(&self.tmp)?;
         Ok(BlobWriter {
             out: BufWriter::with_capacity(WRITE_BUFFER, file),
             hasher: algorithm.hasher(),
@@ -136,18 +135,20 @@ fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>, Error> {
     Ok(entries)
 }
 
-/// A temp file in `<store>/tmp/`, removed on drop unless kept.
+/// A temp file in `<store>/tmp/`, removed on drop unless kept. It holds
+/// only the name: an archive import may stage thousands of blobs before it
+/// publishes any, and must not hold a descriptor open for each.
 #[derive(Debug)]
 pub(crate) struct TempFile {
     pub path: PathBuf,
-    pub file: File,
     keep: bool,
 }
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 impl TempFile {
-    pub fn create(dir: &Path) -> Result<TempFile, Error> {
+    /// Creates a new temp file; returns it and a handle open for writing.
+    pub fn create(dir: &Path) -> Result<(TempFile, File), Error> {
         // The pid in the name lets gc tell a live writer's file from a dead one's.
         let pid = std::process::id();
         loop {
@@ -164,13 +165,7 @@ impl TempFile {
                 .mode(0o600)
                 .open(&path)
             {
-                Ok(file) => {
-                    return Ok(TempFile {
-                        path,
-                        file,
-                        keep: false,
-                    });
-                }
+                Ok(file) => return Ok((TempFile { path, keep: false }, file)),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(Error::io("create temp file", &path, e)),
             }
@@ -201,9 +196,11 @@ pub(crate) struct BlobWriter {
 const WRITEBACK_EVERY: u64 = 16 << 20;
 
 impl BlobWriter {
-    /// Flushes the buffer and returns the blob's digest, not yet durable.
+    /// Flushes the buffer, closes the file and returns the blob's digest,
+    /// not yet durable.
     pub fn finish(mut self) -> Result<StagedBlob, Error> {
         self.out.flush().ctx("write temp file", &self.temp.path)?;
+        drop(self.out);
         Ok(StagedBlob {
             digest: self.hasher.finish(),
             size: self.size,
@@ -262,6 +259,12 @@ pub(crate) struct StagedBlob {
 }
 
 impl StagedBlob {
+    /// Where the bytes wait, for a reader that needs them before publish
+    /// (an archive's manifests and configs).
+    pub fn temp_path(&self) -> &Path {
+        &self.temp.path
+    }
+
     /// Makes the blob durable at its final path. If the tree already has the
     /// blob, the temp file is dropped without an fsync.
     pub fn publish(mut self, tree: &BlobTree) -> Result<(), Error> {
@@ -270,9 +273,8 @@ impl StagedBlob {
         }
         let dest = tree.path(&self.digest);
         crate::failpoint::hit("publish-before-fsync");
-        self.temp
-            .file
-            .sync_all()
+        File::open(&self.temp.path)
+            .and_then(|f| f.sync_all())
             .ctx("fsync temp file", &self.temp.path)?;
         fs::set_permissions(&self.temp.path, fs::Permissions::from_mode(0o444))
             .ctx("make blob read-only", &self.temp.path)?;

@@ -9,9 +9,13 @@
 
 mod aci;
 pub(crate) mod appc;
+pub(crate) mod diff_id;
 mod docker;
+mod graph;
+mod members;
 mod oci;
 pub(crate) mod pipeline;
+pub(crate) mod spec;
 
 use std::path::Path;
 
@@ -112,7 +116,7 @@ fn sniff_archive(path: &Path) -> Result<ArchiveFormat, Error> {
     let is = |pred: &dyn Fn(&str) -> bool| names.iter().any(|n| pred(n));
     if is(&|n| n == "manifest" || n == "rootfs" || n.starts_with("rootfs/")) {
         Ok(ArchiveFormat::Aci)
-    } else if is(&|n| n == "manifest.json" || n == "repositories" || n.ends_with("/layer.tar")) {
+    } else if is(&|n| n == "manifest.json" || n == "repositories" || is_docker_member(n)) {
         Ok(ArchiveFormat::Docker)
     } else if is(&|n| n == "oci-layout" || n == "index.json" || n.starts_with("blobs/")) {
         Ok(ArchiveFormat::Oci)
@@ -132,5 +136,20 @@ fn sniff_archive(path: &Path) -> Result<ArchiveFormat, Error> {
             path,
             "a tar archive, but not an ACI (no manifest or rootfs/), OCI layout or docker archive; use --format to force one",
         ))
+    }
+}
+
+/// Whether an entry name is one only docker archives use: `<id>/layer.tar`,
+/// `<id>/json`, `<id>/VERSION`, `<hex>.tar` or `<hex>.json`. The metadata
+/// files of a docker archive often come last, after layers larger than the
+/// sniffer reads, so the first names must be enough.
+fn is_docker_member(name: &str) -> bool {
+    let is_id = |s: &str| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit());
+    match name.split_once('/') {
+        Some((id, rest)) => is_id(id) && matches!(rest, "layer.tar" | "json" | "VERSION" | ""),
+        None => name
+            .strip_suffix(".tar")
+            .or_else(|| name.strip_suffix(".json"))
+            .is_some_and(is_id),
     }
 }

@@ -1,14 +1,298 @@
-//! OCI image layouts (a directory, or a tar of one: oci-archive).
+//! OCI image layouts: a directory, or a tar of one (oci-archive, plain or
+//! compressed).
+//!
+//! A directory is read by walking its `index.json`: a blob the store has
+//! already is never opened, so re-importing a layout costs what is new in
+//! it, not its size. An archive is read in one pass ([`members`]), then
+//! walked the same way over the staged members. Either way every blob is
+//! checked against its descriptor's digest and size before anything is
+//! published ([`graph`]).
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
 
-use super::Importer;
-use crate::error::Error;
+use super::diff_id::DiffHasher;
+use super::graph::{self, Blobs, Naming, Source, Walk};
+use super::members::{self, Members, Mode};
+use super::spec::{self, OciLayout};
+use super::{Importer, docker};
+use crate::digest::{Algorithm, Digest};
+use crate::error::{Error, IoContext};
 use crate::image::ImageInfo;
 
-pub(super) fn import(_ctx: &Importer, path: &Path, _is_dir: bool) -> Result<Vec<ImageInfo>, Error> {
-    Err(Error::bad_archive(
-        path,
-        "OCI import is not implemented yet",
-    ))
+pub(super) fn import(ctx: &Importer, path: &Path, is_dir: bool) -> Result<Vec<ImageInfo>, Error> {
+    if is_dir {
+        import_dir(ctx, path)
+    } else {
+        let members = members::read(ctx, path, Mode::Oci)?;
+        let names = docker::names_by_config(&members);
+        import_members(ctx, path, members, &names)
+    }
+}
+
+/// Imports an archive's members as a layout. `fallback` names images by
+/// config digest where the index does not (docker's manifest.json).
+pub(super) fn import_members(
+    ctx: &Importer,
+    path: &Path,
+    mut members: Members,
+    fallback: &HashMap<Digest, Naming>,
+) -> Result<Vec<ImageInfo>, Error> {
+    let layout = members.metadata.remove("oci-layout").ok_or_else(|| {
+        Error::bad_archive(
+            path,
+            "the archive has no oci-layout file: not an OCI image layout",
+        )
+    })?;
+    check_layout_file(path, &layout)?;
+    let index = members.metadata.remove("index.json").ok_or_else(|| {
+        Error::bad_archive(
+            path,
+            "the archive has no index.json: not an OCI image layout",
+        )
+    })?;
+    let source = ArchiveSource {
+        ctx,
+        input: path,
+        blobs: members.blobs,
+    };
+    let mut walk = Walk::new(ctx, path, source);
+    walk.walk_layout_index(&index, fallback)?;
+    finish(ctx, path, walk.source.blobs, walk.images)
+}
+
+fn finish(
+    ctx: &Importer,
+    path: &Path,
+    blobs: Blobs,
+    images: Vec<crate::index::NewImage>,
+) -> Result<Vec<ImageInfo>, Error> {
+    if images.is_empty() {
+        return Err(Error::bad_archive(
+            path,
+            "index.json lists no image manifest",
+        ));
+    }
+    graph::commit(ctx, blobs, images)
+}
+
+fn import_dir(ctx: &Importer, dir: &Path) -> Result<Vec<ImageInfo>, Error> {
+    let bad = |reason: &str| Error::bad_archive(dir, reason.to_string());
+    let layout_path = dir.join("oci-layout");
+    match fs::metadata(&layout_path) {
+        Ok(m) if m.is_file() => {}
+        Ok(_) => return Err(bad("oci-layout is not a regular file")),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(bad("there is no oci-layout file: not an OCI image layout"));
+        }
+        Err(e) => return Err(Error::io("read", &layout_path, e)),
+    }
+    let layout = read_small(&layout_path)?;
+    check_layout_file(dir, &layout)?;
+    let blobs_dir = dir.join("blobs");
+    match fs::metadata(&blobs_dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Err(bad("blobs is not a directory")),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(bad("there is no blobs directory: not an OCI image layout"));
+        }
+        Err(e) => return Err(Error::io("read", &blobs_dir, e)),
+    }
+    let index_path = dir.join("index.json");
+    match fs::metadata(&index_path) {
+        Ok(m) if m.is_file() => {}
+        Ok(_) => return Err(bad("index.json is not a regular file")),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(bad("there is no index.json: not an OCI image layout"));
+        }
+        Err(e) => return Err(Error::io("read", &index_path, e)),
+    }
+    let index = read_small(&index_path)?;
+    let source = DirSource {
+        ctx,
+        dir,
+        blobs: Blobs::default(),
+    };
+    let mut walk = Walk::new(ctx, dir, source);
+    walk.walk_layout_index(&index, &HashMap::new())?;
+    finish(ctx, dir, walk.source.blobs, walk.images)
+}
+
+fn read_small(path: &Path) -> Result<Vec<u8>, Error> {
+    let mut bytes = Vec::new();
+    File::open(path)
+        .and_then(|f| f.take(spec::MAX_JSON + 1).read_to_end(&mut bytes))
+        .ctx("read", path)?;
+    if bytes.len() as u64 > spec::MAX_JSON {
+        return Err(Error::bad_archive(
+            path,
+            format!("larger than the {} bytes allowed", spec::MAX_JSON),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// `oci-layout` must be a JSON object with a version string (umoci refuses
+/// `{}` too).
+fn check_layout_file(input: &Path, bytes: &[u8]) -> Result<(), Error> {
+    let layout: OciLayout = graph::parse_json(bytes)
+        .map_err(|e| Error::bad_archive(input, format!("oci-layout is not valid: {e}")))?;
+    // Versions 1.x are compatible by semver; anything else may lay blobs
+    // out differently.
+    if layout.image_layout_version.split('.').next() != Some("1") {
+        return Err(Error::bad_archive(
+            input,
+            format!(
+                "oci-layout has imageLayoutVersion {:?}; only 1.x layouts are supported",
+                layout.image_layout_version
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a blob the store has against a descriptor's size; `Ok(false)` if
+/// the store does not have it.
+fn from_store(
+    ctx: &Importer,
+    input: &Path,
+    blobs: &mut Blobs,
+    digest: &Digest,
+    size: u64,
+) -> Result<bool, Error> {
+    let Some(row) = ctx.index.blob(digest)? else {
+        return Ok(false);
+    };
+    if !ctx.tree.contains(digest) {
+        return Ok(false);
+    }
+    check_size(input, digest, size, row.size)?;
+    blobs.present.insert(digest.clone(), row.size);
+    Ok(true)
+}
+
+fn check_size(input: &Path, digest: &Digest, expected: u64, found: u64) -> Result<(), Error> {
+    if expected != found {
+        return Err(Error::bad_archive(
+            input,
+            format!("blob {digest} has {found} bytes, but its descriptor says {expected}"),
+        ));
+    }
+    Ok(())
+}
+
+/// The members of an archive, already staged.
+struct ArchiveSource<'a> {
+    ctx: &'a Importer<'a>,
+    input: &'a Path,
+    blobs: Blobs,
+}
+
+impl Source for ArchiveSource<'_> {
+    fn blobs(&self) -> &Blobs {
+        &self.blobs
+    }
+
+    fn fetch(
+        &mut self,
+        digest: &Digest,
+        size: u64,
+        _diff_alg: Option<Algorithm>,
+    ) -> Result<bool, Error> {
+        if let Some(found) = self.blobs.size(digest) {
+            check_size(self.input, digest, size, found)?;
+            return Ok(true);
+        }
+        // The spec lets a layout leave blobs to another store; this one
+        // may be it.
+        from_store(self.ctx, self.input, &mut self.blobs, digest, size)
+    }
+}
+
+/// A layout directory, read blob by blob as the walk asks.
+struct DirSource<'a> {
+    ctx: &'a Importer<'a>,
+    dir: &'a Path,
+    blobs: Blobs,
+}
+
+impl DirSource<'_> {
+    fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.dir
+            .join("blobs")
+            .join(digest.algorithm().name())
+            .join(digest.hex())
+    }
+}
+
+impl Source for DirSource<'_> {
+    fn blobs(&self) -> &Blobs {
+        &self.blobs
+    }
+
+    fn fetch(
+        &mut self,
+        digest: &Digest,
+        size: u64,
+        diff_alg: Option<Algorithm>,
+    ) -> Result<bool, Error> {
+        if let Some(found) = self.blobs.size(digest) {
+            check_size(self.dir, digest, size, found)?;
+            return Ok(true);
+        }
+        if from_store(self.ctx, self.dir, &mut self.blobs, digest, size)? {
+            return Ok(true);
+        }
+        let path = self.blob_path(digest);
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(Error::io("open", &path, e)),
+        };
+        let meta = file.metadata().ctx("read", &path)?;
+        if !meta.is_file() {
+            return Err(Error::bad_archive(&path, "a blob must be a regular file"));
+        }
+        // A wrong size is told without reading the blob.
+        check_size(self.dir, digest, size, meta.len())?;
+        let mut writer = self.ctx.tree.writer(digest.algorithm())?;
+        let mut diff = diff_alg.map(DiffHasher::start);
+        let mut reader = match &self.ctx.options.progress {
+            Some(bar) => Box::new(bar.wrap_read(file)) as Box<dyn Read>,
+            None => Box::new(file),
+        };
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::io("read", &path, e)),
+            };
+            if let Some(d) = diff.as_mut() {
+                d.feed(&buf[..n]);
+            }
+            writer
+                .write_all(&buf[..n])
+                .map_err(|e| Error::io("write temp file", self.ctx.tree.tmp_dir(), e))?;
+        }
+        let staged = writer.finish()?;
+        if &staged.digest != digest {
+            return Err(Error::bad_archive(
+                &path,
+                format!(
+                    "the content hashes to {}, not to the digest {digest} it is named by",
+                    staged.digest
+                ),
+            ));
+        }
+        check_size(self.dir, digest, size, staged.size)?;
+        if let Some(d) = diff {
+            self.blobs.diffs.insert(digest.clone(), d.finish());
+        }
+        self.blobs.staged.insert(digest.clone(), staged);
+        Ok(true)
+    }
 }

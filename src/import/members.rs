@@ -1,0 +1,345 @@
+//! One pass over an image archive (oci-archive or docker-archive), whose
+//! members come in any order.
+//!
+//! Each member is dealt with as it streams past, never extracted first:
+//! - `blobs/<alg>/<hex>` is hashed as it is written to a temp file and must
+//!   hash to its name; if the store already has that blob it is only hashed,
+//!   not written.
+//! - the layout's and docker's metadata files (`oci-layout`, `index.json`,
+//!   `manifest.json`, `repositories`) are kept in memory (they are small).
+//! - in a docker archive every other regular file is staged too, keyed by
+//!   its path, since `manifest.json` (which may come last) names layers and
+//!   configs by path; in an OCI archive other files are skipped.
+//!
+//! With `--verify-layers`, a member whose first bytes look like a gzip or
+//! zstd stream also feeds a [`DiffHasher`] on its own thread.
+//!
+//! Symbolic and hard links (docker's legacy `<id>/layer.tar` often is one)
+//! are recorded and resolved by [`Members::file`].
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::path::Path;
+
+use super::diff_id::DiffHasher;
+use super::graph::Blobs;
+use super::pipeline::{self, Compression};
+use super::{Importer, spec};
+use crate::blobs::StagedBlob;
+use crate::digest::{Algorithm, Digest};
+use crate::error::Error;
+
+/// Metadata files read into memory.
+const METADATA: [&str; 4] = ["oci-layout", "index.json", "manifest.json", "repositories"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Mode {
+    /// Keep `blobs/…` and the metadata files only.
+    Oci,
+    /// Stage every regular file.
+    Docker,
+}
+
+/// What one pass over an archive found.
+#[derive(Default)]
+pub(super) struct Members {
+    pub blobs: Blobs,
+    /// Metadata files by name.
+    pub metadata: HashMap<String, Vec<u8>>,
+    /// Other staged files by path, with their sha256 digests.
+    pub files: HashMap<String, Digest>,
+    /// Links by path: normalized target path.
+    pub links: HashMap<String, String>,
+}
+
+impl Members {
+    /// The digest of the file at `name`, following links (a bounded number
+    /// of them, so that a link cycle ends).
+    pub fn file(&self, name: &str) -> Option<Digest> {
+        let mut name = name.to_string();
+        for _ in 0..16 {
+            if let Some(d) = self.files.get(&name) {
+                return Some(d.clone());
+            }
+            if let Some(d) = blob_name(&name).filter(|d| self.blobs.size(d).is_some()) {
+                return Some(d);
+            }
+            name = self.links.get(&name)?.clone();
+        }
+        None
+    }
+}
+
+/// Reads an archive through once. The tar must be complete.
+pub(super) fn read(ctx: &Importer, path: &Path, mode: Mode) -> Result<Members, Error> {
+    let mut stream = pipeline::start(path, ctx.options.progress.clone(), None)?;
+    let members = scan(ctx, path, mode, &mut stream)?;
+    stream.drain().map_err(|e| stream_error(path, e))?;
+    if !stream.ends_in_zero_blocks() {
+        return Err(Error::bad_archive(
+            path,
+            "the tar archive is truncated (it does not end in two zero blocks)",
+        ));
+    }
+    Ok(members)
+}
+
+fn stream_error(path: &Path, e: io::Error) -> Error {
+    Error::bad_archive(
+        path,
+        format!("cannot read the archive (truncated or corrupt?): {e}"),
+    )
+}
+
+fn scan(ctx: &Importer, path: &Path, mode: Mode, stream: &mut impl Read) -> Result<Members, Error> {
+    let bad = |reason: String| Error::bad_archive(path, reason);
+    let mut members = Members::default();
+    let mut archive = tar::Archive::new(stream);
+    for entry in archive.entries().map_err(|e| stream_error(path, e))? {
+        let mut entry = entry.map_err(|e| stream_error(path, e))?;
+        let kind = entry.header().entry_type();
+        if kind.is_pax_global_extensions() || kind.is_pax_local_extensions() {
+            continue;
+        }
+        let raw = entry.path_bytes().into_owned();
+        let name = normalize(&raw)
+            .map_err(|why| bad(format!("entry {:?} {why}", String::from_utf8_lossy(&raw))))?;
+        if kind.is_symlink() || kind.is_hard_link() {
+            let Some(target) = entry.link_name_bytes().map(|t| t.into_owned()) else {
+                continue;
+            };
+            let target = String::from_utf8_lossy(&target).into_owned();
+            // A symlink's target is relative to its directory; a hard
+            // link's to the archive root.
+            let joined = match (kind.is_symlink(), name.rsplit_once('/')) {
+                (true, Some((dir, _))) => format!("{dir}/{target}"),
+                _ => target.clone(),
+            };
+            let resolved = resolve_dots(&joined).ok_or_else(|| {
+                bad(format!(
+                    "link {name:?} -> {target:?} leads outside the archive"
+                ))
+            })?;
+            members.links.insert(name, resolved);
+            continue;
+        }
+        if !kind.is_file()
+            && kind != tar::EntryType::Continuous
+            && kind != tar::EntryType::GNUSparse
+        {
+            continue;
+        }
+        if METADATA.contains(&name.as_str()) {
+            if entry.size() > spec::MAX_JSON {
+                return Err(bad(format!(
+                    "{name} is {} bytes, more than the {} allowed",
+                    entry.size(),
+                    spec::MAX_JSON
+                )));
+            }
+            let mut bytes = Vec::with_capacity(entry.size() as usize);
+            entry
+                .read_to_end(&mut bytes)
+                .map_err(|e| stream_error(path, e))?;
+            members.metadata.insert(name, bytes);
+            continue;
+        }
+        let named = blob_name(&name);
+        if name.starts_with("blobs/") && named.is_none() {
+            // Under blobs/ but not a digest we know: an extra file, or an
+            // algorithm we do not support. Only a descriptor naming it
+            // makes it matter, and that is checked when the graph is walked.
+            continue;
+        }
+        if named.is_none() && mode == Mode::Oci {
+            continue; // an unknown extra file
+        }
+        if name.ends_with("/VERSION") {
+            // Docker's legacy `<id>/VERSION` ("1.0"): nothing names it.
+            // Every staged member holds a file open until the end, so the
+            // useless ones are not staged.
+            continue;
+        }
+        // Docker names configs and layers `<sha256 hex>.json|.tar` by
+        // their digests: use that to skip writing what the store has, and
+        // hold the member to it.
+        let claimed = named.clone().or_else(|| docker_digest_name(&name));
+        let alg = named.as_ref().map_or(Algorithm::Sha256, Digest::algorithm);
+        let present = match &claimed {
+            Some(d) => ctx.index.has_blob(d)? && ctx.tree.contains(d),
+            None => false,
+        };
+        let (landed, diff) = stage(ctx, path, &mut entry, alg, present)?;
+        let digest = match &landed {
+            Landed::Staged(s) => s.digest.clone(),
+            Landed::Present { digest, .. } => digest.clone(),
+        };
+        if let Some(expected) = &claimed
+            && expected != &digest
+        {
+            return Err(bad(format!(
+                "{name}: the content hashes to {digest}, not to the digest it is named by"
+            )));
+        }
+        if let Some(diff) = diff {
+            members.blobs.diffs.insert(digest.clone(), diff);
+        }
+        match landed {
+            Landed::Staged(staged) => {
+                members.blobs.staged.insert(digest.clone(), staged);
+            }
+            Landed::Present { size, .. } => {
+                members.blobs.present.insert(digest.clone(), size);
+            }
+        }
+        if named.is_none() {
+            members.files.insert(name, digest);
+        }
+    }
+    Ok(members)
+}
+
+/// Where a member's bytes went.
+enum Landed {
+    Staged(StagedBlob),
+    /// The store has the blob: hashed only.
+    Present {
+        digest: Digest,
+        size: u64,
+    },
+}
+
+/// Streams one member into a blob writer (or only a hasher, if the store
+/// has it already), feeding a diff hasher when layers are verified.
+fn stage(
+    ctx: &Importer,
+    path: &Path,
+    entry: &mut impl Read,
+    alg: Algorithm,
+    present: bool,
+) -> Result<(Landed, Option<Result<Digest, String>>), Error> {
+    let mut writer = if present {
+        None
+    } else {
+        Some(ctx.tree.writer(alg)?)
+    };
+    let mut hasher = alg.hasher();
+    let mut size = 0u64;
+    let mut diff: Option<DiffHasher> = None;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut first = true;
+    loop {
+        let n = match entry.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(stream_error(path, e)),
+        };
+        let chunk = &buf[..n];
+        if first {
+            first = false;
+            if ctx.options.verify_layers && looks_like_layer(chunk) {
+                diff = Some(DiffHasher::start(Algorithm::Sha256));
+            }
+        }
+        if let Some(d) = diff.as_mut() {
+            d.feed(chunk);
+        }
+        match writer.as_mut() {
+            Some(w) => w
+                .write_all(chunk)
+                .map_err(|e| Error::io("write temp file", ctx.tree.tmp_dir(), e))?,
+            None => hasher.update(chunk),
+        }
+        size += n as u64;
+    }
+    let diff = diff.map(DiffHasher::finish);
+    let landed = match writer {
+        Some(w) => Landed::Staged(w.finish()?),
+        None => Landed::Present {
+            digest: hasher.finish(),
+            size,
+        },
+    };
+    Ok((landed, diff))
+}
+
+/// Whether the first bytes of a member look like a compressed layer (gzip
+/// or zstd data). A plain tar needs no decompressing: its diff_id is its
+/// digest, which the writer computes anyway.
+fn looks_like_layer(head: &[u8]) -> bool {
+    matches!(
+        Compression::sniff(head),
+        Compression::Gzip | Compression::Zstd
+    )
+}
+
+/// The digest a docker archive member named `<sha256 hex>.json` or
+/// `<sha256 hex>.tar` claims to have.
+fn docker_digest_name(name: &str) -> Option<Digest> {
+    let hex = name
+        .strip_suffix(".tar")
+        .or_else(|| name.strip_suffix(".json"))?;
+    Digest::parse(&format!("sha256:{hex}")).ok()
+}
+
+/// The digest a path under `blobs/` names, if it is `blobs/<alg>/<hex>` with
+/// a valid digest.
+pub(super) fn blob_name(name: &str) -> Option<Digest> {
+    let rest = name.strip_prefix("blobs/")?;
+    let (alg, hex) = rest.split_once('/')?;
+    Digest::parse(&format!("{alg}:{hex}")).ok()
+}
+
+/// An entry name without `./` and trailing slashes; refuses absolute names
+/// and `..`.
+pub(super) fn normalize(raw: &[u8]) -> Result<String, &'static str> {
+    let s = std::str::from_utf8(raw).map_err(|_| "is not valid UTF-8")?;
+    if s.starts_with('/') {
+        return Err("is an absolute path");
+    }
+    let mut parts = Vec::new();
+    for part in s.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => return Err("leads outside the archive with '..'"),
+            p => parts.push(p),
+        }
+    }
+    Ok(parts.join("/"))
+}
+
+/// Resolves `.` and `..` in a path relative to the archive root; `None` if
+/// it climbs out of it.
+fn resolve_dots(path: &str) -> Option<String> {
+    if path.starts_with('/') {
+        return None;
+    }
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            p => parts.push(p),
+        }
+    }
+    Some(parts.join("/"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert_eq!(normalize(b"./blobs/sha256/").unwrap(), "blobs/sha256");
+        assert!(normalize(b"../x").is_err());
+        assert_eq!(resolve_dots("abc/../def.tar").as_deref(), Some("def.tar"));
+        assert_eq!(resolve_dots("../x"), None);
+        let hex = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        assert!(blob_name(&format!("blobs/sha256/{hex}")).is_some());
+        assert!(blob_name(&format!("blobs/sha256/{}", hex.to_uppercase())).is_none());
+    }
+}
