@@ -2,7 +2,7 @@
 //! the current form (OCI layout + manifest.json), the legacy form
 //! (repositories + `<id>/json` chains), compressed or not, and bad input.
 
-#[path = "data/oci/builder.rs"]
+#[path = "common/oci_builder.rs"]
 mod builder;
 mod common;
 

@@ -1,7 +1,7 @@
 //! Exporting images as OCI image layouts: byte-identical blobs, names in
 //! index.json, round trips, several images in one layout.
 
-#[path = "data/oci/builder.rs"]
+#[path = "common/oci_builder.rs"]
 mod builder;
 mod common;
 

@@ -1,7 +1,7 @@
 //! Importing OCI image layouts: directories and oci-archives (plain, gzip,
 //! zstd), nested indexes, sha512, layer checks and every kind of bad input.
 
-#[path = "data/oci/builder.rs"]
+#[path = "common/oci_builder.rs"]
 mod builder;
 mod common;
 
@@ -595,4 +595,51 @@ fn rejects_dot_dot_in_archive_member_names() {
     let err = s.fails(&["import", "--format", "oci", path.to_str().unwrap()]);
     assert!(err.contains("'..'"), "{err}");
     assert_eq!(before, s.snapshot());
+}
+
+#[test]
+fn an_archive_with_more_blobs_than_open_files_allowed_imports() {
+    // Every member is staged before anything is published; staged blobs
+    // must not each hold a file descriptor. 300 layers under a limit of 64.
+    let tmp = tempfile::tempdir().unwrap();
+    let contents: Vec<Vec<u8>> = (0..300)
+        .map(|i| format!("layer {i}").into_bytes())
+        .collect();
+    let files: Vec<Vec<(&str, &[u8])>> = contents
+        .iter()
+        .map(|c| vec![("etc/file", c.as_slice())])
+        .collect();
+    let layers: Vec<&[(&str, &[u8])]> = files.iter().map(Vec::as_slice).collect();
+    let mut layout = Layout::new();
+    let built = layout.image(
+        "sha256",
+        "amd64",
+        &layers,
+        builder::LayerCompression::Gzip,
+        &[],
+    );
+    layout.index.push(named(built.desc.clone(), "many:1"));
+    let archive = write_file(tmp.path(), "many.tar", &layout.tar());
+    let s = store();
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -n 64 && exec \"$0\" --store \"$1\" import \"$2\"")
+        .arg(env!("CARGO_BIN_EXE_imgstore"))
+        .arg(s.path())
+        .arg(&archive)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), built.manifest);
+    assert_eq!(
+        inspect(&s, &built.manifest)["blobs"]
+            .as_array()
+            .unwrap()
+            .len(),
+        302
+    );
 }
