@@ -7,6 +7,7 @@ use std::collections::HashSet;
 use std::io::{self, Read, Write};
 use std::path::Path;
 
+use super::members::{normalize, stream_error};
 use super::{Importer, appc, pipeline};
 use crate::digest::Algorithm;
 use crate::error::{Error, IoContext};
@@ -91,15 +92,6 @@ pub(super) fn import(ctx: &Importer, path: &Path) -> Result<ImageInfo, Error> {
     Ok(info)
 }
 
-/// Turns a read error of the decompressed stream into a message about the
-/// archive.
-fn stream_error(path: &Path, e: io::Error) -> Error {
-    Error::bad_archive(
-        path,
-        format!("cannot read the archive (truncated or corrupt?): {e}"),
-    )
-}
-
 /// Walks the tar entries: checks the ACI layout and returns the manifest.
 fn scan(stream: &mut impl Read, path: &Path) -> Result<Vec<u8>, Error> {
     let bad = |reason: String| Error::bad_archive(path, reason);
@@ -174,36 +166,4 @@ fn scan(stream: &mut impl Read, path: &Path) -> Result<Vec<u8>, Error> {
         return Err(bad("the archive has no rootfs/ directory".into()));
     }
     Ok(manifest)
-}
-
-/// An entry name without `./` prefixes and trailing slashes; refuses
-/// absolute names and `..`, which could reach outside the image.
-fn normalize(raw: &[u8]) -> Result<String, &'static str> {
-    let s = std::str::from_utf8(raw).map_err(|_| "is not valid UTF-8")?;
-    if s.starts_with('/') {
-        return Err("is an absolute path");
-    }
-    let mut parts = Vec::new();
-    for part in s.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => return Err("leads outside the archive with '..'"),
-            p => parts.push(p),
-        }
-    }
-    Ok(parts.join("/"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::normalize;
-
-    #[test]
-    fn normalizes_names() {
-        assert_eq!(normalize(b"./rootfs/etc/").unwrap(), "rootfs/etc");
-        assert_eq!(normalize(b"./").unwrap(), "");
-        assert_eq!(normalize(b"manifest").unwrap(), "manifest");
-        assert!(normalize(b"/etc/passwd").is_err());
-        assert!(normalize(b"rootfs/../../x").is_err());
-    }
 }

@@ -84,7 +84,9 @@ pub(super) fn read(ctx: &Importer, path: &Path, mode: Mode) -> Result<Members, E
     Ok(members)
 }
 
-fn stream_error(path: &Path, e: io::Error) -> Error {
+/// Turns a read error of the decompressed stream into a message about the
+/// archive.
+pub(super) fn stream_error(path: &Path, e: io::Error) -> Error {
     Error::bad_archive(
         path,
         format!("cannot read the archive (truncated or corrupt?): {e}"),
