@@ -90,7 +90,9 @@ impl BlobTree {
     pub fn remove(&self, digest: &Digest) -> Result<(), Error> {
         let path = self.path(digest);
         match fs::remove_file(&path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::io("remove blob", &path, e)),
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                Err(Error::io("remove blob", &path, e))
+            }
             _ => Ok(()),
         }
     }
@@ -101,7 +103,11 @@ impl BlobTree {
     pub fn walk(&self) -> Result<Vec<(Option<Digest>, PathBuf)>, Error> {
         let mut found = Vec::new();
         for alg_entry in read_dir_sorted(&self.blobs)? {
-            let alg_name = alg_entry.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            let alg_name = alg_entry
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
             if !alg_entry.is_dir() {
                 found.push((None, alg_entry));
                 continue;
@@ -248,7 +254,10 @@ impl StagedBlob {
             return Ok(());
         }
         crate::failpoint::hit("publish-before-fsync");
-        self.temp.file.sync_all().ctx("fsync temp file", &self.temp.path)?;
+        self.temp
+            .file
+            .sync_all()
+            .ctx("fsync temp file", &self.temp.path)?;
         fs::set_permissions(&self.temp.path, fs::Permissions::from_mode(0o444))
             .ctx("make blob read-only", &self.temp.path)?;
         let shard = dest.parent().expect("blob path has a shard");

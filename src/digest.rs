@@ -117,9 +117,8 @@ impl Digest {
             input: input.to_string(),
             reason,
         };
-        let (alg, hex) = split_algorithm(input).ok_or_else(|| {
-            malformed("expected <algorithm>:<hex>, as in sha256:… or sha512-…")
-        })?;
+        let (alg, hex) = split_algorithm(input)
+            .ok_or_else(|| malformed("expected <algorithm>:<hex>, as in sha256:… or sha512-…"))?;
         let algorithm = Algorithm::from_name(alg).ok_or_else(|| DigestError::UnknownAlgorithm {
             input: input.to_string(),
             algorithm: alg.to_string(),

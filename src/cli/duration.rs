@@ -21,7 +21,11 @@ pub fn parse(s: &str) -> Result<Duration, String> {
         "h" => 3600,
         "d" => 86400,
         "w" => 7 * 86400,
-        _ => return Err(format!("unknown unit {unit:?} in {s:?}: use s, m, h, d or w")),
+        _ => {
+            return Err(format!(
+                "unknown unit {unit:?} in {s:?}: use s, m, h, d or w"
+            ));
+        }
     };
     n.checked_mul(secs)
         .map(Duration::from_secs)

@@ -160,7 +160,8 @@ fn parse_label(s: &str) -> Result<Label, String> {
 
 pub fn run(args: Args) -> Result<ExitCode> {
     let dir = args.store.clone().unwrap_or_else(Store::default_dir);
-    let store = Store::open(&dir).with_context(|| format!("cannot open store {}", dir.display()))?;
+    let store =
+        Store::open(&dir).with_context(|| format!("cannot open store {}", dir.display()))?;
     let out = Printer::new(args.json, args.full);
     match args.command {
         Command::Import {

@@ -68,7 +68,9 @@ impl Printer {
             })
             .collect();
         table(
-            &["KEY", "NAME", "VERSION", "FORMAT", "LATEST", "IMPORTED", "USED", "SIZE"],
+            &[
+                "KEY", "NAME", "VERSION", "FORMAT", "LATEST", "IMPORTED", "USED", "SIZE",
+            ],
             &rows,
         )
     }
@@ -122,7 +124,12 @@ impl Printer {
         let mut out = io::stdout().lock();
         writeln!(out, "blobs:      {} ({})", r.blobs, bytes(r.blob_bytes))?;
         writeln!(out, "orphans:    {} ({})", r.orphans, bytes(r.orphan_bytes))?;
-        writeln!(out, "temp files: {} ({})", r.temp_files, bytes(r.temp_bytes))?;
+        writeln!(
+            out,
+            "temp files: {} ({})",
+            r.temp_files,
+            bytes(r.temp_bytes)
+        )?;
         writeln!(out, "{verb} {} in total", bytes(r.bytes()))?;
         Ok(())
     }
@@ -157,7 +164,9 @@ impl Printer {
 
 pub fn sort_images(images: &mut [ImageInfo], by: SortArg) {
     match by {
-        SortArg::Name => images.sort_by(|a, b| a.name.cmp(&b.name).then(a.imported_at.cmp(&b.imported_at))),
+        SortArg::Name => {
+            images.sort_by(|a, b| a.name.cmp(&b.name).then(a.imported_at.cmp(&b.imported_at)))
+        }
         SortArg::Imported => images.sort_by_key(|i| i.imported_at),
         SortArg::Used => images.sort_by_key(|i| i.last_used),
         SortArg::Size => images.sort_by_key(|i| i.size),
@@ -172,16 +181,17 @@ fn table(headers: &[&str], rows: &[Vec<String>]) -> Result<()> {
         }
     }
     let mut out = io::stdout().lock();
-    let print = |out: &mut io::StdoutLock, cells: &mut dyn Iterator<Item = &str>| -> io::Result<()> {
-        let mut line = String::new();
-        for (i, cell) in cells.enumerate() {
-            if i > 0 {
-                line.push_str("  ");
+    let print =
+        |out: &mut io::StdoutLock, cells: &mut dyn Iterator<Item = &str>| -> io::Result<()> {
+            let mut line = String::new();
+            for (i, cell) in cells.enumerate() {
+                if i > 0 {
+                    line.push_str("  ");
+                }
+                line.push_str(&format!("{cell:<width$}", width = widths[i]));
             }
-            line.push_str(&format!("{cell:<width$}", width = widths[i]));
-        }
-        writeln!(out, "{}", line.trim_end())
-    };
+            writeln!(out, "{}", line.trim_end())
+        };
     print(&mut out, &mut headers.iter().copied())?;
     for row in rows {
         print(&mut out, &mut row.iter().map(String::as_str))?;
@@ -190,7 +200,9 @@ fn table(headers: &[&str], rows: &[Vec<String>]) -> Result<()> {
 }
 
 fn time(t: &DateTime<Utc>) -> String {
-    t.with_timezone(&Local).format("%Y-%m-%d %H:%M:%S").to_string()
+    t.with_timezone(&Local)
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string()
 }
 
 pub fn bytes(n: u64) -> String {

@@ -51,7 +51,8 @@ pub(super) fn import(ctx: &Importer, path: &Path) -> Result<ImageInfo, Error> {
         return Err(Error::io("write temp file", path, e));
     }
     let manifest_bytes = scanned?;
-    let manifest = appc::parse(&manifest_bytes).map_err(|reason| Error::bad_archive(path, reason))?;
+    let manifest =
+        appc::parse(&manifest_bytes).map_err(|reason| Error::bad_archive(path, reason))?;
     let tar = writer.finish()?;
 
     let mut manifest_writer = ctx.tree.writer(Algorithm::Sha256)?;
@@ -94,7 +95,10 @@ pub(super) fn import(ctx: &Importer, path: &Path) -> Result<ImageInfo, Error> {
 /// Turns a read error of the decompressed stream into a message about the
 /// archive.
 fn stream_error(path: &Path, e: io::Error) -> Error {
-    Error::bad_archive(path, format!("cannot read the archive (truncated or corrupt?): {e}"))
+    Error::bad_archive(
+        path,
+        format!("cannot read the archive (truncated or corrupt?): {e}"),
+    )
 }
 
 /// Walks the tar entries: checks the ACI layout and returns the manifest.
@@ -111,9 +115,8 @@ fn scan(stream: &mut impl Read, path: &Path) -> Result<Vec<u8>, Error> {
             continue;
         }
         let raw = entry.path_bytes().into_owned();
-        let name = normalize(&raw).map_err(|why| {
-            bad(format!("entry {:?} {why}", String::from_utf8_lossy(&raw)))
-        })?;
+        let name = normalize(&raw)
+            .map_err(|why| bad(format!("entry {:?} {why}", String::from_utf8_lossy(&raw))))?;
         if name.is_empty() {
             continue; // the archive's own root, "./"
         }
@@ -124,10 +127,15 @@ fn scan(stream: &mut impl Read, path: &Path) -> Result<Vec<u8>, Error> {
             && let Some(target) = entry.link_name_bytes().map(|t| t.into_owned())
         {
             let target = normalize(&target).map_err(|why| {
-                bad(format!("hard link {name:?} -> {:?} {why}", String::from_utf8_lossy(&target)))
+                bad(format!(
+                    "hard link {name:?} -> {:?} {why}",
+                    String::from_utf8_lossy(&target)
+                ))
             })?;
             if !target.starts_with("rootfs/") {
-                return Err(bad(format!("hard link {name:?} points outside rootfs/ to {target:?}")));
+                return Err(bad(format!(
+                    "hard link {name:?} points outside rootfs/ to {target:?}"
+                )));
             }
         }
         let top = name.split('/').next().unwrap_or_default();

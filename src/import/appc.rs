@@ -28,8 +28,16 @@ const OS_ARCH: &[(&str, &[&str])] = &[
     (
         "linux",
         &[
-            "amd64", "i386", "aarch64", "aarch64_be", "armv6l", "armv7l", "armv7b", "ppc64",
-            "ppc64le", "s390x",
+            "amd64",
+            "i386",
+            "aarch64",
+            "aarch64_be",
+            "armv6l",
+            "armv7l",
+            "armv7b",
+            "ppc64",
+            "ppc64le",
+            "s390x",
         ],
     ),
     ("freebsd", &["amd64", "i386", "arm"]),
@@ -58,9 +66,7 @@ type Invalid = String;
 pub(crate) fn parse(bytes: &[u8]) -> Result<AciManifest, Invalid> {
     let value: Value =
         serde_json::from_slice(bytes).map_err(|e| format!("manifest is not valid JSON: {e}"))?;
-    let obj = value
-        .as_object()
-        .ok_or("manifest is not a JSON object")?;
+    let obj = value.as_object().ok_or("manifest is not a JSON object")?;
 
     let kind = string_field(obj, "acKind")?;
     if kind != "ImageManifest" {
@@ -69,8 +75,9 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<AciManifest, Invalid> {
         ));
     }
     let version = string_field(obj, "acVersion")?;
-    semver::Version::parse(version)
-        .map_err(|e| format!("manifest field acVersion {version:?} is not a semantic version: {e}"))?;
+    semver::Version::parse(version).map_err(|e| {
+        format!("manifest field acVersion {version:?} is not a semantic version: {e}")
+    })?;
     let name = string_field(obj, "name")?;
     if !is_ac_identifier(name) {
         return Err(format!(
@@ -124,7 +131,9 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<AciManifest, Invalid> {
     };
     if let Some(wl) = obj.get("pathWhitelist")
         && !wl.is_null()
-        && !wl.as_array().is_some_and(|a| a.iter().all(Value::is_string))
+        && !wl
+            .as_array()
+            .is_some_and(|a| a.iter().all(Value::is_string))
     {
         return Err("manifest field pathWhitelist is not an array of strings".into());
     }
@@ -156,11 +165,19 @@ fn parse_labels(v: &Value, field: &str) -> Result<Vec<Label>, Invalid> {
             .ok_or_else(|| format!("manifest field {at} is not an object"))?;
         let name = match obj.get("name") {
             Some(Value::String(s)) => s,
-            _ => return Err(format!("manifest field {at}.name is missing or not a string")),
+            _ => {
+                return Err(format!(
+                    "manifest field {at}.name is missing or not a string"
+                ));
+            }
         };
         let value = match obj.get("value") {
             Some(Value::String(s)) => s,
-            _ => return Err(format!("manifest field {at}.value is missing or not a string")),
+            _ => {
+                return Err(format!(
+                    "manifest field {at}.value is missing or not a string"
+                ));
+            }
         };
         if !is_ac_identifier(name) {
             return Err(format!(
@@ -173,7 +190,9 @@ fn parse_labels(v: &Value, field: &str) -> Result<Vec<Label>, Invalid> {
             ));
         }
         if labels.iter().any(|l| &l.name == name) {
-            return Err(format!("manifest field {field}: label {name:?} appears twice"));
+            return Err(format!(
+                "manifest field {field}: label {name:?} appears twice"
+            ));
         }
         labels.push(Label::new(name.as_str(), value.as_str()));
     }
@@ -182,13 +201,20 @@ fn parse_labels(v: &Value, field: &str) -> Result<Vec<Label>, Invalid> {
 }
 
 fn check_os_arch(labels: &[Label]) -> Result<(), Invalid> {
-    let get = |n: &str| labels.iter().find(|l| l.name == n).map(|l| l.value.as_str());
+    let get = |n: &str| {
+        labels
+            .iter()
+            .find(|l| l.name == n)
+            .map(|l| l.value.as_str())
+    };
     let (os, arch) = (get("os"), get("arch"));
     let Some(os) = os else {
         if let Some(arch) = arch
             && !OS_ARCH.iter().any(|(_, archs)| archs.contains(&arch))
         {
-            return Err(format!("manifest label arch {arch:?} is not a known architecture"));
+            return Err(format!(
+                "manifest label arch {arch:?} is not a known architecture"
+            ));
         }
         return Ok(());
     };
@@ -222,13 +248,17 @@ fn parse_dependency(i: usize, v: &Value) -> Result<Dependency, Invalid> {
                 "manifest field {at}.imageName {s:?} is not an AC identifier"
             ));
         }
-        _ => return Err(format!("manifest field {at}.imageName is missing or not a string")),
+        _ => {
+            return Err(format!(
+                "manifest field {at}.imageName is missing or not a string"
+            ));
+        }
     };
     let image_id = match obj.get("imageID") {
         None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(
-            Digest::parse(s).map_err(|e| format!("manifest field {at}.imageID: {e}"))?,
-        ),
+        Some(Value::String(s)) => {
+            Some(Digest::parse(s).map_err(|e| format!("manifest field {at}.imageID: {e}"))?)
+        }
         Some(_) => return Err(format!("manifest field {at}.imageID is not a string")),
     };
     let labels = match obj.get("labels") {
@@ -277,17 +307,49 @@ mod tests {
     #[test]
     fn names_the_bad_field() {
         let cases = [
-            (r#"{"acKind":"PodManifest","acVersion":"0.8.11","name":"a"}"#, "acKind"),
-            (r#"{"acKind":"ImageManifest","acVersion":"x","name":"a"}"#, "acVersion"),
-            (r#"{"acKind":"ImageManifest","acVersion":"0.8.11","name":"Bad Name"}"#, "name"),
-            (r#"{"acKind":"ImageManifest","acVersion":"0.8.11"}"#, "name is missing"),
-            (&manifest(r#","labels":[{"name":"name","value":"x"}]"#), "\"name\""),
-            (&manifest(r#","labels":[{"name":"a","value":"1"},{"name":"a","value":"2"}]"#), "twice"),
-            (&manifest(r#","labels":[{"name":"os","value":"plan9"}]"#), "os"),
-            (&manifest(r#","labels":[{"name":"os","value":"darwin"},{"name":"arch","value":"amd64"}]"#), "arch"),
+            (
+                r#"{"acKind":"PodManifest","acVersion":"0.8.11","name":"a"}"#,
+                "acKind",
+            ),
+            (
+                r#"{"acKind":"ImageManifest","acVersion":"x","name":"a"}"#,
+                "acVersion",
+            ),
+            (
+                r#"{"acKind":"ImageManifest","acVersion":"0.8.11","name":"Bad Name"}"#,
+                "name",
+            ),
+            (
+                r#"{"acKind":"ImageManifest","acVersion":"0.8.11"}"#,
+                "name is missing",
+            ),
+            (
+                &manifest(r#","labels":[{"name":"name","value":"x"}]"#),
+                "\"name\"",
+            ),
+            (
+                &manifest(r#","labels":[{"name":"a","value":"1"},{"name":"a","value":"2"}]"#),
+                "twice",
+            ),
+            (
+                &manifest(r#","labels":[{"name":"os","value":"plan9"}]"#),
+                "os",
+            ),
+            (
+                &manifest(
+                    r#","labels":[{"name":"os","value":"darwin"},{"name":"arch","value":"amd64"}]"#,
+                ),
+                "arch",
+            ),
             (&manifest(r#","app":{"user":"0"}"#), "app.group"),
-            (&manifest(r#","dependencies":[{"labels":[]}]"#), "dependencies[0].imageName"),
-            (&manifest(r#","dependencies":[{"imageName":"a","imageID":"sha512-xyz"}]"#), "imageID"),
+            (
+                &manifest(r#","dependencies":[{"labels":[]}]"#),
+                "dependencies[0].imageName",
+            ),
+            (
+                &manifest(r#","dependencies":[{"imageName":"a","imageID":"sha512-xyz"}]"#),
+                "imageID",
+            ),
             ("not json", "JSON"),
         ];
         for (input, needle) in cases {

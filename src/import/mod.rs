@@ -69,7 +69,10 @@ impl Importer<'_> {
         match format {
             ArchiveFormat::Aci => {
                 if meta.is_dir() {
-                    return Err(Error::bad_archive(path, "an ACI must be a file, not a directory"));
+                    return Err(Error::bad_archive(
+                        path,
+                        "an ACI must be a file, not a directory",
+                    ));
                 }
                 Ok(vec![aci::import(self, path)?])
             }
@@ -92,7 +95,10 @@ fn sniff_archive(path: &Path) -> Result<ArchiveFormat, Error> {
     // whole stream in view; sniffing works with what it got.
     let _ = reader.take(SNIFF_LIMIT).read_to_end(&mut head);
     if head.is_empty() {
-        return Err(Error::bad_archive(path, "the file is empty, not an image archive"));
+        return Err(Error::bad_archive(
+            path,
+            "the file is empty, not an image archive",
+        ));
     }
     let mut names = Vec::new();
     let mut archive = tar::Archive::new(head.as_slice());
@@ -117,7 +123,9 @@ fn sniff_archive(path: &Path) -> Result<ArchiveFormat, Error> {
         };
         Err(Error::bad_archive(
             path,
-            format!("{what}: not an image archive (expected an ACI, OCI or docker archive, plain or gzip/zstd/xz/bzip2)"),
+            format!(
+                "{what}: not an image archive (expected an ACI, OCI or docker archive, plain or gzip/zstd/xz/bzip2)"
+            ),
         ))
     } else {
         Err(Error::bad_archive(

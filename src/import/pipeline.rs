@@ -66,7 +66,9 @@ impl Compression {
 pub fn read_head(path: &Path, n: usize) -> Result<Vec<u8>, Error> {
     let file = File::open(path).ctx("open", path)?;
     let mut head = Vec::with_capacity(n);
-    file.take(n as u64).read_to_end(&mut head).ctx("read", path)?;
+    file.take(n as u64)
+        .read_to_end(&mut head)
+        .ctx("read", path)?;
     Ok(head)
 }
 
@@ -124,7 +126,9 @@ pub fn start<'s>(
                 }
             };
             loop {
-                let mut buf = recycle_rx.try_recv().unwrap_or_else(|_| Vec::with_capacity(CHUNK));
+                let mut buf = recycle_rx
+                    .try_recv()
+                    .unwrap_or_else(|_| Vec::with_capacity(CHUNK));
                 buf.resize(CHUNK, 0);
                 match fill(&mut reader, &mut buf) {
                     Ok(0) => return,

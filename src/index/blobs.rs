@@ -94,7 +94,11 @@ impl Index {
             .prepare_cached("SELECT id, digest, size FROM blobs WHERE refcount = 0 LIMIT ?")
             .and_then(|mut stmt| {
                 stmt.query_map([GC_BATCH], |r| {
-                    Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                    ))
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()
             })
@@ -152,7 +156,12 @@ impl Index {
             .map_err(Error::sql("measure blobs"))?;
         let rows = stmt
             .query_map([], |r| {
-                Ok((r.get::<_, bool>(0)?, r.get::<_, bool>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?))
+                Ok((
+                    r.get::<_, bool>(0)?,
+                    r.get::<_, bool>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
             })
             .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
             .map_err(Error::sql("measure blobs"))?;
@@ -179,7 +188,11 @@ impl Index {
         let mut conn = self.conn()?;
         let tx = conn.transaction().map_err(Error::sql("begin pin"))?;
         let id: i64 = tx
-            .query_row("SELECT id FROM blobs WHERE digest = ?", [digest.to_string()], |r| r.get(0))
+            .query_row(
+                "SELECT id FROM blobs WHERE digest = ?",
+                [digest.to_string()],
+                |r| r.get(0),
+            )
             .optional()
             .map_err(Error::sql("look up blob"))?
             .ok_or_else(|| Error::BlobNotFound(digest.clone()))?;
@@ -197,15 +210,26 @@ impl Index {
             return Err(Error::Other(format!("blob {digest} is not pinned")));
         }
         if current == 0 {
-            tx.execute("INSERT INTO refs (owner_kind, owner, blob_id, n) VALUES (4, 0, ?, ?)", params![id, next])
+            tx.execute(
+                "INSERT INTO refs (owner_kind, owner, blob_id, n) VALUES (4, 0, ?, ?)",
+                params![id, next],
+            )
         } else if next == 0 {
-            tx.execute("DELETE FROM refs WHERE owner_kind = 4 AND owner = 0 AND blob_id = ?", [id])
+            tx.execute(
+                "DELETE FROM refs WHERE owner_kind = 4 AND owner = 0 AND blob_id = ?",
+                [id],
+            )
         } else {
-            tx.execute("UPDATE refs SET n = ? WHERE owner_kind = 4 AND owner = 0 AND blob_id = ?", params![next, id])
+            tx.execute(
+                "UPDATE refs SET n = ? WHERE owner_kind = 4 AND owner = 0 AND blob_id = ?",
+                params![next, id],
+            )
         }
         .map_err(Error::sql("update pin"))?;
         let refcount: i64 = tx
-            .query_row("SELECT refcount FROM blobs WHERE id = ?", [id], |r| r.get(0))
+            .query_row("SELECT refcount FROM blobs WHERE id = ?", [id], |r| {
+                r.get(0)
+            })
             .map_err(Error::sql("read refcount"))?;
         tx.commit().map_err(Error::sql("commit pin"))?;
         Ok(refcount as u64)
@@ -224,10 +248,14 @@ impl Index {
         let mut conn = self.conn()?;
         let tx = conn.transaction().map_err(Error::sql("begin link"))?;
         let id = |d: &Digest| -> Result<i64, Error> {
-            tx.query_row("SELECT id FROM blobs WHERE digest = ?", [d.to_string()], |r| r.get(0))
-                .optional()
-                .map_err(Error::sql("look up blob"))?
-                .ok_or_else(|| Error::BlobNotFound(d.clone()))
+            tx.query_row(
+                "SELECT id FROM blobs WHERE digest = ?",
+                [d.to_string()],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(Error::sql("look up blob"))?
+            .ok_or_else(|| Error::BlobNotFound(d.clone()))
         };
         let (p, c) = (id(parent)?, id(child)?);
         if add {
@@ -254,6 +282,9 @@ fn blob_row(r: &rusqlite::Row) -> rusqlite::Result<BlobInfo> {
         size: r.get::<_, i64>(1)? as u64,
         media_type: r.get(2)?,
         refcount: r.get::<_, i64>(3)? as u64,
-        diff_id: r.get::<_, Option<String>>(4)?.map(|s| parse(4, s)).transpose()?,
+        diff_id: r
+            .get::<_, Option<String>>(4)?
+            .map(|s| parse(4, s))
+            .transpose()?,
     })
 }

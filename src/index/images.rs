@@ -45,8 +45,9 @@ pub(crate) fn micros_to_time(micros: i64) -> DateTime<Utc> {
 
 fn digest_column(row: &Row, idx: usize) -> rusqlite::Result<Digest> {
     let s: String = row.get(idx)?;
-    Digest::parse(&s)
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, e.into()))
+    Digest::parse(&s).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, e.into())
+    })
 }
 
 fn image_row(row: &Row) -> rusqlite::Result<(i64, ImageInfo)> {
@@ -72,7 +73,9 @@ fn load_labels(conn: &Connection, id: i64, info: &mut ImageInfo) -> Result<(), E
         .prepare_cached("SELECT name, value FROM labels WHERE image_id = ? ORDER BY name")
         .map_err(Error::sql("read labels"))?;
     info.labels = stmt
-        .query_map([id], |r| Ok(Label::new(r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+        .query_map([id], |r| {
+            Ok(Label::new(r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })
         .and_then(|rows| rows.collect())
         .map_err(Error::sql("read labels"))?;
     Ok(())
@@ -83,7 +86,9 @@ fn query_images(
     sql: &str,
     params: impl rusqlite::Params,
 ) -> Result<Vec<ImageInfo>, Error> {
-    let mut stmt = conn.prepare_cached(sql).map_err(Error::sql("query images"))?;
+    let mut stmt = conn
+        .prepare_cached(sql)
+        .map_err(Error::sql("query images"))?;
     let rows: Vec<(i64, ImageInfo)> = stmt
         .query_map(params, image_row)
         .and_then(|rows| rows.collect())
@@ -111,7 +116,10 @@ impl Index {
         }
         let id_of = |d: &Digest| -> Result<i64, Error> {
             ids.get(d).copied().ok_or_else(|| {
-                Error::Other(format!("internal: image {} names blob {d} it does not carry", image.key))
+                Error::Other(format!(
+                    "internal: image {} names blob {d} it does not carry",
+                    image.key
+                ))
             })
         };
         for (parent, child) in &image.links {
@@ -124,7 +132,11 @@ impl Index {
             .map_err(Error::sql("link blobs"))?;
         }
         let existing: Option<i64> = tx
-            .query_row("SELECT id FROM images WHERE key = ?", [image.key.to_string()], |r| r.get(0))
+            .query_row(
+                "SELECT id FROM images WHERE key = ?",
+                [image.key.to_string()],
+                |r| r.get(0),
+            )
             .optional()
             .map_err(Error::sql("look up image"))?;
         let (id, created) = match existing {
@@ -287,9 +299,12 @@ fn resolve_prefix(
 ) -> Result<Digest, Error> {
     let conn = index.conn()?;
     let mut found: Vec<String> = Vec::new();
-    let sql = format!("SELECT {column} FROM {table} WHERE {column} >= ?1 AND {column} < ?2 LIMIT 2");
+    let sql =
+        format!("SELECT {column} FROM {table} WHERE {column} >= ?1 AND {column} < ?2 LIMIT 2");
     let count_sql = format!("SELECT COUNT(*) FROM {table} WHERE {column} >= ?1 AND {column} < ?2");
-    let mut stmt = conn.prepare_cached(&sql).map_err(Error::sql("resolve key prefix"))?;
+    let mut stmt = conn
+        .prepare_cached(&sql)
+        .map_err(Error::sql("resolve key prefix"))?;
     for alg in prefix.algorithms() {
         let (low, high) = prefix.range(alg);
         let rows = stmt

@@ -23,7 +23,12 @@ impl Index {
     /// Points `tag` at `key`. With `expect`, the update happens only if the
     /// tag currently points at that key (`None` inside: the tag must not
     /// exist yet).
-    pub fn set_tag(&self, tag: &str, key: &Digest, expect: Option<Option<&Digest>>) -> Result<(), Error> {
+    pub fn set_tag(
+        &self,
+        tag: &str,
+        key: &Digest,
+        expect: Option<Option<&Digest>>,
+    ) -> Result<(), Error> {
         let mut conn = self.conn()?;
         let tx = conn.transaction().map_err(Error::sql("begin tag"))?;
         let current: Option<String> = tx
@@ -45,7 +50,11 @@ impl Index {
             }
         }
         let image_id: i64 = tx
-            .query_row("SELECT id FROM images WHERE key = ?", [key.to_string()], |r| r.get(0))
+            .query_row(
+                "SELECT id FROM images WHERE key = ?",
+                [key.to_string()],
+                |r| r.get(0),
+            )
             .map_err(Error::sql(format!("look up image {key}")))?;
         tx.execute(
             "INSERT INTO tags (name, image_id, updated_at) VALUES (?1, ?2, ?3) \
