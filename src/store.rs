@@ -15,6 +15,7 @@ use crate::image::{DiskUsage, GcReport, ImageDetails, ImageInfo, Label, NameSele
 use crate::import::{ImportOptions, Importer};
 use crate::index::{ImageFilter, Index, NewBlob};
 use crate::lock::{self, LockMode};
+use crate::reserve;
 
 /// Settings of a garbage collection.
 #[derive(Debug, Clone)]
@@ -51,8 +52,13 @@ impl Store {
     pub fn open(root: impl AsRef<Path>) -> Result<Store, Error> {
         let root = root.as_ref().to_path_buf();
         fs::create_dir_all(&root).ctx("create store directory", &root)?;
-        let index = Index::open(&root.join("index.db"))?;
+        let new = !root.join("index.db").exists();
+        let index = reserve::retry_when_full(&root, || Index::open(&root.join("index.db")))?;
         let tree = BlobTree::open(&root)?;
+        if new {
+            // Afterwards only gc puts the reserve back, once it freed space.
+            reserve::ensure(&root);
+        }
         Ok(Store { root, tree, index })
     }
 
@@ -131,15 +137,16 @@ impl Store {
     }
 
     fn latest_image(&self, name: &str, labels: &[Label]) -> Result<ImageInfo, Error> {
-        self.index
-            .latest_by_name(name, labels)?
-            .ok_or_else(|| {
-                ResolveError::NoSuchName {
-                    name: name.to_string(),
-                    labels: labels.iter().map(|l| (l.name.clone(), l.value.clone())).collect(),
-                }
-                .into()
-            })
+        self.index.latest_by_name(name, labels)?.ok_or_else(|| {
+            ResolveError::NoSuchName {
+                name: name.to_string(),
+                labels: labels
+                    .iter()
+                    .map(|l| (l.name.clone(), l.value.clone()))
+                    .collect(),
+            }
+            .into()
+        })
     }
 
     /// The best image of a name with every given label (DESIGN.md §4), and
@@ -181,6 +188,7 @@ impl Store {
         if !self.index.has_blob(digest)? {
             return Err(Error::BlobNotFound(digest.clone()));
         }
+        self.index.touch_users(digest)?;
         self.tree.read(digest)
     }
 
@@ -205,7 +213,12 @@ impl Store {
     /// Points a tag `NAME:TAG` at an image. With `expect`, only if the tag
     /// now points at that image (compare-and-set; `Some(None)`: only if the
     /// tag does not exist yet).
-    pub fn tag(&self, key: &Digest, tag: &str, expect: Option<Option<&Digest>>) -> Result<(), Error> {
+    pub fn tag(
+        &self,
+        key: &Digest,
+        tag: &str,
+        expect: Option<Option<&Digest>>,
+    ) -> Result<(), Error> {
         check_tag(tag)?;
         self.image(key)?;
         self.index.set_tag(tag, key, expect)
@@ -223,7 +236,7 @@ impl Store {
     /// Removes an image with its tags and remotes. Its blobs lose a
     /// reference; those left with none are removed by the next gc.
     pub fn remove(&self, key: &Digest) -> Result<(), Error> {
-        if self.index.remove_image(key)? {
+        if reserve::retry_when_full(&self.root, || self.index.remove_image(key))? {
             Ok(())
         } else {
             Err(ResolveError::NotFound(full_prefix(key)).into())
@@ -291,7 +304,7 @@ impl Store {
             // Rows first, files second: after a crash between the two, the
             // files are orphans, which the sweep below removes.
             loop {
-                let removed = self.index.gc_pass()?;
+                let removed = reserve::retry_when_full(&self.root, || self.index.gc_pass())?;
                 if removed.is_empty() {
                     break;
                 }
@@ -345,6 +358,7 @@ impl Store {
         }
         if !options.dry_run {
             self.index.checkpoint()?;
+            reserve::ensure(&self.root);
         }
         Ok(report)
     }
@@ -361,7 +375,9 @@ impl Store {
                 .unwrap_or(0);
         }
         for name in ["index.db", "index.db-wal", "index.db-shm"] {
-            du.index_bytes += fs::metadata(self.root.join(name)).map(|m| m.len()).unwrap_or(0);
+            du.index_bytes += fs::metadata(self.root.join(name))
+                .map(|m| m.len())
+                .unwrap_or(0);
         }
         Ok(du)
     }
@@ -392,7 +408,9 @@ fn check_tag(tag: &str) -> Result<(), Error> {
         input: tag.to_string(),
         reason,
     };
-    let (name, t) = tag.rsplit_once(':').ok_or_else(|| bad("expected NAME:TAG"))?;
+    let (name, t) = tag
+        .rsplit_once(':')
+        .ok_or_else(|| bad("expected NAME:TAG"))?;
     if name.is_empty() || t.is_empty() {
         return Err(bad("expected NAME:TAG with both parts non-empty"));
     }

@@ -13,6 +13,7 @@
 //! before anything is written to it.
 
 mod blobs;
+mod fsck;
 mod images;
 mod tags;
 
@@ -26,6 +27,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use crate::error::Error;
 
 pub(crate) use blobs::NewBlob;
+pub(crate) use fsck::BlobRow;
 pub(crate) use images::{ImageFilter, NewImage};
 
 /// The migrations, in order. Migration `i` (0-based) moves the schema from
@@ -54,10 +56,8 @@ impl Index {
     pub fn open(path: &Path) -> Result<Index, Error> {
         // Check the version on a plain connection first, so a newer store is
         // refused before the pool sets WAL mode or anything else on it.
-        let mut first = Connection::open(path).map_err(Error::sql(format!(
-            "open {}",
-            path.display()
-        )))?;
+        let mut first =
+            Connection::open(path).map_err(Error::sql(format!("open {}", path.display())))?;
         configure(&mut first).map_err(Error::sql("configure connection"))?;
         migrate(&mut first, path)?;
         drop(first);
