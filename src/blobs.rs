@@ -205,6 +205,7 @@ impl BlobWriter {
     /// Flushes the buffer and returns the blob's digest, not yet durable.
     pub fn finish(mut self) -> Result<StagedBlob, Error> {
         self.out.flush().ctx("write temp file", &self.temp.path)?;
+        crate::failpoint::hit("blob-after-temp-write");
         Ok(StagedBlob {
             digest: self.hasher.finish(),
             size: self.size,

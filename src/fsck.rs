@@ -167,6 +167,7 @@ impl Store {
             .iter()
             .map(Digest::to_string)
             .collect();
+        crate::failpoint::hit("fsck-after-index-repair");
         // Rows first, files second (as gc): cut short here, the files left
         // are orphans that the next fsck or gc removes.
         for path in doomed {

@@ -55,7 +55,10 @@ impl TestStore {
     pub fn fails(&self, args: &[&str]) -> String {
         let out = self.cmd(args).output().expect("run imgstore");
         assert_error(&out, args);
-        String::from_utf8(out.stderr).unwrap().trim_end().to_string()
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .trim_end()
+            .to_string()
     }
 
     /// Every file under the store (but the lock) with its bytes, and every
@@ -66,7 +69,9 @@ impl TestStore {
         let conn = rusqlite::Connection::open(self.path().join("index.db")).expect("open index");
         let mut rows = Vec::new();
         for table in ["blobs", "images", "labels", "tags", "remotes", "refs"] {
-            let mut stmt = conn.prepare(&format!("SELECT * FROM {table} ORDER BY 1, 2")).unwrap();
+            let mut stmt = conn
+                .prepare(&format!("SELECT * FROM {table} ORDER BY 1, 2"))
+                .unwrap();
             let n = stmt.column_count();
             let mut q = stmt.query([]).unwrap();
             while let Some(r) = q.next().unwrap() {
@@ -120,7 +125,9 @@ pub fn assert_error(out: &Output, args: &[&str]) {
 
 /// The fixtures kept in `tests/data/`.
 pub fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name)
 }
 
 /// A manifest for an ACI named `name` with the given labels.
