@@ -58,6 +58,15 @@ impl Index {
         // refused before the pool sets WAL mode or anything else on it.
         let mut first =
             Connection::open(path).map_err(Error::sql(format!("open {}", path.display())))?;
+        // Read the version before `configure`: switching the journal to WAL
+        // writes to the file, and a newer store must stay untouched.
+        first
+            .busy_timeout(BUSY_TIMEOUT)
+            .map_err(Error::sql("configure connection"))?;
+        let found: i64 = first
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(Error::sql("read schema version"))?;
+        check_version(found, path)?;
         configure(&mut first).map_err(Error::sql("configure connection"))?;
         migrate(&mut first, path)?;
         drop(first);
