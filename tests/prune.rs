@@ -48,7 +48,7 @@ struct Images {
 fn images() -> Images {
     let store = TestStore::new();
     let inputs = tempfile::tempdir().unwrap();
-    let mut import = |name: &str, version: usize| {
+    let import = |name: &str, version: usize| {
         let tar = AciBuilder::image(name, &[("version", &version.to_string())], name.as_bytes());
         let path = write_file(
             inputs.path(),
