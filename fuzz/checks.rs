@@ -1,3 +1,4 @@
+#![allow(dead_code)] // each fuzz target uses one of the checks
 //! The properties the fuzz targets check, shared with the bounded run of the
 //! same checks in `tests/fuzz_parsers.rs` (so CI exercises them on the
 //! corpus without a nightly toolchain).

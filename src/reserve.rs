@@ -30,9 +30,11 @@ pub(crate) fn ensure(root: &Path) {
     if fs::metadata(&dest).is_ok_and(|m| m.len() >= RESERVE_BYTES) {
         return;
     }
-    // Written aside and renamed, so a process killed half-way never leaves
-    // a short reserve under the final name.
-    let temp = root.join(format!("reserve.{}.tmp", std::process::id()));
+    // Written in tmp/ and renamed, so a process killed half-way never leaves
+    // a short reserve under the final name, and gc sweeps what it left.
+    let temp = root
+        .join("tmp")
+        .join(format!("reserve-{}.tmp", std::process::id()));
     let written = fs::File::create(&temp).and_then(|mut f| {
         let zeros = vec![0u8; 64 << 10];
         for _ in 0..RESERVE_BYTES / zeros.len() as u64 {
