@@ -18,7 +18,9 @@
 //! | `orphan`   | a file in the tree no row names, or a temp file | deleted                            |
 //!
 //! Rows are repaired first and files removed second, the order gc keeps,
-//! so a repair cut short leaves at worst orphans.
+//! so a repair cut short leaves at worst orphans. A failed `quick_check`
+//! (a damaged SQLite page) is reported but not repaired: SQLite cannot
+//! rebuild a damaged b-tree in place, so the report says it remains.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;

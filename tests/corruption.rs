@@ -322,3 +322,51 @@ fn fsck_layers_checks_diff_ids() {
     let (clean, report) = fsck_json(&store, &["--layers"]);
     assert!(clean, "{report}");
 }
+
+/// A damaged page of an SQLite index: `PRAGMA quick_check` fails, fsck
+/// says so and exits non-zero, and `--repair` does not pretend to have
+/// fixed it (rebuilding a damaged b-tree is beyond what it can do).
+#[test]
+fn fsck_reports_a_failed_quick_check() {
+    let store = TestStore::new();
+    store.ok(&["import", common::fixture("hello.aci").to_str().unwrap()]);
+    store.ok(&[
+        "import",
+        common::fixture("hello-2.0.0.aci").to_str().unwrap(),
+    ]);
+    let db = store.path().join("index.db");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .unwrap();
+    let root: i64 = conn
+        .query_row(
+            "SELECT rootpage FROM sqlite_master WHERE name = 'labels_by_value'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let page: i64 = conn
+        .query_row("PRAGMA page_size", [], |r| r.get(0))
+        .unwrap();
+    drop(conn);
+    // An invalid b-tree page type in the index's root page.
+    let mut bytes = std::fs::read(&db).unwrap();
+    bytes[((root - 1) * page) as usize] = 0;
+    std::fs::write(&db, bytes).unwrap();
+
+    let (clean, report) = fsck_json(&store, &[]);
+    assert!(!clean);
+    let index = report["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["kind"] == "index" && p["detail"].as_str().unwrap().contains("quick_check"));
+    assert!(index, "{report}");
+    let (clean, report) = fsck_json(&store, &["--repair"]);
+    assert!(!clean, "{report}");
+    assert_eq!(report["repaired"], false);
+    assert!(
+        !report["remaining"].as_array().unwrap().is_empty(),
+        "{report}"
+    );
+}
