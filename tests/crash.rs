@@ -312,44 +312,52 @@ fn random_kills_during_import_and_gc() {
         })
         .collect();
     let mut kills = 0;
+    let mut commands = 0;
     for round in 0..rounds {
-        let archive = archives[rng.below(archives.len() as u64) as usize]
-            .to_str()
-            .unwrap();
-        let args: Vec<&str> = match rng.below(4) {
-            0 => vec!["gc", "--grace", "0"],
-            1 => vec!["rm", "example.com/random0"],
-            _ => vec!["import", archive],
-        };
-        let delay = Duration::from_micros(rng.below(60_000));
-        let mut child = Command::new(bin())
-            .arg("--store")
-            .arg(store.path())
-            .args(&args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        // One to three commands at once, each killed at its own moment (or
+        // left to finish if it is quicker).
+        let mut running = Vec::new();
+        for _ in 0..1 + rng.below(3) {
+            let archive = archives[rng.below(archives.len() as u64) as usize]
+                .to_str()
+                .unwrap();
+            let args: Vec<&str> = match rng.below(4) {
+                0 => vec!["gc", "--grace", "0"],
+                1 => vec!["rm", "example.com/random0"],
+                _ => vec!["import", archive],
+            };
+            let delay = Duration::from_micros(rng.below(60_000));
+            let child = Command::new(bin())
+                .arg("--store")
+                .arg(store.path())
+                .args(&args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            running.push((child, args, delay));
+        }
+        commands += running.len();
         let start = Instant::now();
-        while start.elapsed() < delay {
-            if child.try_wait().unwrap().is_some() {
-                break;
+        for (child, _, delay) in &mut running {
+            while start.elapsed() < *delay && child.try_wait().unwrap().is_none() {
+                std::thread::sleep(Duration::from_micros(500));
             }
-            std::thread::sleep(Duration::from_micros(500));
+            if child.try_wait().unwrap().is_none() {
+                child.kill().unwrap();
+                kills += 1;
+            }
+            child.wait().unwrap();
         }
-        if child.try_wait().unwrap().is_none() {
-            child.kill().unwrap();
-            kills += 1;
-        }
-        child.wait().unwrap();
+        let what: Vec<_> = running.iter().map(|(_, a, d)| (a.clone(), *d)).collect();
         let problems = fsck_problems(&store);
         assert!(
             problems.iter().all(|(kind, _)| kind == "orphan"),
-            "round {round}: {args:?} killed after {delay:?}: fsck found {problems:?}"
+            "round {round}: {what:?} killed: fsck found {problems:?}"
         );
         assert_images_complete(&store);
     }
-    eprintln!("random kills: {kills} of {rounds} commands killed mid-run");
+    eprintln!("random kills: {kills} of {commands} commands in {rounds} rounds killed mid-run");
     assert_recovers(&store, "random kills");
     for archive in &archives {
         store.ok(&["import", archive.to_str().unwrap()]);
