@@ -188,7 +188,11 @@ impl Store {
         if !self.index.has_blob(digest)? {
             return Err(Error::BlobNotFound(digest.clone()));
         }
-        self.index.touch_users(digest)?;
+        // Last use is a hint for prune: a read must not fail for want of
+        // recording it (a read-only or full disk).
+        if let Err(e) = self.index.touch_users(digest) {
+            tracing::debug!("cannot record the use of {digest}: {e}");
+        }
         self.tree.read(digest)
     }
 
