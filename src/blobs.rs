@@ -201,6 +201,7 @@ impl BlobWriter {
     pub fn finish(mut self) -> Result<StagedBlob, Error> {
         self.out.flush().ctx("write temp file", &self.temp.path)?;
         drop(self.out);
+        crate::failpoint::hit("blob-after-temp-write");
         Ok(StagedBlob {
             digest: self.hasher.finish(),
             size: self.size,

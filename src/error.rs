@@ -126,13 +126,27 @@ impl Error {
         }
     }
 
-    /// Whether the error came from a full disk (ENOSPC or EDQUOT).
+    /// Whether the error came from a full disk (ENOSPC or EDQUOT), in the
+    /// tree or in the index (SQLITE_FULL, or no room to grow its shared
+    /// memory or write its WAL).
     pub fn is_disk_full(&self) -> bool {
         match self {
             Error::Io { source, .. } => matches!(
                 source.raw_os_error(),
                 Some(libc::ENOSPC) | Some(libc::EDQUOT) | Some(libc::EFBIG)
             ),
+            Error::Sql {
+                source: rusqlite::Error::SqliteFailure(e, _),
+                ..
+            } => {
+                e.code == rusqlite::ErrorCode::DiskFull
+                    || matches!(
+                        e.extended_code,
+                        rusqlite::ffi::SQLITE_IOERR_SHMSIZE
+                            | rusqlite::ffi::SQLITE_IOERR_WRITE
+                            | rusqlite::ffi::SQLITE_IOERR_TRUNCATE
+                    )
+            }
             _ => false,
         }
     }

@@ -1,11 +1,42 @@
 //! `fsck`: verify the tree against the index and the counts against the
 //! edges; `--repair` brings the store back to a consistent state.
+//!
+//! A check holds the store lock exclusive, as gc does: an import publishes
+//! its files before it commits their rows, so while one runs its files
+//! would look like orphans, and a repair would delete them under it.
+//!
+//! What is checked, and what `--repair` does about it:
+//!
+//! | kind       | found when                                    | repair                              |
+//! |------------|-----------------------------------------------|-------------------------------------|
+//! | `index`    | `PRAGMA quick_check` fails, or an edge's owner is gone | dangling edges removed     |
+//! | `missing`  | a row names a blob whose file is gone          | row dropped, with the images needing it |
+//! | `corrupt`  | a file's bytes do not hash to its name         | file deleted, row dropped as above  |
+//! | `size`     | a file's length differs from its row's size    | row's size fixed (if the hash is right) |
+//! | `diff_id`  | (`--layers`) a layer does not decompress to its diff_id | treated as corrupt         |
+//! | `refcount` | a count differs from the sum of its edges      | recounted                           |
+//! | `orphan`   | a file in the tree no row names, or a temp file | deleted                            |
+//!
+//! Rows are repaired first and files removed second, the order gc keeps,
+//! so a repair cut short leaves at worst orphans. A failed `quick_check`
+//! (a damaged SQLite page) is reported but not repaired: SQLite cannot
+//! rebuild a damaged b-tree in place, so the report says it remains.
 
+use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::Serialize;
 
+use crate::digest::{Digest, Hasher};
 use crate::error::Error;
+use crate::import::Compression;
+use crate::index::BlobRow;
+use crate::lock::LockMode;
 use crate::store::Store;
 
 #[derive(Debug, Clone, Default)]
@@ -18,7 +49,7 @@ pub struct FsckOptions {
 /// One thing found wrong.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Problem {
-    /// `corrupt`, `missing`, `orphan`, `size`, `refcount`, `index`…
+    /// `corrupt`, `missing`, `orphan`, `size`, `refcount`, `diff_id`, `index`.
     pub kind: String,
     /// The blob digest or image key concerned, in full.
     pub key: Option<String>,
@@ -30,14 +61,24 @@ pub struct FsckReport {
     pub blobs_checked: u64,
     pub bytes_checked: u64,
     pub problems: Vec<Problem>,
-    /// Whether `--repair` ran (and fixed what it lists).
+    /// Whether `--repair` ran and a check afterwards found the store
+    /// consistent.
     pub repaired: bool,
+    /// Images `--repair` removed because a blob they needed was lost.
+    pub removed_images: Vec<String>,
+    /// What a check after `--repair` still found (empty when `repaired`).
+    pub remaining: Vec<Problem>,
 }
 
 impl FsckReport {
     /// Whether the store is consistent now (after any repair).
     pub fn is_clean(&self) -> bool {
         self.problems.is_empty() || self.repaired
+    }
+
+    /// The problems of one kind.
+    pub fn of_kind<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = &'a Problem> + 'a {
+        self.problems.iter().filter(move |p| p.kind == kind)
     }
 }
 
@@ -47,6 +88,18 @@ impl fmt::Display for FsckReport {
             writeln!(
                 f,
                 "{}: {} {}",
+                p.kind,
+                p.key.as_deref().unwrap_or("-"),
+                p.detail
+            )?;
+        }
+        for key in &self.removed_images {
+            writeln!(f, "removed image {key}: a blob it needs is lost")?;
+        }
+        for p in &self.remaining {
+            writeln!(
+                f,
+                "still wrong after repair: {}: {} {}",
                 p.kind,
                 p.key.as_deref().unwrap_or("-"),
                 p.detail
@@ -63,9 +116,322 @@ impl fmt::Display for FsckReport {
     }
 }
 
+/// What a check found that a repair acts on.
+#[derive(Debug, Default)]
+struct Findings {
+    report: FsckReport,
+    /// Blobs whose bytes are gone or wrong: their rows must go.
+    lost: Vec<Digest>,
+    /// Files to delete: corrupt blobs, orphans, temp files.
+    doomed: Vec<PathBuf>,
+    /// Rows whose size is wrong though the bytes are right.
+    resize: Vec<(Digest, u64)>,
+}
+
+impl Findings {
+    fn problem(&mut self, kind: &str, key: Option<&Digest>, detail: String) {
+        self.report.problems.push(Problem {
+            kind: kind.to_string(),
+            key: key.map(Digest::to_string),
+            detail,
+        });
+    }
+}
+
+/// The verdict on one blob file.
+#[derive(Debug)]
+struct FileCheck {
+    len: u64,
+    /// What the bytes hash to, or why they could not be read.
+    found: Result<Digest, String>,
+    /// With `--layers`: what the decompressed bytes hash to, or why not.
+    diff: Option<Result<Digest, String>>,
+}
+
 impl Store {
+    /// Checks the store and, with `options.repair`, fixes what it found.
+    /// Waits for running imports and gc to finish first.
     pub fn fsck(&self, options: &FsckOptions) -> Result<FsckReport, Error> {
-        let _ = options;
-        Err(Error::Other("fsck is not implemented yet".into()))
+        let _lock = self.lock(LockMode::Exclusive, true)?;
+        let findings = self.check(options)?;
+        if !options.repair || findings.report.problems.is_empty() {
+            return Ok(findings.report);
+        }
+        let Findings {
+            mut report,
+            lost,
+            doomed,
+            resize,
+        } = findings;
+        let repair = self.index.repair(&lost, &resize)?;
+        report.removed_images = repair
+            .images_removed
+            .iter()
+            .map(Digest::to_string)
+            .collect();
+        crate::failpoint::hit("fsck-after-index-repair");
+        // Rows first, files second (as gc): cut short here, the files left
+        // are orphans that the next fsck or gc removes.
+        for path in doomed {
+            remove_path(&path)?;
+        }
+        report.remaining = self.check(options)?.report.problems;
+        report.repaired = report.remaining.is_empty();
+        Ok(report)
+    }
+
+    fn check(&self, options: &FsckOptions) -> Result<Findings, Error> {
+        let mut f = Findings::default();
+        for line in self.index.quick_check()? {
+            f.problem("index", None, format!("quick_check: {line}"));
+        }
+
+        let rows = self.index.all_blobs()?;
+        let named: HashSet<&Digest> = rows.iter().map(|r| &r.digest).collect();
+        let mut present: HashSet<Digest> = HashSet::new();
+        for (digest, path) in self.tree.walk()? {
+            match digest {
+                Some(d) if named.contains(&d) => {
+                    present.insert(d);
+                }
+                Some(d) => {
+                    f.problem(
+                        "orphan",
+                        Some(&d),
+                        format!("no row names the file {}", path.display()),
+                    );
+                    f.doomed.push(path);
+                }
+                None => {
+                    f.problem(
+                        "orphan",
+                        None,
+                        format!("stray file {} in the blob tree", path.display()),
+                    );
+                    f.doomed.push(path);
+                }
+            }
+        }
+        let tmp = self.tree.tmp_dir();
+        for entry in std::fs::read_dir(tmp).map_err(|e| Error::io("read directory", tmp, e))? {
+            let path = entry
+                .map_err(|e| Error::io("read directory", tmp, e))?
+                .path();
+            f.problem(
+                "orphan",
+                None,
+                format!("stale temp file {}", path.display()),
+            );
+            f.doomed.push(path);
+        }
+
+        let mut to_hash = Vec::new();
+        for row in &rows {
+            if present.contains(&row.digest) {
+                to_hash.push(row);
+            } else {
+                f.problem(
+                    "missing",
+                    Some(&row.digest),
+                    format!("the file {} is gone", self.tree.path(&row.digest).display()),
+                );
+                f.lost.push(row.digest.clone());
+            }
+        }
+
+        let checks = hash_all(&to_hash, |d| self.tree.path(d), options.layers);
+        for (row, check) in to_hash.iter().zip(checks) {
+            f.report.blobs_checked += 1;
+            f.report.bytes_checked += check.len;
+            let path = self.tree.path(&row.digest);
+            let corrupt = match &check.found {
+                Ok(found) if *found == row.digest => false,
+                Ok(found) => {
+                    f.problem(
+                        "corrupt",
+                        Some(&row.digest),
+                        format!("its bytes hash to {found}"),
+                    );
+                    true
+                }
+                Err(why) => {
+                    f.problem(
+                        "corrupt",
+                        Some(&row.digest),
+                        format!("cannot read {}: {why}", path.display()),
+                    );
+                    true
+                }
+            };
+            if check.len != row.size {
+                f.problem(
+                    "size",
+                    Some(&row.digest),
+                    format!(
+                        "the file has {} bytes, the index says {}",
+                        check.len, row.size
+                    ),
+                );
+                if !corrupt {
+                    f.resize.push((row.digest.clone(), check.len));
+                }
+            }
+            let mut bad_layer = false;
+            if !corrupt && let (Some(expected), Some(diff)) = (&row.diff_id, &check.diff) {
+                match diff {
+                    Ok(found) if found == expected => {}
+                    Ok(found) => {
+                        f.problem(
+                            "diff_id",
+                            Some(&row.digest),
+                            format!("decompresses to {found}, not its diff_id {expected}"),
+                        );
+                        bad_layer = true;
+                    }
+                    Err(why) => {
+                        f.problem(
+                            "diff_id",
+                            Some(&row.digest),
+                            format!("cannot decompress: {why}"),
+                        );
+                        bad_layer = true;
+                    }
+                }
+            }
+            if corrupt || bad_layer {
+                f.lost.push(row.digest.clone());
+                f.doomed.push(path);
+            }
+        }
+
+        for drift in self.index.count_drift()? {
+            f.problem(
+                "refcount",
+                Some(&drift.digest),
+                format!(
+                    "count is {}, its edges sum to {}",
+                    drift.stored, drift.counted
+                ),
+            );
+        }
+        for edge in self.index.dangling_refs()? {
+            let owner = match edge.owner_kind {
+                1 => "image",
+                2 => "blob",
+                _ => "remote",
+            };
+            f.problem(
+                "index",
+                Some(&edge.blob),
+                format!("held by {owner} row {} that no longer exists", edge.owner),
+            );
+        }
+        Ok(f)
+    }
+}
+
+/// Hashes the files of `rows` on every core; results in the order given.
+fn hash_all(
+    rows: &[&BlobRow],
+    path_of: impl Fn(&Digest) -> PathBuf + Sync,
+    layers: bool,
+) -> Vec<FileCheck> {
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .min(rows.len().max(1));
+    let next = AtomicUsize::new(0);
+    let results: Mutex<HashMap<usize, FileCheck>> = Mutex::new(HashMap::new());
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(row) = rows.get(i) else { break };
+                    let path = path_of(&row.digest);
+                    let diff_id = row.diff_id.as_ref().filter(|_| layers);
+                    let check = check_file(&path, &row.digest, diff_id);
+                    results.lock().expect("no worker panics").insert(i, check);
+                }
+            });
+        }
+    });
+    let mut results = results.into_inner().expect("no worker panics");
+    (0..rows.len())
+        .map(|i| {
+            results.remove(&i).unwrap_or(FileCheck {
+                len: 0,
+                found: Err("not checked".into()),
+                diff: None,
+            })
+        })
+        .collect()
+}
+
+const READ_BUFFER: usize = 1 << 20;
+
+fn check_file(path: &Path, digest: &Digest, diff_id: Option<&Digest>) -> FileCheck {
+    let mut file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) => {
+            return FileCheck {
+                len: 0,
+                found: Err(e.to_string()),
+                diff: None,
+            };
+        }
+    };
+    FileCheck {
+        len: file.metadata().map(|m| m.len()).unwrap_or(0),
+        found: hash_stream(&mut file, digest.algorithm().hasher()).map_err(|e| e.to_string()),
+        diff: diff_id.map(|expected| hash_uncompressed(path, expected.algorithm().hasher())),
+    }
+}
+
+fn hash_stream(r: &mut dyn Read, mut hasher: Hasher) -> io::Result<Digest> {
+    let mut buf = vec![0u8; READ_BUFFER];
+    loop {
+        match r.read(&mut buf) {
+            Ok(0) => return Ok(hasher.finish()),
+            Ok(n) => hasher.update(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Decompresses a layer as its magic bytes say and hashes the result.
+fn hash_uncompressed(path: &Path, hasher: Hasher) -> Result<Digest, String> {
+    let mut file = File::open(path).map_err(|e| e.to_string())?;
+    let mut head = [0u8; 8];
+    let n = read_up_to(&mut file, &mut head).map_err(|e| e.to_string())?;
+    let compression = Compression::sniff(&head[..n]);
+    let rest = io::Cursor::new(head[..n].to_vec()).chain(file);
+    let mut decoder = compression.decoder(rest).map_err(|e| e.to_string())?;
+    hash_stream(&mut decoder, hasher).map_err(|e| format!("{} stream: {e}", compression.name()))
+}
+
+fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+fn remove_path(path: &Path) -> Result<(), Error> {
+    let result = if path.is_dir() {
+        std::fs::remove_dir_all(path)
+    } else {
+        std::fs::remove_file(path)
+    };
+    match result {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::io("remove", path, e)),
+        _ => Ok(()),
     }
 }

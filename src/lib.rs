@@ -28,6 +28,7 @@ mod import;
 mod index;
 mod lock;
 mod prune;
+mod reserve;
 mod store;
 
 pub use blobs::VerifiedReader;

@@ -3,6 +3,13 @@
 //! it exclusive, so it never sees an import's blobs half-way between the
 //! tree and the index (invariant 5). The kernel drops the lock when the
 //! process dies, so a crash never leaves the store locked.
+//!
+//! flock is not fair: while imports overlap, one of them always holds the
+//! lock shared, and a gc waiting for it exclusive would wait forever. So
+//! every taker first passes a gate, a flock on the store directory itself:
+//! imports take it shared for an instant, gc takes it exclusive and keeps it
+//! while it waits for the store lock. New imports then queue at the gate
+//! behind the waiting gc, the running ones finish, and gc gets its turn.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -32,32 +39,41 @@ pub(crate) fn acquire(path: &Path, mode: LockMode, wait: bool) -> Result<StoreLo
         .truncate(false)
         .open(path)
         .ctx("open lock file", path)?;
-    let mut op = match mode {
-        LockMode::Shared => libc::LOCK_SH,
-        LockMode::Exclusive => libc::LOCK_EX,
+    let store = path.parent().unwrap_or(Path::new("."));
+    let gate = File::open(store).ctx("open store directory", store)?;
+    let (op, what) = match mode {
+        LockMode::Shared => (libc::LOCK_SH, "gc is running"),
+        LockMode::Exclusive => (libc::LOCK_EX, "an import or another gc is running"),
     };
-    if !wait {
-        op |= libc::LOCK_NB;
+    let locked = |held: &Path| Error::Locked {
+        pid: holders(held).unwrap_or_else(|| "unknown".into()),
+        what,
+    };
+    // Gate first, store lock second, in every process: the one order.
+    if !flock(&gate, op, wait).map_err(|e| Error::io("lock", store, e))? {
+        return Err(locked(store));
     }
+    if !flock(&file, op, wait).map_err(|e| Error::io("lock", path, e))? {
+        return Err(locked(path));
+    }
+    // Closing the gate's descriptor opens the gate again.
+    drop(gate);
+    Ok(StoreLock { _file: file })
+}
+
+/// flock(2), retried on EINTR; false if `wait` is off and the lock is held.
+fn flock(file: &File, op: libc::c_int, wait: bool) -> io::Result<bool> {
+    let op = if wait { op } else { op | libc::LOCK_NB };
     loop {
         // SAFETY: flock on a file descriptor we own.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), op) };
-        if rc == 0 {
-            return Ok(StoreLock { _file: file });
+        if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
+            return Ok(true);
         }
         let err = io::Error::last_os_error();
         match err.raw_os_error() {
             Some(libc::EINTR) => continue,
-            Some(libc::EWOULDBLOCK) => {
-                return Err(Error::Locked {
-                    pid: holders(path).unwrap_or_else(|| "unknown".into()),
-                    what: match mode {
-                        LockMode::Shared => "gc is running",
-                        LockMode::Exclusive => "an import or another gc is running",
-                    },
-                });
-            }
-            _ => return Err(Error::io("lock", path, err)),
+            Some(libc::EWOULDBLOCK) => return Ok(false),
+            _ => return Err(err),
         }
     }
 }

@@ -15,6 +15,7 @@ use crate::image::{DiskUsage, GcReport, ImageDetails, ImageInfo, Label, NameSele
 use crate::import::{ImportOptions, Importer};
 use crate::index::{ImageFilter, Index, NewBlob};
 use crate::lock::{self, LockMode};
+use crate::reserve;
 
 /// Settings of a garbage collection.
 #[derive(Debug, Clone)]
@@ -51,8 +52,13 @@ impl Store {
     pub fn open(root: impl AsRef<Path>) -> Result<Store, Error> {
         let root = root.as_ref().to_path_buf();
         fs::create_dir_all(&root).ctx("create store directory", &root)?;
-        let index = Index::open(&root.join("index.db"))?;
+        let new = !root.join("index.db").exists();
+        let index = reserve::retry_when_full(&root, || Index::open(&root.join("index.db")))?;
         let tree = BlobTree::open(&root)?;
+        if new {
+            // Afterwards only gc puts the reserve back, once it freed space.
+            reserve::ensure(&root);
+        }
         Ok(Store { root, tree, index })
     }
 
@@ -182,6 +188,11 @@ impl Store {
         if !self.index.has_blob(digest)? {
             return Err(Error::BlobNotFound(digest.clone()));
         }
+        // Last use is a hint for prune: a read must not fail for want of
+        // recording it (a read-only or full disk).
+        if let Err(e) = self.index.touch_users(digest) {
+            tracing::debug!("cannot record the use of {digest}: {e}");
+        }
         self.tree.read(digest)
     }
 
@@ -229,7 +240,7 @@ impl Store {
     /// Removes an image with its tags and remotes. Its blobs lose a
     /// reference; those left with none are removed by the next gc.
     pub fn remove(&self, key: &Digest) -> Result<(), Error> {
-        if self.index.remove_image(key)? {
+        if reserve::retry_when_full(&self.root, || self.index.remove_image(key))? {
             Ok(())
         } else {
             Err(ResolveError::NotFound(full_prefix(key)).into())
@@ -319,7 +330,7 @@ impl Store {
             // Rows first, files second: after a crash between the two, the
             // files are orphans, which the sweep below removes.
             loop {
-                let removed = self.index.gc_pass()?;
+                let removed = reserve::retry_when_full(&self.root, || self.index.gc_pass())?;
                 if removed.is_empty() {
                     break;
                 }
@@ -373,6 +384,7 @@ impl Store {
         }
         if !options.dry_run {
             self.index.checkpoint()?;
+            reserve::ensure(&self.root);
         }
         Ok(report)
     }

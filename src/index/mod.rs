@@ -13,6 +13,7 @@
 //! before anything is written to it.
 
 mod blobs;
+mod fsck;
 mod images;
 mod remotes;
 mod tags;
@@ -27,6 +28,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use crate::error::Error;
 
 pub(crate) use blobs::NewBlob;
+pub(crate) use fsck::BlobRow;
 pub(crate) use images::{ImageFilter, NewImage};
 
 /// The migrations, in order. Migration `i` (0-based) moves the schema from
@@ -57,6 +59,8 @@ impl Index {
         // refused before the pool sets WAL mode or anything else on it.
         let mut first =
             Connection::open(path).map_err(Error::sql(format!("open {}", path.display())))?;
+        // Read the version before `configure`: switching the journal to WAL
+        // writes to the file, and a newer store must stay untouched.
         first
             .busy_timeout(BUSY_TIMEOUT)
             .map_err(Error::sql("configure connection"))?;

@@ -97,8 +97,9 @@ fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
         let rel = path.strip_prefix(root).unwrap().to_path_buf();
         let name = rel.to_string_lossy();
         // The SQLite files change on every open (WAL frames, shm); the rows
-        // are compared instead. The lock file is empty and always present.
-        if name.starts_with("index.db") || name == "lock" {
+        // are compared instead. The lock file is empty and always present;
+        // the disk-full reserve is zeros.
+        if name.starts_with("index.db") || name == "lock" || name == "reserve" {
             continue;
         }
         if path.is_dir() {

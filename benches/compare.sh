@@ -1,0 +1,875 @@
+#!/usr/bin/env bash
+# benches/compare.sh — imgstore import against its peers and the physical limit
+# (issue 5, DESIGN.md §6).
+#
+# What it does
+#   1. Builds real images from Debian packages (`apt-get download` + `dpkg -x`):
+#      "small" (~20 MB uncompressed, 2 layers) and "big" (~570 MB, 4 layers:
+#      base, gcc-12 toolchain, libllvm15/clang, python3.11 + perl). Each becomes
+#        - an OCI image layout (umoci init/new/config + `umoci raw add-layer`,
+#          gzip layers),
+#        - an oci-archive (skopeo, gzip layers) and a docker-archive (skopeo,
+#          which writes the layers uncompressed),
+#        - an appc ACI: tar of `manifest` + `rootfs/`, gzip.
+#      Downloads and built images are cached under $WORK.
+#   2. Mounts a sparse file as a loop ext4 (DESIGN.md §6: never the root fs)
+#      and puts the inputs, every destination and containerd's root there.
+#   3. Runs interleaved rounds (round 1: every tool on every scenario, then
+#      round 2, ...) with a fresh destination and a dropped page cache before
+#      every timed command:
+#        imgstore --store D import FILE           (ACI, docker-archive, oci-archive)
+#        imgstore --store D import --verify-layers oci-archive
+#        imgstore --store D import LAYOUT         (2nd import of a stored layout)
+#        skopeo copy docker-archive:F / oci-archive:F -> oci:D:latest
+#        skopeo copy oci:LAYOUT -> oci:D again    (warm: D already holds it)
+#        ctr images import --no-unpack            (private containerd, fresh root
+#                                                  for every cold import; warm =
+#                                                  the same archive a 2nd time)
+#      and `examples/stages.rs` for the physical limit of each scenario:
+#      max(longest stage, sum of stages / CORES) with CORES=2 (DESIGN.md §6).
+#   4. Prints a markdown table (median seconds, MB/s, peak RSS, ratios) and
+#      writes it to $WORK/results.md; raw figures go to $WORK/results.tsv and
+#      $WORK/stages.tsv, command output to $WORK/logs/.
+#
+# Timing: wall clock of the command plus a final `sync -f` of the bench
+# filesystem, so a tool that does not fsync pays for its write-back too (the
+# column "cmd s" has the command alone). Peak RSS is /usr/bin/time's %M; for
+# ctr it is the client's plus containerd's VmHWM (reset before each import).
+#
+# Usage (as root: loop mount, drop_caches, apt-get):
+#   benches/compare.sh                # both images, 5 rounds
+#   benches/compare.sh --quick        # small image only, 3 rounds (smoke test)
+#   benches/compare.sh --rounds 7 --image big
+#   WORK=/var/tmp/cmp IMGSTORE=/path/to/imgstore benches/compare.sh
+# Options: --quick, --rounds N, --image small|big|all, --no-build (do not run
+#   cargo build for imgstore), --loop-size SIZE (default 8G), --wait-idle SECS
+#   (default 180: before each round, wait until other processes use < 20% of
+#   the CPU, up to that long), -h/--help.
+# The machine must be otherwise idle: on 2 cores a concurrent cargo build
+#   slows every tool 2-5x. The CPU use of other processes is sampled before
+#   every timed command ("busy %" in results.tsv) and summarised in the report.
+# Environment: WORK (default /tmp/imgstore-compare), IMGSTORE (default
+#   target/release/imgstore; built with `cargo build --release` if missing),
+#   CORES (default 2: the machine size the budget is written for).
+# Needs: apt-get install -y skopeo umoci containerd time e2fsprogs (installed
+#   by the script when missing and run as root), cargo for imgstore and for
+#   examples/stages.rs. A missing or failing imgstore shows as n/a; the peers
+#   are still measured.
+# umoci is not timed: it has no import of an archive into a store. Its only
+#   ways in are building (repack/insert/raw add-layer recompress a rootfs or a
+#   tar) and unpack renders a bundle; none is comparable to `imgstore import`.
+
+set -euo pipefail
+
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$SCRIPT_DIR/.." && pwd)
+WORK=${WORK:-/tmp/imgstore-compare}
+IMGSTORE=${IMGSTORE:-$REPO/target/release/imgstore}
+CORES=${CORES:-2}
+ROUNDS=5
+ROUNDS_SET=0
+IMAGES=(small big)
+BUILD_IMGSTORE=1
+LOOP_SIZE=8G
+WAIT_IDLE=180 # seconds to wait for other processes to calm down before a round
+IDLE_MAX=20   # percent of the machine's CPU others may use when a round starts
+
+ARGS_GIVEN=("$@")
+usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; }
+
+while (($#)); do
+    case $1 in
+        --quick) IMAGES=(small); ((ROUNDS_SET)) || ROUNDS=3 ;;
+        --rounds) ROUNDS=${2:?--rounds needs a number}; ROUNDS_SET=1; shift ;;
+        --rounds=*) ROUNDS=${1#*=}; ROUNDS_SET=1 ;;
+        --image) case ${2:?--image needs small, big or all} in
+                     all) IMAGES=(small big) ;; small | big) IMAGES=("$2") ;;
+                     *) echo "error: --image small|big|all" >&2; exit 2 ;;
+                 esac; shift ;;
+        --no-build) BUILD_IMGSTORE=0 ;;
+        --loop-size) LOOP_SIZE=${2:?}; shift ;;
+        --wait-idle) WAIT_IDLE=${2:?}; shift ;;
+        -h | --help) usage; exit 0 ;;
+        *) echo "error: unknown option $1 (see --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || { echo "error: --rounds must be a positive number" >&2; exit 2; }
+
+# --- the images ---------------------------------------------------------------
+# One string per layer; packages of a layer are extracted into one directory.
+SMALL_LAYERS=("libc6 libgcc-s1" "bash dash busybox")
+BIG_LAYERS=(
+    "libc6 libgcc-s1 libstdc++6 zlib1g libzstd1 bash dash coreutils perl-base"
+    "gcc-12 cpp-12 g++-12 libgcc-12-dev libstdc++-12-dev gfortran-12 libgfortran-12-dev binutils-x86-64-linux-gnu libbinutils"
+    "libllvm15 libclang-cpp15 libz3-4 libicu72"
+    "python3.11-minimal libpython3.11-minimal libpython3.11-stdlib libpython3.11 perl-modules-5.36 libperl5.36"
+)
+IMAGE_FORMAT_VERSION=1 # bump to force a rebuild of cached images
+
+DEBS=$WORK/debs
+BUILT=$WORK/images
+LOGS=$WORK/logs
+RESULTS=$WORK/results.tsv
+STAGES_TSV=$WORK/stages.tsv
+REPORT=$WORK/results.md
+LOOPFILE=$WORK/bench.ext4
+MNT=$WORK/mnt
+
+log() { printf '%s\n' "$*" >&2; }
+warn() { printf '\n!!!!!!!! WARNING: %s\n\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# --- tools --------------------------------------------------------------------
+APT_UPDATED=0
+apt_install() {
+    [[ $(id -u) -eq 0 ]] || die "missing $*; run as root or: apt-get install -y $*"
+    if ((!APT_UPDATED)); then
+        apt-get update -qq >/dev/null || true
+        APT_UPDATED=1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+ensure_tools() {
+    local -A pkg_of=([skopeo]=skopeo [umoci]=umoci [containerd]=containerd [ctr]=containerd
+        [/usr/bin/time]=time [mkfs.ext4]=e2fsprogs [losetup]=mount [dpkg-deb]=dpkg
+        [gzip]=gzip [tar]=tar)
+    local missing=() cmd
+    for cmd in "${!pkg_of[@]}"; do
+        command -v "$cmd" >/dev/null 2>&1 || missing+=("${pkg_of[$cmd]}")
+    done
+    if ((${#missing[@]})); then
+        mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+        log "installing: ${missing[*]}"
+        apt_install "${missing[@]}"
+    fi
+}
+
+# --- building the images (cached in $WORK/images) -----------------------------
+deb_of() { # the cached .deb of a package
+    local f
+    for f in "$DEBS/${1}_"*.deb; do
+        [[ -f $f ]] && { echo "$f"; return 0; }
+    done
+    return 1
+}
+
+fetch_debs() {
+    mkdir -p "$DEBS"
+    local need=() p
+    for p in "$@"; do deb_of "$p" >/dev/null || need+=("$p"); done
+    ((${#need[@]})) || return 0
+    log "downloading ${#need[@]} packages: ${need[*]}"
+    if ! (cd "$DEBS" && apt-get download -qq "${need[@]}" >/dev/null 2>&1); then
+        apt-get update -qq >/dev/null || true
+        APT_UPDATED=1
+        (cd "$DEBS" && apt-get download -qq "${need[@]}") || die "apt-get download failed"
+    fi
+}
+
+build_image() { # build_image NAME LAYER...
+    local name=$1; shift
+    local dir=$BUILT/$name
+    local stamp="v$IMAGE_FORMAT_VERSION $*"
+    if [[ -f $dir/.stamp && $(<"$dir/.stamp") == "$stamp" ]]; then
+        return 0
+    fi
+    log "building image '$name' ($# layers) in $dir"
+    local all=() group
+    for group in "$@"; do read -ra pk <<<"$group"; all+=("${pk[@]}"); done
+    fetch_debs "${all[@]}"
+
+    rm -rf "$dir"
+    mkdir -p "$dir/work" "$dir/aci/rootfs"
+    umoci init --layout "$dir/layout"
+    umoci new --image "$dir/layout:latest"
+    umoci config --image "$dir/layout:latest" --os linux --architecture amd64 \
+        --config.label "org.opencontainers.image.title=example.com/$name" \
+        --config.entrypoint /bin/bash
+    local i=0 p ldir
+    for group in "$@"; do
+        i=$((i + 1))
+        ldir=$dir/work/layer$i
+        mkdir -p "$ldir"
+        read -ra pk <<<"$group"
+        for p in "${pk[@]}"; do dpkg -x "$(deb_of "$p")" "$ldir"; done
+        cp -a "$ldir/." "$dir/aci/rootfs/"
+        # Entries named usr/, etc/... as in images built by docker or buildah.
+        (cd "$ldir" && find . -mindepth 1 -maxdepth 1 -printf '%P\n' | sort |
+            tar --sort=name --numeric-owner -cf "$dir/work/layer$i.tar" -T -)
+        umoci raw add-layer --image "$dir/layout:latest" \
+            --history.created_by "dpkg -x $group" "$dir/work/layer$i.tar"
+        rm -rf "$ldir" "$dir/work/layer$i.tar"
+    done
+    umoci gc --layout "$dir/layout"
+
+    skopeo --insecure-policy copy -q "oci:$dir/layout:latest" "oci-archive:$dir/$name.oci.tar:latest"
+    skopeo --insecure-policy copy -q "oci:$dir/layout:latest" \
+        "docker-archive:$dir/$name.docker.tar:example.com/$name:latest"
+    # skopeo's docker-archive destination stores layers uncompressed; check it.
+    local first_layer
+    first_layer=$(tar -tf "$dir/$name.docker.tar" | grep -E '^[0-9a-f]{64}\.tar$' | head -n1)
+    if [[ $(tar -xOf "$dir/$name.docker.tar" "$first_layer" | head -c2 | od -An -tx1 | tr -d ' ') == 1f8b ]]; then
+        warn "docker-archive layers of $name are gzip, not plain"
+    fi
+
+    cat >"$dir/aci/manifest" <<EOF
+{"acKind":"ImageManifest","acVersion":"0.8.11","name":"example.com/$name","labels":[{"name":"version","value":"1.0.0"},{"name":"os","value":"linux"},{"name":"arch","value":"amd64"}]}
+EOF
+    tar -C "$dir/aci" --sort=name --numeric-owner -cf - manifest rootfs | gzip -6 -n >"$dir/$name.aci"
+    tar -C "$dir/aci" --sort=name --numeric-owner -cf - manifest rootfs | wc -c >"$dir/aci-uncompressed-bytes"
+    rm -rf "$dir/aci" "$dir/work"
+    echo "$stamp" >"$dir/.stamp"
+}
+
+# --- the bench filesystem -----------------------------------------------------
+LOOPDEV=
+MOUNTED=0
+FALLBACK=0
+SOCKDIR=
+CTRD_PID=
+FS_NOTE=
+DROP_NOTE=
+
+cleanup() {
+    local rc=$?
+    set +e
+    ctrd_stop
+    if ((MOUNTED)); then
+        umount "$MNT" 2>/dev/null || umount -l "$MNT"
+        MOUNTED=0
+    fi
+    [[ -n $LOOPDEV ]] && losetup -d "$LOOPDEV" 2>/dev/null
+    rm -f "$LOOPFILE"
+    ((FALLBACK)) && rm -rf "$MNT"
+    [[ -n $SOCKDIR ]] && rm -rf "$SOCKDIR"
+    exit "$rc"
+}
+
+mount_bench_fs() {
+    mkdir -p "$MNT"
+    # Leftovers of an interrupted run of this script (same paths, ours).
+    if mountpoint -q "$MNT"; then umount "$MNT" || umount -l "$MNT"; fi
+    if [[ -f $LOOPFILE ]]; then
+        local dev
+        for dev in $(losetup -j "$LOOPFILE" 2>/dev/null | cut -d: -f1); do losetup -d "$dev" || true; done
+        rm -f "$LOOPFILE"
+    fi
+    if [[ $(id -u) -eq 0 ]] && truncate -s "$LOOP_SIZE" "$LOOPFILE" &&
+        mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 "$LOOPFILE" 2>"$LOGS/mkfs.log"; then
+        # Direct I/O keeps the backing file from being cached twice.
+        LOOPDEV=$(losetup --find --show --direct-io=on "$LOOPFILE" 2>/dev/null) ||
+            LOOPDEV=$(losetup --find --show "$LOOPFILE" 2>>"$LOGS/mkfs.log") || LOOPDEV=
+        if [[ -n $LOOPDEV ]] && mount "$LOOPDEV" "$MNT" 2>>"$LOGS/mkfs.log"; then
+            MOUNTED=1
+            FS_NOTE="loop-mounted ext4 ($LOOP_SIZE sparse file, $LOOPDEV, direct-io=$(cat /sys/block/${LOOPDEV#/dev/}/loop/dio 2>/dev/null || echo ?), options $(findmnt -no OPTIONS "$MNT"))"
+            log "bench filesystem: $FS_NOTE"
+            return 0
+        fi
+    fi
+    [[ -n $LOOPDEV ]] && { losetup -d "$LOOPDEV" || true; LOOPDEV=; }
+    rm -f "$LOOPFILE"
+    FALLBACK=1
+    FS_NOTE="NOT a loop mount: fell back to a plain directory on $(findmnt -no SOURCE,FSTYPE,OPTIONS -T "$WORK" | tr -s ' ') (loop mount failed: $(tr '\n' ' ' <"$LOGS/mkfs.log" 2>/dev/null))"
+    warn "could not loop-mount an ext4 (see $LOGS/mkfs.log); using $MNT on the host filesystem. Figures are NOT comparable with DESIGN.md §6."
+    mkdir -p "$MNT"
+}
+
+DROP_OK=1
+drop_caches() {
+    sync
+    if ((DROP_OK)); then
+        if ! { echo 3 >/proc/sys/vm/drop_caches; } 2>/dev/null; then
+            DROP_OK=0
+            DROP_NOTE="echo 3 > /proc/sys/vm/drop_caches was refused: every read after the first is from a warm page cache"
+            warn "$DROP_NOTE"
+        fi
+    fi
+}
+
+# --- containerd ---------------------------------------------------------------
+CTRD_ROOT=
+SOCK=
+ctr_() { ctr --address "$SOCK" -n bench "$@"; }
+
+ctrd_start() { # a fresh, private containerd on the bench filesystem
+    ctrd_stop
+    CTRD_ROOT=$MNT/containerd
+    rm -rf "$CTRD_ROOT"
+    mkdir -p "$CTRD_ROOT/root" "$CTRD_ROOT/state"
+    [[ -n $SOCKDIR ]] || SOCKDIR=$(mktemp -d /tmp/imgstore-compare-ctrd.XXXXXX)
+    SOCK=$SOCKDIR/containerd.sock # short path: unix sockets are limited to 108 bytes
+    cat >"$CTRD_ROOT/config.toml" <<EOF
+version = 2
+root = "$CTRD_ROOT/root"
+state = "$CTRD_ROOT/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "$SOCK"
+[ttrpc]
+  address = "$SOCK.ttrpc"
+[debug]
+  address = ""
+[metrics]
+  address = ""
+[plugins."io.containerd.internal.v1.opt"]
+  path = "$CTRD_ROOT/root/opt"
+EOF
+    containerd --config "$CTRD_ROOT/config.toml" >>"$LOGS/containerd.log" 2>&1 &
+    CTRD_PID=$!
+    local i
+    for ((i = 0; i < 300; i++)); do
+        if ctr --address "$SOCK" version >/dev/null 2>&1; then return 0; fi
+        kill -0 "$CTRD_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    log "containerd did not come up; see $LOGS/containerd.log"
+    ctrd_stop
+    return 1
+}
+
+ctrd_stop() {
+    if [[ -n $CTRD_PID ]]; then
+        kill "$CTRD_PID" 2>/dev/null || true
+        wait "$CTRD_PID" 2>/dev/null || true
+        CTRD_PID=
+    fi
+    if [[ -n $CTRD_ROOT ]]; then rm -rf "$CTRD_ROOT"; CTRD_ROOT=; fi
+}
+
+# --- other load on the machine -------------------------------------------------
+cpu_busy() { # percent of all cores' time spent non-idle over the next $1 seconds
+    local c a b ia ib ta=0 tb=0
+    read -ra a </proc/stat
+    sleep "$1"
+    read -ra b </proc/stat
+    for c in 1 2 3 4 5 6 7 8; do ta=$((ta + a[c])); tb=$((tb + b[c])); done
+    ia=$((a[4] + a[5])); ib=$((b[4] + b[5]))
+    if ((tb > ta)); then echo $((100 * ((tb - ta) - (ib - ia)) / (tb - ta))); else echo 0; fi
+}
+
+BUSY_ROUNDS=()
+wait_idle() { # before a round: wait (up to WAIT_IDLE s) until others leave the CPU alone
+    local busy waited=0
+    busy=$(cpu_busy 1)
+    while ((busy > IDLE_MAX && waited < WAIT_IDLE)); do
+        ((waited > 0)) || log "other processes use ${busy}% of the CPU; waiting up to ${WAIT_IDLE}s for them ..."
+        sleep 4
+        waited=$((waited + 5))
+        busy=$(cpu_busy 1)
+    done
+    BUSY_ROUNDS+=("$busy")
+    ((busy <= IDLE_MAX)) || warn "starting a round while other processes use ${busy}% of the CPU: figures are disturbed"
+}
+
+# --- measuring ----------------------------------------------------------------
+TIMEFILE=
+RSS_PID= # extra process whose peak RSS counts (containerd)
+T_SECS='' T_CMD='' T_RSS='' T_RC='' T_BUSY=''
+
+ns_to_s() { printf '%d.%06d' $(($1 / 1000000000)) $((($1 % 1000000000) / 1000)); }
+
+run_timed() { # run_timed LOG CMD... — sets T_SECS T_CMD T_RSS (kB) T_RC
+    local logf=$1; shift
+    drop_caches
+    T_BUSY=$(cpu_busy 0.3) # others' load just before (we are idle now)
+    if [[ -n $RSS_PID ]]; then { echo 5 >"/proc/$RSS_PID/clear_refs"; } 2>/dev/null || true; fi
+    local t0 t1 t2
+    T_RC=0
+    t0=$(date +%s%N)
+    /usr/bin/time -f '%e %M' -o "$TIMEFILE" "$@" >"$logf" 2>&1 || T_RC=$?
+    t1=$(date +%s%N)
+    sync -f "$MNT" 2>/dev/null || sync
+    t2=$(date +%s%N)
+    T_CMD=$(ns_to_s $((t1 - t0)))
+    T_SECS=$(ns_to_s $((t2 - t0)))
+    T_RSS=$(awk 'END { print $2 + 0 }' "$TIMEFILE")
+    if [[ -n $RSS_PID ]]; then
+        T_RSS=$((T_RSS + $(awk '/^VmHWM/ { v = $2 } END { print v + 0 }' "/proc/$RSS_PID/status" 2>/dev/null || echo 0)))
+    fi
+}
+
+record() { # record IMG SCN TOOL ROUND BYTES STATUS [SECS CMD RSS BUSY]
+    local img=$1 scn=$2 tool=$3 round=$4 bytes=$5 status=$6
+    local secs=${7:-} cmd=${8:-} rss=${9:-} busy=${10:-}
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$img" "$scn" "$tool" "$round" "$status" \
+        "${secs:--}" "${cmd:--}" "${rss:--}" "$bytes" "${busy:--}" >>"$RESULTS"
+    if [[ $status == ok ]]; then
+        local rss_txt=
+        [[ $tool == limit ]] || rss_txt=$(printf '  RSS %5d MiB  (others %s%% CPU before)' $((${rss:-0} / 1024)) "${busy:-?}")
+        printf '  %-5s %-10s %-9s %8.3f s  %7.1f MB/s%s\n' "$img" "$scn" "$tool" "$secs" \
+            "$(awk -v b="$bytes" -v s="$secs" 'BEGIN { print (s > 0 ? b / 1e6 / s : 0) }')" "$rss_txt" >&2
+    else
+        printf '  %-5s %-10s %-9s %s\n' "$img" "$scn" "$tool" "$status" >&2
+    fi
+}
+
+# measure IMG SCN TOOL ROUND BYTES CHECK CMD... — time CMD, then run CHECK
+# (a shell snippet, untimed) to make sure it really imported something.
+measure() {
+    local img=$1 scn=$2 tool=$3 round=$4 bytes=$5 check=$6; shift 6
+    local logf="$LOGS/$img.$scn.$tool.r$round.log" status=ok
+    run_timed "$logf" "$@"
+    if ((T_RC != 0)); then
+        status=failed
+        log "    $tool failed (exit $T_RC): $(tail -n1 "$logf")  [$logf]"
+    elif [[ -n $check ]] && ! (eval "$check") >>"$logf" 2>&1; then
+        status=failed
+        log "    $tool exited 0 but its result is missing ($check)  [$logf]"
+    fi
+    if [[ $status == ok ]]; then
+        record "$img" "$scn" "$tool" "$round" "$bytes" ok "$T_SECS" "$T_CMD" "$T_RSS" "$T_BUSY"
+    else
+        record "$img" "$scn" "$tool" "$round" "$bytes" "$status"
+    fi
+}
+
+fresh() { # an empty destination directory (removal done and synced, untimed)
+    rm -rf "$MNT/dest" "$MNT/tmp"
+    mkdir -p "$MNT/dest" "$MNT/tmp"
+    sync -f "$MNT" 2>/dev/null || sync
+}
+
+size_of() { du -sb --apparent-size "$1" | cut -f1; }
+
+# --- programs under test ------------------------------------------------------
+IMGSTORE_OK=0
+IMGSTORE_NOTE=
+prepare_imgstore() {
+    local stale=
+    if ((BUILD_IMGSTORE)) && [[ $IMGSTORE == "$REPO/target/release/imgstore" ]] &&
+        command -v cargo >/dev/null; then
+        # Always (incremental): measure the source as it is now.
+        log "building imgstore (cargo build --release) ..."
+        if ! (cd "$REPO" && cargo build --release --bin imgstore) >"$LOGS/cargo-imgstore.log" 2>&1; then
+            log "  cargo build failed; see $LOGS/cargo-imgstore.log"
+            stale=" — STALE: cargo build failed, this is an older build"
+        fi
+    fi
+    if [[ ! -x $IMGSTORE ]]; then
+        IMGSTORE_NOTE="imgstore binary $IMGSTORE not found: its rows are n/a"
+    elif ! "$IMGSTORE" --help >"$LOGS/imgstore-help.log" 2>&1; then
+        IMGSTORE_NOTE="$IMGSTORE --help fails: imgstore rows are n/a"
+    elif ! grep -qw import "$LOGS/imgstore-help.log"; then
+        IMGSTORE_NOTE="$IMGSTORE has no import command yet: imgstore rows are n/a"
+    else
+        IMGSTORE_OK=1
+        IMGSTORE_NOTE="imgstore: $IMGSTORE ($("$IMGSTORE" --version 2>/dev/null || echo 'no --version'), built $(date -u -r "$IMGSTORE" '+%Y-%m-%d %H:%M UTC')$stale)"
+        [[ -z $stale ]] || warn "$IMGSTORE_NOTE"
+        return 0
+    fi
+    warn "$IMGSTORE_NOTE"
+}
+
+STAGES_BIN=
+prepare_stages() {
+    command -v cargo >/dev/null || { warn "cargo not found: no physical limit"; return 0; }
+    log "building examples/stages.rs ..."
+    if (cd "$REPO" && cargo build --release --example stages) >"$LOGS/cargo-stages.log" 2>&1; then
+        STAGES_BIN=$REPO/target/release/examples/stages
+        return 0
+    fi
+    # The example links the library; while src/ does not build, build the
+    # same file as a stand-alone crate with the versions pinned by Cargo.lock.
+    log "  the example does not build inside the package (see $LOGS/cargo-stages.log); building it stand-alone"
+    local crate=$WORK/stages-crate
+    mkdir -p "$crate"
+    cat >"$crate/Cargo.toml" <<EOF
+[package]
+name = "stages"
+version = "0.0.0"
+edition = "2024"
+publish = false
+
+[[bin]]
+name = "stages"
+path = "$REPO/examples/stages.rs"
+
+[dependencies]
+anyhow = "1"
+clap = { version = "4", features = ["derive"] }
+flate2 = { version = "1", default-features = false, features = ["zlib-rs"] }
+sha2 = "0.11"
+libc = "0.2"
+
+[workspace]
+EOF
+    cp "$REPO/Cargo.lock" "$crate/Cargo.lock" 2>/dev/null || true
+    if (cd "$crate" && { cargo build --release --offline 2>/dev/null || cargo build --release; }) \
+        >>"$LOGS/cargo-stages.log" 2>&1; then
+        STAGES_BIN=$crate/target/release/stages
+    else
+        warn "examples/stages.rs does not build (see $LOGS/cargo-stages.log): no physical limit"
+    fi
+}
+
+# --- one round of one image ---------------------------------------------------
+declare -A ST    # "source:stage" -> secs (all files), from the last stages run
+declare -A ITEMS # "source" -> secs of each (file, stage), space-separated
+
+run_stages() { # run_stages IMG ROUND SOURCE STAGES FILE...
+    local img=$1 round=$2 src=$3 list=$4; shift 4
+    local out drop=()
+    mkdir -p "$MNT/dest/stages"
+    # Cold reads for the read stage; the other stages work from memory.
+    [[ ,$list, == *,read,* ]] && drop=(--drop-caches)
+    if ! out=$("$STAGES_BIN" --dir "$MNT/dest/stages" "${drop[@]}" --cores "$CORES" \
+        --stages "$list" "$@" 2>>"$LOGS/stages.log"); then
+        log "    stages failed on $src; see $LOGS/stages.log"
+        return 1
+    fi
+    printf '%s\n' "$out" >>"$LOGS/stages.log"
+    local line stage bytes secs
+    ITEMS[$src]=
+    while read -r line; do
+        if [[ $line == stage=*secs=* ]]; then
+            ITEMS[$src]+=" $(sed -E 's/.* secs=([0-9.]+).*/\1/' <<<"$line")"
+            continue
+        fi
+        [[ $line == total\ * ]] || continue
+        stage=$(sed -E 's/.* stage=([^ ]+).*/\1/' <<<"$line")
+        bytes=$(sed -E 's/.* bytes=([0-9]+).*/\1/' <<<"$line")
+        secs=$(sed -E 's/.* secs=([0-9.]+).*/\1/' <<<"$line")
+        ST[$src:$stage]=$secs
+        printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$img" "$round" "$src" "$stage" "$secs" "$bytes" >>"$STAGES_TSV"
+    done <<<"$out"
+}
+
+bound() { # bound KEY... — max(longest, sum / CORES) of the named stages
+    local k vals=() more
+    for k in "$@"; do
+        if [[ $k == items:* ]]; then # every (file, stage) of a source: independent streams
+            [[ -n ${ITEMS[${k#items:}]:-} ]] || return 1
+            read -ra more <<<"${ITEMS[${k#items:}]}"
+            vals+=("${more[@]}")
+            continue
+        fi
+        [[ -n ${ST[$k]:-} ]] || return 1
+        vals+=("${ST[$k]}")
+    done
+    awk -v c="$CORES" 'BEGIN { for (i = 1; i < ARGC; i++) { s += ARGV[i]; if (ARGV[i] > m) m = ARGV[i] }
+                                printf "%.6f", (m > s / c ? m : s / c) }' "${vals[@]}"
+}
+
+limits() { # the physical limit of each scenario, from examples/stages.rs
+    local img=$1 r=$2 in=$MNT/in/$1
+    if [[ -z $STAGES_BIN ]]; then
+        local s
+        for s in aci docker oci oci-verify; do record "$img" "$s" limit "$r" 0 n/a; done
+        return 0
+    fi
+    ST=()
+    ITEMS=()
+    fresh
+    local busy
+    busy=$(cpu_busy 0.3)
+    run_stages "$img" "$r" aci read,gunzip,sha512-u,write-u "$in/$img.aci" || true
+    # The archives' members as separate files, so that the write stage pays
+    # one fsync per blob as an import does (same bytes as the archive, less
+    # the tar headers).
+    local docker_files=()
+    mapfile -t docker_files < <(find "$in/docker-members" -maxdepth 1 -type f | sort)
+    run_stages "$img" "$r" docker read,sha256,write "${docker_files[@]}" || true
+    run_stages "$img" "$r" oci read,sha256,write "$in/layout/blobs/sha256/"* || true
+    run_stages "$img" "$r" layers gunzip,sha256-u "$in/layout/blobs/sha256/"* || true
+    fresh
+    local b
+    # ACI: read compressed, decompress, sha512 of the tar, write it.
+    if b=$(bound aci:read aci:gunzip aci:sha512-u aci:write-u); then
+        record "$img" aci limit "$r" "$(size_of "$in/$img.aci")" ok "$b" "$b" 0 "$busy"
+    else record "$img" aci limit "$r" 0 failed; fi
+    # docker-archive, plain layers: read, sha256, write (each member).
+    if b=$(bound docker:read docker:sha256 docker:write); then
+        record "$img" docker limit "$r" "$(size_of "$in/$img.docker.tar")" ok "$b" "$b" 0 "$busy"
+    else record "$img" docker limit "$r" 0 failed; fi
+    # oci-archive, gzip layers: read, sha256 of the compressed blobs, write them (each blob).
+    if b=$(bound oci:read oci:sha256 oci:write); then
+        record "$img" oci limit "$r" "$(size_of "$in/$img.oci.tar")" ok "$b" "$b" 0 "$busy"
+    else record "$img" oci limit "$r" 0 failed; fi
+    # ... and with --verify-layers: decompress the layers and sha256 their
+    # diff_ids. Layers are independent streams, so each layer's gunzip and
+    # sha256 is a stage of its own: two layers can decompress at once.
+    if b=$(bound oci:read oci:sha256 oci:write items:layers); then
+        record "$img" oci-verify limit "$r" "$(size_of "$in/$img.oci.tar")" ok "$b" "$b" 0 "$busy"
+    else record "$img" oci-verify limit "$r" 0 failed; fi
+}
+
+imgstore_import() { # imgstore_import IMG SCN ROUND BYTES ARGS...
+    local img=$1 scn=$2 r=$3 bytes=$4; shift 4
+    if ((!IMGSTORE_OK)); then record "$img" "$scn" imgstore "$r" "$bytes" n/a; return 0; fi
+    fresh
+    measure "$img" "$scn" imgstore "$r" "$bytes" "" "$IMGSTORE" --store "$MNT/dest/store" import "$@"
+    fresh
+}
+
+skopeo_copy() { # skopeo_copy IMG SCN ROUND BYTES SRC [EXTRA...]
+    local img=$1 scn=$2 r=$3 bytes=$4 src=$5; shift 5
+    fresh
+    measure "$img" "$scn" skopeo "$r" "$bytes" "test -s '$MNT/dest/oci/index.json'" \
+        skopeo --insecure-policy --tmpdir "$MNT/tmp" copy -q "$@" "$src" "oci:$MNT/dest/oci:latest"
+    fresh
+}
+
+ctr_import() { # ctr_import IMG SCN ROUND BYTES FILE [EXTRA...] — cold, and warm for oci
+    local img=$1 scn=$2 r=$3 bytes=$4 file=$5; shift 5
+    fresh
+    if ! ctrd_start; then
+        record "$img" "$scn" ctr "$r" "$bytes" failed
+        [[ $scn == oci ]] && record "$img" warm ctr "$r" "$bytes" failed
+        return 0
+    fi
+    local check="ctr --address '$SOCK' -n bench images ls -q | grep -q 'example.com/$img'"
+    RSS_PID=$CTRD_PID
+    measure "$img" "$scn" ctr "$r" "$bytes" "$check" \
+        ctr --address "$SOCK" -n bench images import --no-unpack "$@" "$file"
+    if [[ $scn == oci ]]; then
+        # Warm: the same archive again into the containerd that holds it.
+        measure "$img" warm ctr "$r" "$bytes" "$check" \
+            ctr --address "$SOCK" -n bench images import --no-unpack "$@" "$file"
+    fi
+    RSS_PID=
+    ctrd_stop
+    fresh
+}
+
+round() { # round IMG R — every tool on every scenario once
+    local img=$1 r=$2 in=$MNT/in/$1
+    local aci=$in/$img.aci docker=$in/$img.docker.tar oci=$in/$img.oci.tar layout=$in/layout
+    local aci_b docker_b oci_b layout_b
+    aci_b=$(size_of "$aci"); docker_b=$(size_of "$docker"); oci_b=$(size_of "$oci"); layout_b=$(size_of "$layout")
+    log "--- round $r/$ROUNDS, image $img"
+
+    limits "$img" "$r"
+
+    imgstore_import "$img" aci "$r" "$aci_b" "$aci"
+
+    imgstore_import "$img" docker "$r" "$docker_b" "$docker"
+    skopeo_copy "$img" docker "$r" "$docker_b" "docker-archive:$docker" --dest-oci-accept-uncompressed-layers
+    ctr_import "$img" docker "$r" "$docker_b" "$docker"
+
+    imgstore_import "$img" oci "$r" "$oci_b" "$oci"
+    skopeo_copy "$img" oci "$r" "$oci_b" "oci-archive:$oci"
+    ctr_import "$img" oci "$r" "$oci_b" "$oci" --base-name "example.com/$img"
+
+    imgstore_import "$img" oci-verify "$r" "$oci_b" --verify-layers "$oci"
+
+    # Warm: the destination already holds the image; time the second import.
+    if ((IMGSTORE_OK)); then
+        fresh
+        if "$IMGSTORE" --store "$MNT/dest/store" import "$layout" >"$LOGS/$img.warm.imgstore.r$r.first.log" 2>&1; then
+            measure "$img" warm imgstore "$r" "$layout_b" "" "$IMGSTORE" --store "$MNT/dest/store" import "$layout"
+        else
+            record "$img" warm imgstore "$r" "$layout_b" failed
+        fi
+    else
+        record "$img" warm imgstore "$r" "$layout_b" n/a
+    fi
+    fresh
+    if skopeo --insecure-policy --tmpdir "$MNT/tmp" copy -q "oci:$layout:latest" "oci:$MNT/dest/oci:latest" \
+        >"$LOGS/$img.warm.skopeo.r$r.first.log" 2>&1; then
+        measure "$img" warm skopeo "$r" "$layout_b" "test -s '$MNT/dest/oci/index.json'" \
+            skopeo --insecure-policy --tmpdir "$MNT/tmp" copy -q "oci:$layout:latest" "oci:$MNT/dest/oci:latest"
+    else
+        record "$img" warm skopeo "$r" "$layout_b" failed
+    fi
+    fresh
+}
+
+# --- the report ---------------------------------------------------------------
+report() {
+    local tmp=$WORK/results.md.tmp
+    {
+        echo "## imgstore import vs peers and the physical limit"
+        echo
+        echo "Run $(date -u '+%Y-%m-%d %H:%M UTC') by \`benches/compare.sh${ARGS_GIVEN[*]:+ ${ARGS_GIVEN[*]}}\`:" \
+            "$ROUNDS interleaved rounds, median shown."
+        echo "Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')), $(free -g | awk '/^Mem/ { print $2 }') GiB RAM, kernel $(uname -r)."
+        echo "Filesystem: $FS_NOTE."
+        echo "Page cache: ${DROP_NOTE:-dropped (sync; echo 3 > /proc/sys/vm/drop_caches) before every timed command}."
+        echo "Tools: $(skopeo --version), umoci $(umoci --version | awk '{ print $3 }'), containerd $(containerd --version | awk '{ print $3 }'); $IMGSTORE_NOTE."
+        echo "Limit: examples/stages.rs, max(longest stage, sum of stages / $CORES)."
+        echo "Other load: CPU used by other processes when each round started: $(printf '%s%% ' "${BUSY_ROUNDS[@]}")(limit $IDLE_MAX%); $(awk -F'\t' -v m="$IDLE_MAX" 'NR > 1 && $10 != "-" { n++; if ($10 > m) b++ } END { printf "%d of %d timed commands started with more than %d%%", b, n, m }' "$RESULTS")."
+        echo
+        echo "| image | layers | uncompressed MB | ACI MB | oci-archive MB | docker-archive MB |"
+        echo "|---|---:|---:|---:|---:|---:|"
+        local img
+        for img in "${IMAGES[@]}"; do
+            local d=$BUILT/$img
+            printf '| %s | %s | %.1f | %.1f | %.1f | %.1f |\n' "$img" \
+                "$(tar -tf "$d/$img.docker.tar" | grep -cE '^[0-9a-f]{64}\.tar$')" \
+                "$(awk '{ print $1 / 1e6 }' "$d/aci-uncompressed-bytes")" \
+                "$(awk -v b="$(size_of "$d/$img.aci")" 'BEGIN { print b / 1e6 }')" \
+                "$(awk -v b="$(size_of "$d/$img.oci.tar")" 'BEGIN { print b / 1e6 }')" \
+                "$(awk -v b="$(size_of "$d/$img.docker.tar")" 'BEGIN { print b / 1e6 }')"
+        done
+        echo
+        awk -F'\t' -v images="${IMAGES[*]}" -f - "$RESULTS" <<'AWK'
+function sortn(a, n,    i, j, t) { for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t } }
+function median(key,    n, i, v) {
+    n = cnt[key]; if (n == 0) return -1
+    for (i = 1; i <= n; i++) v[i] = val[key, i]
+    sortn(v, n)
+    return (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+}
+function medcmd(key,    n, i, v) {
+    n = cnt[key]; for (i = 1; i <= n; i++) v[i] = cmdv[key, i]
+    sortn(v, n)
+    return (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+}
+function what(scn, tool) {
+    if (tool == "limit") return "physical limit"
+    if (scn == "aci") return "imgstore import (ACI)"
+    if (scn == "docker") return tool == "imgstore" ? "imgstore import" : tool == "skopeo" ? "skopeo copy docker-archive: → oci:" : "ctr images import --no-unpack"
+    if (scn == "oci") return tool == "imgstore" ? "imgstore import" : tool == "skopeo" ? "skopeo copy oci-archive: → oci:" : "ctr images import --no-unpack --base-name"
+    if (scn == "oci-verify") return "imgstore import --verify-layers"
+    if (scn == "warm") return tool == "imgstore" ? "imgstore import LAYOUT (2nd time)" : tool == "skopeo" ? "skopeo copy oci: → existing oci:" : "ctr import of the oci-archive, 2nd time"
+    return tool
+}
+function sname(scn) {
+    if (scn == "aci") return "ACI (gzip)"
+    if (scn == "docker") return "docker-archive (plain)"
+    if (scn == "oci") return "oci-archive (gzip)"
+    if (scn == "oci-verify") return "oci-archive, verify layers"
+    if (scn == "warm") return "re-import, already stored"
+    return scn
+}
+function pairmed(a, b,    r, n, v) { # median over rounds of a/b, rounds where both ran
+    n = 0
+    for (r = 1; r <= maxr; r++) if (((a, r) in rv) && ((b, r) in rv) && rv[b, r] > 0) v[++n] = rv[a, r] / rv[b, r]
+    if (n == 0) return "n/a"
+    sortn(v, n)
+    return sprintf("%.2f", (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2)
+}
+function fmt(x) { return x < 0 ? "n/a" : sprintf("%.3f", x) }
+function ratio(a, b) { return (a < 0 || b <= 0) ? "n/a" : sprintf("%.2f", a / b) }
+$1 == "image" { next }
+{
+    key = $1 SUBSEP $2 SUBSEP $3
+    seen[key] = 1; bytes[key] = $9; runs[key]++
+    if ($5 == "ok") {
+        n = ++cnt[key]; val[key, n] = $6 + 0; cmdv[key, n] = $7 + 0; rv[key, $4 + 0] = $6 + 0
+        if ($4 + 0 > maxr) maxr = $4 + 0
+        if ($8 + 0 > rss[key]) rss[key] = $8 + 0
+        if (!(key in mn) || $6 + 0 < mn[key]) mn[key] = $6 + 0
+        if (!(key in mx) || $6 + 0 > mx[key]) mx[key] = $6 + 0
+    } else if ($5 == "n/a") na[key]++
+    else failed[key]++
+}
+END {
+    ns = split("aci docker oci oci-verify warm", scns, " ")
+    nt = split("limit imgstore skopeo ctr", tools, " ")
+    ni = split(images, imgs, " ")
+    print "| image | scenario | tool | median s | MB/s | min–max s | cmd s (no final sync) | peak RSS MiB | imgstore ÷ this | ok/runs |"
+    print "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"
+    for (i = 1; i <= ni; i++) for (s = 1; s <= ns; s++) {
+        ik = imgs[i] SUBSEP scns[s] SUBSEP "imgstore"; im = median(ik)
+        for (t = 1; t <= nt; t++) {
+            key = imgs[i] SUBSEP scns[s] SUBSEP tools[t]
+            if (!(key in seen)) continue
+            m = median(key)
+            mbps = (m > 0) ? sprintf("%.0f", bytes[key] / 1e6 / m) : "n/a"
+            range = (m < 0) ? "n/a" : sprintf("%.3f–%.3f", mn[key], mx[key])
+            c = (m < 0 || tools[t] == "limit") ? "" : sprintf("%.3f", medcmd(key))
+            r = (tools[t] == "limit" || m < 0) ? "" : sprintf("%.0f", rss[key] / 1024)
+            q = (tools[t] == "imgstore") ? "—" : ratio(im, m)
+            printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %d/%d |\n", imgs[i], sname(scns[s]), what(scns[s], tools[t]), fmt(m), mbps, range, c, r, q, cnt[key] + 0, runs[key]
+        }
+    }
+    print ""
+    print "Budget (DESIGN.md §6): imgstore ≤ 1.3 × limit, and ≤ 0.5 × the fastest peer on the same archive."
+    print ""
+    print "Ratios are of the medians; \"per round\" is the median of the ratios within each round (the two ran minutes apart at most), which cancels drift of the disk."
+    print ""
+    print "| image | scenario | limit s | imgstore s | imgstore ÷ limit | per round | fastest peer | peer s | imgstore ÷ peer | per round | within budget |"
+    print "|---|---|---:|---:|---:|---:|---|---:|---:|---:|---|"
+    for (i = 1; i <= ni; i++) for (s = 1; s <= ns; s++) {
+        sc = scns[s]; ps = (sc == "oci-verify") ? "oci" : sc
+        if (!((imgs[i] SUBSEP sc SUBSEP "imgstore") in seen)) continue
+        lm = median(imgs[i] SUBSEP sc SUBSEP "limit"); im = median(imgs[i] SUBSEP sc SUBSEP "imgstore")
+        best = -1; bn = "—"
+        for (t = 3; t <= nt; t++) { pm = median(imgs[i] SUBSEP ps SUBSEP tools[t]); if (pm > 0 && (best < 0 || pm < best)) { best = pm; bn = tools[t] } }
+        if (sc == "warm") lm = -1
+        ok = "n/a"
+        if (im > 0) {
+            ok = "yes"
+            if (lm > 0 && im > 1.3 * lm) ok = "no (limit)"
+            if (best > 0 && im > 0.5 * best) ok = (ok == "yes") ? "no (peer)" : "no (both)"
+        }
+        ik = imgs[i] SUBSEP sc SUBSEP "imgstore"
+        printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", imgs[i], sname(sc), (sc == "warm" ? "—" : fmt(lm)), fmt(im),
+            ratio(im, lm), (sc == "warm" ? "n/a" : pairmed(ik, imgs[i] SUBSEP sc SUBSEP "limit")),
+            bn, fmt(best), ratio(im, best), (bn == "—" ? "n/a" : pairmed(ik, imgs[i] SUBSEP ps SUBSEP bn)), ok
+    }
+}
+AWK
+        echo
+        echo "Stages alone (examples/stages.rs, median over rounds):"
+        echo
+        echo "| image | input | stage | median s | MB/s |"
+        echo "|---|---|---|---:|---:|"
+        awk -F'\t' -v images="${IMAGES[*]}" '
+            function sortn(a, n,    i, j, t) { for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t } }
+            $1 == "image" { next }
+            { k = $1 SUBSEP $3 SUBSEP $4; if (!(k in n)) order[++no] = k; v[k, ++n[k]] = $5; b[k] = $6 }
+            END {
+                for (o = 1; o <= no; o++) {
+                    k = order[o]; split(k, p, SUBSEP); m = n[k]
+                    for (i = 1; i <= m; i++) a[i] = v[k, i]
+                    sortn(a, m); med = (m % 2) ? a[(m + 1) / 2] : (a[m / 2] + a[m / 2 + 1]) / 2
+                    src = (p[2] == "aci") ? "ACI" : (p[2] == "docker") ? "docker-archive members" : (p[2] == "oci") ? "OCI blobs (compressed)" : "OCI layers (gzip)"
+                    printf "| %s | %s | %s | %.3f | %.0f |\n", p[1], src, p[3], med, (med > 0 ? b[k] / 1e6 / med : 0)
+                }
+            }' "$STAGES_TSV"
+        echo
+        echo "Times include a final \`sync -f\` of the bench filesystem (\"cmd s\" leaves it out). Peak RSS for ctr is the client's plus containerd's (VmHWM, reset before each import). MB = 10^6 bytes; MB/s is the input archive (or layout) size over the median."
+    } >"$tmp"
+    mv "$tmp" "$REPORT"
+}
+
+# --- main ---------------------------------------------------------------------
+main() {
+    mkdir -p "$WORK" "$LOGS"
+    rm -f "$LOGS"/*.log
+    ensure_tools
+    trap cleanup EXIT
+    trap 'exit 130' INT TERM
+
+    local img
+    for img in "${IMAGES[@]}"; do
+        if [[ $img == small ]]; then build_image small "${SMALL_LAYERS[@]}"; else build_image big "${BIG_LAYERS[@]}"; fi
+    done
+
+    prepare_imgstore
+    prepare_stages
+    mount_bench_fs
+    TIMEFILE=$(mktemp "$WORK/time.XXXXXX")
+
+    for img in "${IMAGES[@]}"; do
+        mkdir -p "$MNT/in/$img"
+        cp -a "$BUILT/$img/layout" "$BUILT/$img/$img.aci" "$BUILT/$img/$img.oci.tar" \
+            "$BUILT/$img/$img.docker.tar" "$MNT/in/$img/"
+        mkdir -p "$MNT/in/$img/docker-members"
+        tar -xf "$BUILT/$img/$img.docker.tar" -C "$MNT/in/$img/docker-members"
+    done
+    sync
+
+    printf 'image\tscenario\ttool\tround\tstatus\tsecs\tcmd_secs\trss_kb\tbytes\tbusy_pct\n' >"$RESULTS"
+    printf 'image\tround\tsource\tstage\tsecs\tbytes\n' >"$STAGES_TSV"
+    local r
+    for ((r = 1; r <= ROUNDS; r++)); do
+        for img in "${IMAGES[@]}"; do
+            wait_idle
+            round "$img" "$r"
+        done
+    done
+    rm -f "$TIMEFILE"
+
+    report
+    echo
+    cat "$REPORT"
+    echo
+    log "written: $REPORT (raw: $RESULTS, $STAGES_TSV; logs: $LOGS)"
+}
+
+main

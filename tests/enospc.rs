@@ -1,0 +1,227 @@
+//! A full disk. An import that runs out of space fails with one clean error
+//! and leaves nothing half-written (invariant 7); `rm` and `gc` still work
+//! on a disk full to the last block, thanks to the store's reserve.
+//!
+//! Two ways to run out of space: `RLIMIT_FSIZE` (any user; writes past the
+//! limit fail with EFBIG), and a small tmpfs filled for real (needs root to
+//! mount, as CI has; skipped with a message otherwise).
+
+mod common;
+
+use std::io::Write;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::{AciBuilder, TestStore, sha512_key, write_file};
+
+fn imgstore(store: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_imgstore"));
+    cmd.arg("--store")
+        .arg(store)
+        .args(args)
+        .env_remove("IMGSTORE_FAILPOINT");
+    cmd
+}
+
+fn assert_one_error_line(out: &Output, what: &str) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).trim_end().to_string();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{what} should fail cleanly: {err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{what}: one error line: {err}");
+    assert!(err.starts_with("error: "), "{what}: {err}");
+    err
+}
+
+/// Bytes that do not compress, so the store holds as much as the input.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn dir_is_empty(dir: &Path) -> bool {
+    std::fs::read_dir(dir).unwrap().next().is_none()
+}
+
+#[test]
+fn import_past_the_file_size_limit_fails_cleanly() {
+    let t = TestStore::new();
+    let inputs = tempfile::tempdir().unwrap();
+    let small = write_file(
+        inputs.path(),
+        "small.aci",
+        &AciBuilder::image("example.com/small", &[], b"s"),
+    );
+    t.ok(&["import", small.to_str().unwrap()]);
+    let tar = AciBuilder::image("example.com/big", &[], &noise(1 << 20, 1));
+    let big = write_file(
+        inputs.path(),
+        "big.aci",
+        &common::compress(&tar, imgstore::Compression::Gzip),
+    );
+    let before = t.snapshot();
+
+    let mut cmd = imgstore(t.path(), &["import", big.to_str().unwrap()]);
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            // Past the limit, write(2) fails with EFBIG instead of the
+            // process getting SIGXFSZ.
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let limit = libc::rlimit {
+                rlim_cur: 512 << 10,
+                rlim_max: 512 << 10,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    let err = assert_one_error_line(&out, "an import past RLIMIT_FSIZE");
+    assert!(err.to_lowercase().contains("too large"), "{err}");
+    assert_eq!(t.snapshot(), before, "a failed import changes nothing");
+    assert!(dir_is_empty(&t.path().join("tmp")));
+
+    assert_eq!(
+        t.ok(&["import", big.to_str().unwrap()]).trim(),
+        sha512_key(&tar)
+    );
+    assert!(t.cmd(&["fsck"]).output().unwrap().status.success());
+}
+
+/// A tmpfs mounted over a directory for one test, unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Option<Tmpfs> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return None;
+        }
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .expect("run mount");
+        assert!(status.success(), "root, but cannot mount a tmpfs");
+        Some(Tmpfs(at.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Fills the filesystem to its last block; returns the filler's path.
+fn fill(dir: &Path) -> PathBuf {
+    let path = dir.join("filler");
+    let mut f = std::fs::File::create(&path).unwrap();
+    let block = vec![0xa5u8; 4096];
+    loop {
+        match f.write(&block) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
+            Err(e) => panic!("filling the disk: {e}"),
+        }
+    }
+    path
+}
+
+#[test]
+fn a_full_disk_fails_imports_cleanly_and_still_allows_rm_and_gc() {
+    let t = TestStore::new();
+    // Declared after the store, so it is unmounted before the store's
+    // directory is removed.
+    let Some(_fs) = Tmpfs::mount(t.path(), "4m") else {
+        eprintln!("skipped: mounting a tmpfs needs root (CI runs as root)");
+        return;
+    };
+    let inputs = tempfile::tempdir().unwrap();
+    let mut imported = Vec::new();
+    let mut failure = None;
+    for i in 0..12 {
+        let tar = AciBuilder::image(
+            &format!("example.com/fill{i}"),
+            &[],
+            &noise(600 << 10, i + 7),
+        );
+        let path = write_file(inputs.path(), &format!("fill{i}.aci"), &tar);
+        let before = (i > 0).then(|| t.snapshot());
+        let out = t.cmd(&["import", path.to_str().unwrap()]).output().unwrap();
+        if out.status.success() {
+            imported.push((sha512_key(&tar), format!("example.com/fill{i}")));
+            continue;
+        }
+        let err = assert_one_error_line(&out, "an import on a full disk");
+        assert!(err.contains("No space left on device"), "{err}");
+        assert_eq!(
+            Some(t.snapshot()),
+            before,
+            "the failed import left something behind"
+        );
+        assert!(dir_is_empty(&t.path().join("tmp")), "no temp file is left");
+        failure = Some(path);
+        break;
+    }
+    assert!(imported.len() >= 2, "some imports fit: {imported:?}");
+    let failed = failure.expect("the disk never filled up");
+
+    // Full to the last block (the filler is outside the blob tree).
+    let filler = fill(t.path());
+    let (key, name) = &imported[0];
+    let out = t.cmd(&["rm", name]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "rm on a full disk: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!t.path().join("reserve").exists(), "rm needed the reserve");
+    let out = t.cmd(&["gc", "--json"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "gc on a full disk: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        report["blobs"], 2,
+        "the removed image's blobs are freed: {report}"
+    );
+    assert!(
+        report["blob_bytes"].as_u64().unwrap() > 600 << 10,
+        "{report}"
+    );
+    assert_eq!(
+        t.cmd(&["cat", key]).output().unwrap().status.code(),
+        Some(1)
+    );
+    let out = t.cmd(&["fsck"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "fsck: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(t.path().join("reserve").exists(), "gc put the reserve back");
+
+    // With the filler gone, the import that failed succeeds.
+    std::fs::remove_file(filler).unwrap();
+    t.ok(&["import", failed.to_str().unwrap()]);
+    for (key, _) in &imported[1..] {
+        assert!(t.cmd(&["cat", key]).output().unwrap().status.success());
+    }
+}
