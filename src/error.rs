@@ -10,21 +10,21 @@ use crate::digest::{Digest, DigestError, KeyPrefix};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    #[error("cannot {action} {}: {source}", path.display())]
+    // The cause is part of the message and deliberately not also exposed as
+    // `source()`: a chain printer (anyhow's `{:#}`) would print it twice.
+    #[error("cannot {action} {}: {cause}", path.display())]
     Io {
         action: &'static str,
         path: PathBuf,
-        #[source]
-        source: io::Error,
+        cause: io::Error,
     },
-    #[error("index: {context}: {source}")]
+    #[error("index: {context}: {cause}")]
     Sql {
         context: String,
-        #[source]
-        source: rusqlite::Error,
+        cause: rusqlite::Error,
     },
     #[error("index: cannot get a database connection: {0}")]
-    Pool(#[from] r2d2::Error),
+    Pool(r2d2::Error),
     #[error(
         "the store at {} has schema version {found}, newer than this imgstore understands ({supported}); upgrade imgstore",
         path.display()
@@ -110,13 +110,13 @@ impl Error {
         Error::Io {
             action,
             path: path.to_path_buf(),
-            source,
+            cause: source,
         }
     }
 
     pub(crate) fn sql(context: impl Into<String>) -> impl FnOnce(rusqlite::Error) -> Error {
         let context = context.into();
-        move |source| Error::Sql { context, source }
+        move |cause| Error::Sql { context, cause }
     }
 
     pub(crate) fn bad_archive(path: &Path, reason: impl Into<String>) -> Error {
@@ -131,12 +131,12 @@ impl Error {
     /// memory or write its WAL).
     pub fn is_disk_full(&self) -> bool {
         match self {
-            Error::Io { source, .. } => matches!(
-                source.raw_os_error(),
+            Error::Io { cause, .. } => matches!(
+                cause.raw_os_error(),
                 Some(libc::ENOSPC) | Some(libc::EDQUOT) | Some(libc::EFBIG)
             ),
             Error::Sql {
-                source: rusqlite::Error::SqliteFailure(e, _),
+                cause: rusqlite::Error::SqliteFailure(e, _),
                 ..
             } => {
                 e.code == rusqlite::ErrorCode::DiskFull
@@ -164,10 +164,16 @@ impl<T> IoContext<T> for io::Result<T> {
 }
 
 impl From<rusqlite::Error> for Error {
-    fn from(source: rusqlite::Error) -> Error {
+    fn from(cause: rusqlite::Error) -> Error {
         Error::Sql {
             context: "query failed".into(),
-            source,
+            cause,
         }
+    }
+}
+
+impl From<r2d2::Error> for Error {
+    fn from(e: r2d2::Error) -> Error {
+        Error::Pool(e)
     }
 }

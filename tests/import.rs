@@ -285,4 +285,6 @@ fn refuses_a_missing_file() {
     let store = TestStore::new();
     let err = store.fails(&["import", "/no/such/image.aci"]);
     assert!(err.contains("/no/such/image.aci"), "{err}");
+    // The cause is said once, not once per layer of the error chain.
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
 }
