@@ -46,6 +46,11 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 /// opens), so this is only ever reached by a wedged process.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// How long to wait for a pooled connection. The pool is this process's
+/// own, so waiting means either all connections are busy here or a new one
+/// cannot be opened (a full disk); neither gets better in two minutes.
+const POOL_TIMEOUT: Duration = Duration::from_secs(10);
+
 pub(crate) type Conn = PooledConnection<SqliteConnectionManager>;
 
 #[derive(Clone)]
@@ -79,7 +84,7 @@ impl Index {
         let pool = Pool::builder()
             .max_size(8)
             .min_idle(Some(0))
-            .connection_timeout(BUSY_TIMEOUT)
+            .connection_timeout(POOL_TIMEOUT)
             .build(manager)?;
         Ok(Index { pool })
     }
