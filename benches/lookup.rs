@@ -22,6 +22,18 @@
 //! ```text
 //! IMGSTORE_BENCH_DIR=/mnt/imgstore-bench cargo bench --bench lookup -- --warm-up-time 1 --measurement-time 3
 //! ```
+//!
+//! The gc benchmark copies the index for every iteration and runs at least
+//! eleven of them. With schema 1, deleting a blob row makes SQLite scan the
+//! whole `images` table for the foreign key `images.manifest` (which has no
+//! index), so one gc at full scale took 17 minutes (8 s at a tenth of the
+//! scale); until that is fixed, run it at a tenth of the scale and leave it
+//! out of the full run with a filter:
+//!
+//! ```text
+//! cargo bench --bench lookup -- '^(lookup|listing)/'
+//! IMGSTORE_BENCH_IMAGES=10000 IMGSTORE_BENCH_BLOBS=100000 cargo bench --bench lookup -- '^gc/'
+//! ```
 
 mod common;
 
