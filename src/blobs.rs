@@ -94,35 +94,81 @@ impl BlobTree {
     }
 
     /// Every file in the tree, as (digest or `None` for a stray name, path).
-    /// Used by gc's orphan sweep and by fsck, which must look at the tree
-    /// itself; lookups never do.
+    /// Used by fsck, which re-hashes everything anyway; lookups never walk.
     pub fn walk(&self) -> Result<Vec<(Option<Digest>, PathBuf)>, Error> {
         let mut found = Vec::new();
-        for alg_entry in read_dir_sorted(&self.blobs)? {
-            let alg_name = alg_entry
+        self.for_each_shard(|shard| {
+            found.extend(shard.files);
+            Ok(())
+        })?;
+        Ok(found)
+    }
+
+    /// Visits the tree one shard directory at a time, each sorted by name,
+    /// so that a sweep holds one shard in memory, not the whole tree.
+    /// Entries where a shard or algorithm directory should be come as a
+    /// shard of their own with no algorithm.
+    pub fn for_each_shard(
+        &self,
+        mut visit: impl FnMut(Shard) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        for alg_dir in read_dir_sorted(&self.blobs)? {
+            let alg_name = alg_dir
                 .file_name()
                 .unwrap_or_default()
                 .to_string_lossy()
                 .into_owned();
-            if !alg_entry.is_dir() {
-                found.push((None, alg_entry));
+            let algorithm = Algorithm::from_name(&alg_name).filter(|_| alg_dir.is_dir());
+            let Some(algorithm) = algorithm else {
+                visit(Shard::stray(alg_dir))?;
                 continue;
-            }
-            for shard in read_dir_sorted(&alg_entry)? {
-                if !shard.is_dir() {
-                    found.push((None, shard));
+            };
+            for shard_dir in read_dir_sorted(&alg_dir)? {
+                let prefix = shard_dir
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned();
+                if !shard_dir.is_dir() {
+                    visit(Shard::stray(shard_dir))?;
                     continue;
                 }
-                for file in read_dir_sorted(&shard)? {
-                    let name = file.file_name().unwrap_or_default().to_string_lossy();
-                    let digest = Digest::parse(&format!("{alg_name}:{name}"))
-                        .ok()
-                        .filter(|d| file == self.path(d));
-                    found.push((digest, file));
-                }
+                let files = read_dir_sorted(&shard_dir)?
+                    .into_iter()
+                    .map(|file| {
+                        let name = file.file_name().unwrap_or_default().to_string_lossy();
+                        let digest = Digest::parse(&format!("{alg_name}:{name}"))
+                            .ok()
+                            .filter(|d| file == self.path(d));
+                        (digest, file)
+                    })
+                    .collect();
+                visit(Shard {
+                    algorithm: Some(algorithm),
+                    prefix,
+                    files,
+                })?;
             }
         }
-        Ok(found)
+        Ok(())
+    }
+}
+
+/// One shard directory's files, as (digest or `None` for a stray name, path).
+pub(crate) struct Shard {
+    pub algorithm: Option<Algorithm>,
+    /// The directory's name: the first two hex digits of its blobs.
+    pub prefix: String,
+    pub files: Vec<(Option<Digest>, PathBuf)>,
+}
+
+impl Shard {
+    fn stray(path: PathBuf) -> Shard {
+        Shard {
+            algorithm: None,
+            prefix: String::new(),
+            files: vec![(None, path)],
+        }
     }
 }
 

@@ -343,32 +343,38 @@ impl Store {
             }
         }
 
+        // Orphans: files no row names. One shard at a time, compared with
+        // one range scan of the index, so memory follows a shard, not the
+        // tree.
         let now = SystemTime::now();
-        for (digest, path) in self.tree.walk()? {
-            let named = match &digest {
-                Some(d) => self.index.has_blob(d)?,
-                None => false,
+        self.tree.for_each_shard(|shard| {
+            let named = match shard.algorithm {
+                Some(alg) => self.index.blob_hexes_in_shard(alg, &shard.prefix)?,
+                None => Default::default(),
             };
-            if named {
-                continue;
+            for (digest, path) in shard.files {
+                if digest.is_some_and(|d| named.contains(d.hex())) {
+                    continue;
+                }
+                let Ok(meta) = fs::symlink_metadata(&path) else {
+                    continue;
+                };
+                let age = meta
+                    .modified()
+                    .ok()
+                    .and_then(|m| now.duration_since(m).ok())
+                    .unwrap_or_default();
+                if age < options.grace {
+                    continue;
+                }
+                if !options.dry_run {
+                    remove_path(&path)?;
+                }
+                report.orphans += 1;
+                report.orphan_bytes += meta.len();
             }
-            let Ok(meta) = fs::symlink_metadata(&path) else {
-                continue;
-            };
-            let age = meta
-                .modified()
-                .ok()
-                .and_then(|m| now.duration_since(m).ok())
-                .unwrap_or_default();
-            if age < options.grace {
-                continue;
-            }
-            if !options.dry_run {
-                remove_path(&path)?;
-            }
-            report.orphans += 1;
-            report.orphan_bytes += meta.len();
-        }
+            Ok(())
+        })?;
 
         // Every writer holds the store lock shared while its temp files
         // live, so under the exclusive lock every temp file is stale.

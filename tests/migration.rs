@@ -128,6 +128,24 @@ fn a_version_1_store_opens_and_keeps_everything() {
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
     assert_eq!(version, SCHEMA_VERSION, "migrated to the current schema");
+    // Version 2: the foreign keys into blobs are indexed, so deleting a
+    // blob row (gc) checks its referrers by search, not by a table scan.
+    for (sql, index) in [
+        (
+            "SELECT 1 FROM images WHERE manifest = 1",
+            "images_by_manifest",
+        ),
+        ("SELECT 1 FROM remotes WHERE blob_id = 1", "remotes_by_blob"),
+    ] {
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .unwrap()
+            .query_map([], |r| r.get::<_, String>(3))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert!(plan.iter().any(|p| p.contains(index)), "{sql}: {plan:?}");
+    }
     drop(conn);
 
     // Counts survived, and the store keeps working: gc keeps what is held,

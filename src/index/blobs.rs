@@ -8,7 +8,7 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{Index, now_micros};
-use crate::digest::Digest;
+use crate::digest::{Algorithm, Digest};
 use crate::error::Error;
 use crate::image::{BlobInfo, DiskUsage};
 
@@ -61,6 +61,29 @@ impl Index {
 
     pub fn has_blob(&self, digest: &Digest) -> Result<bool, Error> {
         Ok(self.blob(digest)?.is_some())
+    }
+
+    /// The hex of every blob row whose digest starts with `alg:prefix`, by
+    /// one range scan of the digest index (gc's orphan sweep, shard by
+    /// shard).
+    pub fn blob_hexes_in_shard(
+        &self,
+        algorithm: Algorithm,
+        prefix: &str,
+    ) -> Result<std::collections::HashSet<String>, Error> {
+        let conn = self.conn()?;
+        let low = format!("{algorithm}:{prefix}");
+        let high = format!("{low}g");
+        let mut stmt = conn
+            .prepare_cached("SELECT digest FROM blobs WHERE digest >= ?1 AND digest < ?2")
+            .map_err(Error::sql("list a shard's blobs"))?;
+        let skip = algorithm.name().len() + 1;
+        stmt.query_map([&low, &high], |r| r.get::<_, String>(0))
+            .and_then(|rows| {
+                rows.map(|d| d.map(|d| d[skip..].to_string()))
+                    .collect::<rusqlite::Result<_>>()
+            })
+            .map_err(Error::sql(format!("list blobs under {low}")))
     }
 
     /// Every blob an image needs: what it holds, and what those hold, down

@@ -33,10 +33,16 @@ pub(crate) use images::{ImageFilter, NewImage};
 
 /// The migrations, in order. Migration `i` (0-based) moves the schema from
 /// version `i` to `i + 1`.
-const MIGRATIONS: &[(&str, &str)] = &[(
-    "0001_initial.sql",
-    include_str!("../../migrations/0001_initial.sql"),
-)];
+const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "0001_initial.sql",
+        include_str!("../../migrations/0001_initial.sql"),
+    ),
+    (
+        "0002_foreign_key_indexes.sql",
+        include_str!("../../migrations/0002_foreign_key_indexes.sql"),
+    ),
+];
 
 /// The schema version this binary writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
