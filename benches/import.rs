@@ -11,6 +11,12 @@
 //! Two cases: a fresh, empty store per iteration (the first import of an
 //! image), and a re-import into a store that already holds it.
 //!
+//! Then an oci-archive of the same kind of files (`IMGSTORE_BENCH_OCI_MB`,
+//! default 120) in four gzip layers, imported into a fresh store as it is
+//! (layers stored as they came) and with `verify_layers` (each layer
+//! decompressed beside the write to check its diff_id). Its throughput is
+//! counted in uncompressed layer bytes too.
+//!
 //! ```text
 //! IMGSTORE_BENCH_DIR=/mnt/imgstore-bench cargo bench --bench import
 //! ```
@@ -18,7 +24,7 @@
 mod common;
 
 use std::fs::{self, File};
-use std::io::{self, BufWriter};
+use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -26,7 +32,7 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 use flate2::Compression as GzLevel;
 use flate2::read::GzDecoder;
 use flate2::write::GzEncoder;
-use imgstore::{ImportOptions, Store};
+use imgstore::{Algorithm, Digest, ImportOptions, Store};
 
 const MANIFEST: &str = r#"{"acKind":"ImageManifest","acVersion":"0.8.11","name":"example.com/bench","labels":[{"name":"version","value":"1.0.0"},{"name":"os","value":"linux"},{"name":"arch","value":"amd64"}]}"#;
 
@@ -100,8 +106,7 @@ fn header_for(meta: &fs::Metadata, kind: tar::EntryType, size: u64) -> tar::Head
     h
 }
 
-/// Writes the ACI to `out`: manifest, `rootfs/`, each parent directory once,
-/// then the sampled files and symlinks with their modes and times.
+/// Writes the ACI to `out`: manifest, then the files under `rootfs/`.
 fn write_aci(out: &Path, files: &[Candidate]) -> io::Result<()> {
     let gz = GzEncoder::new(BufWriter::new(File::create(out)?), GzLevel::default());
     let mut tar = tar::Builder::new(gz);
@@ -112,10 +117,21 @@ fn write_aci(out: &Path, files: &[Candidate]) -> io::Result<()> {
     h.set_mode(0o644);
     h.set_mtime(1_700_000_000);
     tar.append_data(&mut h, "manifest", MANIFEST.as_bytes())?;
+    append_tree(&mut tar, "rootfs", files)?;
+    tar.into_inner()?.finish()?.into_inner()?.sync_all()?;
+    Ok(())
+}
 
+/// Appends the files (and each parent directory once) under `root`, or at
+/// the top when `root` is empty, with their modes, times and symlinks.
+fn append_tree<W: Write>(
+    tar: &mut tar::Builder<W>,
+    root: &str,
+    files: &[Candidate],
+) -> io::Result<()> {
     let mut dirs = std::collections::BTreeSet::new();
-    let mut add_dir = |tar: &mut tar::Builder<_>, name: String| -> io::Result<()> {
-        if dirs.insert(name.clone()) {
+    let mut add_dir = |tar: &mut tar::Builder<W>, name: String| -> io::Result<()> {
+        if !name.is_empty() && dirs.insert(name.clone()) {
             let mut h = tar::Header::new_gnu();
             h.set_entry_type(tar::EntryType::Directory);
             h.set_size(0);
@@ -125,15 +141,15 @@ fn write_aci(out: &Path, files: &[Candidate]) -> io::Result<()> {
         }
         Ok(())
     };
-    add_dir(&mut tar, "rootfs".into())?;
+    add_dir(tar, root.into())?;
     for file in files {
         let rel = file.path.strip_prefix("/").expect("absolute source path");
-        let mut parent = PathBuf::from("rootfs");
+        let mut parent = PathBuf::from(root);
         for part in rel.parent().into_iter().flat_map(Path::components) {
             parent.push(part);
-            add_dir(&mut tar, parent.to_string_lossy().into_owned())?;
+            add_dir(tar, parent.to_string_lossy().into_owned())?;
         }
-        let name = Path::new("rootfs").join(rel);
+        let name = Path::new(root).join(rel);
         let meta = fs::symlink_metadata(&file.path)?;
         if meta.file_type().is_symlink() {
             let target = fs::read_link(&file.path)?;
@@ -144,8 +160,102 @@ fn write_aci(out: &Path, files: &[Candidate]) -> io::Result<()> {
             tar.append_data(&mut h, &name, File::open(&file.path)?)?;
         }
     }
-    tar.into_inner()?.finish()?.into_inner()?.sync_all()?;
     Ok(())
+}
+
+/// Layers in the bench oci-archive.
+const OCI_LAYERS: usize = 4;
+
+/// Writes an oci-archive of the files: `OCI_LAYERS` gzip layers, a config
+/// with their diff_ids, a manifest and an index naming it.
+fn write_oci_archive(out: &Path, files: &[Candidate]) -> io::Result<u64> {
+    let sha256 = |b: &[u8]| Digest::of(Algorithm::Sha256, b);
+    let mut blobs: Vec<(Digest, Vec<u8>)> = Vec::new();
+    let mut layers = Vec::new();
+    let mut diff_ids = Vec::new();
+    let mut uncompressed = 0;
+    for part in files.chunks(files.len().div_ceil(OCI_LAYERS).max(1)) {
+        let mut tar = tar::Builder::new(Vec::new());
+        append_tree(&mut tar, "", part)?;
+        let tar = tar.into_inner()?;
+        uncompressed += tar.len() as u64;
+        diff_ids.push(sha256(&tar).to_string());
+        let mut gz = GzEncoder::new(Vec::new(), GzLevel::default());
+        gz.write_all(&tar)?;
+        let gz = gz.finish()?;
+        let d = sha256(&gz);
+        layers.push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+            "digest": d.to_string(), "size": gz.len() }));
+        blobs.push((d, gz));
+    }
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": { "type": "layers", "diff_ids": diff_ids } }))?;
+    let config_digest = sha256(&config);
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": { "mediaType": "application/vnd.oci.image.config.v1+json",
+                    "digest": config_digest.to_string(), "size": config.len() },
+        "layers": layers }))?;
+    let manifest_digest = sha256(&manifest);
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{ "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                        "digest": manifest_digest.to_string(), "size": manifest.len(),
+                        "annotations": { "org.opencontainers.image.ref.name": "example.com/bench:1.0.0" } }] }))?;
+    blobs.push((config_digest, config));
+    blobs.push((manifest_digest, manifest));
+
+    let mut tar = tar::Builder::new(BufWriter::new(File::create(out)?));
+    let mut add = |name: &str, bytes: &[u8]| -> io::Result<()> {
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_size(bytes.len() as u64);
+        h.set_mode(0o644);
+        h.set_mtime(1_700_000_000);
+        tar.append_data(&mut h, name, bytes)
+    };
+    add("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    add("index.json", &index)?;
+    for (digest, bytes) in &blobs {
+        add(&format!("blobs/sha256/{}", digest.hex()), bytes)?;
+    }
+    tar.into_inner()?.into_inner()?.sync_all()?;
+    Ok(uncompressed)
+}
+
+/// The bench oci-archive, built on first use; returns its path and the
+/// uncompressed size of its layers.
+fn bench_oci_archive(dir: &Path, megabytes: u64) -> (PathBuf, u64) {
+    let path = dir.join(format!("bench-import-{megabytes}mb.oci.tar"));
+    let size_file = path.with_extension("tar.size");
+    if !path.exists() || !size_file.exists() {
+        let mut candidates = Vec::new();
+        for source in SOURCES {
+            collect(Path::new(source), &mut candidates);
+        }
+        let files = sample(candidates, megabytes << 20);
+        let partial = path.with_extension("tar.partial");
+        let size = write_oci_archive(&partial, &files)
+            .unwrap_or_else(|e| panic!("build {}: {e}", partial.display()));
+        fs::write(&size_file, size.to_string()).expect("record layer size");
+        fs::rename(&partial, &path).expect("publish bench oci-archive");
+    }
+    let uncompressed: u64 = fs::read_to_string(&size_file)
+        .expect("read layer size")
+        .trim()
+        .parse()
+        .expect("layer size");
+    let archive = fs::metadata(&path).expect("stat bench oci-archive").len();
+    eprintln!(
+        "bench oci-archive {}: {:.1} MB of layers uncompressed, {:.1} MB archive",
+        path.display(),
+        uncompressed as f64 / 1e6,
+        archive as f64 / 1e6
+    );
+    (path, uncompressed)
 }
 
 /// The bench ACI, built on first use; returns its path and the size of the
@@ -216,6 +326,36 @@ fn import(c: &mut Criterion) {
     group.bench_function("aci_gzip/reimport", |b| {
         b.iter(|| store.import(&aci, &options).expect("re-import"))
     });
+
+    // An oci-archive with gzip layers, at least 100 MB uncompressed;
+    // throughput is counted in uncompressed layer bytes, as for the ACI.
+    let megabytes = common::env_size("IMGSTORE_BENCH_OCI_MB", 120, 2);
+    let (oci, layer_bytes) = bench_oci_archive(&dir, megabytes);
+    group.throughput(Throughput::Bytes(layer_bytes));
+    let verify = ImportOptions {
+        verify_layers: true,
+        ..ImportOptions::default()
+    };
+    for (name, opts) in [
+        ("oci_archive_gzip/fresh_store", &options),
+        ("oci_archive_gzip/verify_layers", &verify),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter_batched(
+                || {
+                    let tmp = tempfile::tempdir_in(&stores).expect("temp store");
+                    let store = Store::open(tmp.path()).expect("open store");
+                    (tmp, store)
+                },
+                |(tmp, store)| {
+                    let images = store.import(&oci, opts).expect("import");
+                    assert_eq!(images.len(), 1);
+                    (tmp, store)
+                },
+                BatchSize::PerIteration,
+            )
+        });
+    }
     group.finish();
 }
 
