@@ -874,10 +874,14 @@ main() {
     rm -f "$TIMEFILE"
 
     report
+    local keep
+    keep=$WORK/runs/$(date -u +%Y%m%d-%H%M%S)
+    mkdir -p "$keep"
+    cp "$REPORT" "$RESULTS" "$STAGES_TSV" "$keep/"
     echo
     cat "$REPORT"
     echo
-    log "written: $REPORT (raw: $RESULTS, $STAGES_TSV; logs: $LOGS)"
+    log "written: $REPORT (raw: $RESULTS, $STAGES_TSV; logs: $LOGS; a copy in $keep)"
 }
 
 main
