@@ -21,6 +21,32 @@ pub(crate) struct NewBlob {
     pub diff_id: Option<Digest>,
 }
 
+/// Deletes up to one batch of rows with no references, through the
+/// partial index on `refcount = 0`; the triggers release what they held.
+fn take_garbage(tx: &Connection) -> Result<Vec<(Digest, u64)>, Error> {
+    let rows = tx
+        .prepare_cached("SELECT id, digest, size FROM blobs WHERE refcount = 0 LIMIT ?")
+        .and_then(|mut stmt| {
+            stmt.query_map([GC_BATCH], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .map_err(Error::sql("find garbage"))?;
+    let mut removed = Vec::with_capacity(rows.len());
+    for (id, digest, size) in rows {
+        tx.prepare_cached("DELETE FROM blobs WHERE id = ?")
+            .and_then(|mut s| s.execute([id]))
+            .map_err(Error::sql(format!("remove blob row {digest}")))?;
+        removed.push((Digest::parse(&digest)?, size as u64));
+    }
+    Ok(removed)
+}
+
 /// Inserts a blob row, or fills in what an existing row lacks; returns its id.
 pub(super) fn upsert_blob(conn: &Connection, blob: &NewBlob, now: i64) -> Result<i64, Error> {
     conn.prepare_cached(
@@ -113,53 +139,28 @@ impl Index {
     pub fn gc_pass(&self) -> Result<Vec<(Digest, u64)>, Error> {
         let mut conn = self.conn()?;
         let tx = conn.transaction().map_err(Error::sql("begin gc"))?;
-        let rows = tx
-            .prepare_cached("SELECT id, digest, size FROM blobs WHERE refcount = 0 LIMIT ?")
-            .and_then(|mut stmt| {
-                stmt.query_map([GC_BATCH], |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, i64>(2)?,
-                    ))
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()
-            })
-            .map_err(Error::sql("find garbage"))?;
-        let mut removed = Vec::with_capacity(rows.len());
-        for (id, digest, size) in rows {
-            tx.prepare_cached("DELETE FROM blobs WHERE id = ?")
-                .and_then(|mut s| s.execute([id]))
-                .map_err(Error::sql(format!("remove blob row {digest}")))?;
-            removed.push((Digest::parse(&digest)?, size as u64));
-        }
+        let removed = take_garbage(&tx)?;
         crate::failpoint::hit("gc-before-commit");
         tx.commit().map_err(Error::sql("commit gc"))?;
         Ok(removed)
     }
 
-    /// What a gc would remove from the index, without removing it: every
-    /// blob with no references, and everything only those hold.
+    /// What gc would remove from the index, without removing it: the same
+    /// passes as gc, inside one transaction that is rolled back, so the
+    /// cost follows the garbage as gc's does.
     pub fn garbage_closure(&self) -> Result<Vec<(Digest, u64)>, Error> {
-        let conn = self.conn()?;
-        let mut stmt = conn
-            .prepare_cached(
-                // A blob is live if an image, remote, pin or tree holds it,
-                // or a live blob does. Everything else is garbage.
-                "WITH RECURSIVE live(id) AS ( \
-                   SELECT blob_id FROM refs WHERE owner_kind != 2 \
-                   UNION \
-                   SELECT r.blob_id FROM refs r JOIN live l ON r.owner_kind = 2 AND r.owner = l.id) \
-                 SELECT digest, size FROM blobs WHERE id NOT IN (SELECT id FROM live) ORDER BY id",
-            )
-            .map_err(Error::sql("find garbage"))?;
-        let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
-            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
-            .map_err(Error::sql("find garbage"))?;
-        rows.into_iter()
-            .map(|(d, s)| Ok((Digest::parse(&d)?, s as u64)))
-            .collect()
+        let mut conn = self.conn()?;
+        let tx = conn.transaction().map_err(Error::sql("begin gc dry run"))?;
+        let mut all = Vec::new();
+        loop {
+            let batch = take_garbage(&tx)?;
+            if batch.is_empty() {
+                break;
+            }
+            all.extend(batch);
+        }
+        tx.rollback().map_err(Error::sql("roll back gc dry run"))?;
+        Ok(all)
     }
 
     /// Disk use by category, from the index alone.
