@@ -288,3 +288,88 @@ fn refuses_a_missing_file() {
     // The cause is said once, not once per layer of the error chain.
     assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
 }
+
+/// Imports with a failpoint that kills the process when a blob is written:
+/// success means the import wrote no blob.
+fn import_writing_no_blob(store: &TestStore, path: &std::path::Path) -> std::process::Output {
+    store
+        .cmd(&["import", path.to_str().unwrap()])
+        .env("IMGSTORE_FAILPOINT", "blob-after-temp-write")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn reimport_of_an_unchanged_file_reads_nothing_again() {
+    let store = TestStore::new();
+    let files = tempfile::tempdir().unwrap();
+    let path = write_file(
+        files.path(),
+        "hello.aci",
+        &std::fs::read(fixture("hello.aci")).unwrap(),
+    );
+    let key = store.ok(&["import", path.to_str().unwrap()]);
+    // The same file again: recognised by identity, no blob is written.
+    let out = import_writing_no_blob(&store, &path);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), key);
+    // --latest still takes effect on that path.
+    store.ok(&["import", "--latest", path.to_str().unwrap()]);
+    let info: serde_json::Value =
+        serde_json::from_str(&store.ok(&["inspect", "--json", key.trim()])).unwrap();
+    assert_eq!(info["latest"], true);
+    // A copy is another file: it is read (and the failpoint fires).
+    let copy = write_file(files.path(), "copy.aci", &std::fs::read(&path).unwrap());
+    let out = import_writing_no_blob(&store, &copy);
+    assert!(!out.status.success(), "a copy must be read in full");
+}
+
+#[test]
+fn a_file_rewritten_in_place_is_read_again() {
+    let store = TestStore::new();
+    let files = tempfile::tempdir().unwrap();
+    let a = AciBuilder::image("example.com/same", &[("version", "1")], b"aaaa");
+    let b = AciBuilder::image("example.com/same", &[("version", "1")], b"bbbb");
+    assert_eq!(a.len(), b.len());
+    let path = write_file(files.path(), "img.aci", &a);
+    let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+    assert_eq!(
+        store.ok(&["import", path.to_str().unwrap()]).trim(),
+        sha512_key(&a)
+    );
+    // Same inode, same size, mtime set back: only the ctime tells.
+    std::thread::sleep(std::time::Duration::from_millis(10));
+    {
+        use std::io::{Seek, Write};
+        let mut f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.seek(std::io::SeekFrom::Start(0)).unwrap();
+        f.write_all(&b).unwrap();
+        f.set_modified(mtime).unwrap();
+    }
+    assert_eq!(std::fs::metadata(&path).unwrap().modified().unwrap(), mtime);
+    assert_eq!(
+        store.ok(&["import", path.to_str().unwrap()]).trim(),
+        sha512_key(&b)
+    );
+}
+
+#[test]
+fn reimport_after_rm_and_gc_restores_the_image() {
+    let store = TestStore::new();
+    let files = tempfile::tempdir().unwrap();
+    let path = write_file(
+        files.path(),
+        "hello.aci",
+        &std::fs::read(fixture("hello.aci")).unwrap(),
+    );
+    let key = store.ok(&["import", path.to_str().unwrap()]);
+    store.ok(&["rm", key.trim()]);
+    store.ok(&["gc"]);
+    assert_eq!(store.ok(&["import", path.to_str().unwrap()]), key);
+    store.ok(&["cat", key.trim()]);
+    store.ok(&["manifest", key.trim()]);
+}

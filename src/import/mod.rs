@@ -22,7 +22,7 @@ use std::path::Path;
 use crate::blobs::BlobTree;
 use crate::error::Error;
 use crate::image::ImageInfo;
-use crate::index::Index;
+use crate::index::{FileIdentity, Index};
 
 pub use pipeline::Compression;
 
@@ -65,6 +65,9 @@ impl Importer<'_> {
     /// Imports one file or directory; returns the images it held.
     pub fn import(&self, path: &Path) -> Result<Vec<ImageInfo>, Error> {
         let meta = std::fs::metadata(path).map_err(|e| Error::io("read", path, e))?;
+        if let Some(image) = self.unchanged_source(&meta)? {
+            return Ok(vec![image]);
+        }
         let format = match self.options.format {
             ArchiveFormat::Auto if meta.is_dir() => ArchiveFormat::Oci,
             ArchiveFormat::Auto => sniff_archive(path)?,
@@ -78,12 +81,42 @@ impl Importer<'_> {
                         "an ACI must be a file, not a directory",
                     ));
                 }
-                Ok(vec![aci::import(self, path)?])
+                let image = aci::import(self, path)?;
+                self.index
+                    .record_source(&FileIdentity::of(&meta), &image.key)?;
+                Ok(vec![image])
             }
             ArchiveFormat::Oci => oci::import(self, path, meta.is_dir()),
             ArchiveFormat::Docker => docker::import(self, path),
             ArchiveFormat::Auto => unreachable!("resolved above"),
         }
+    }
+}
+
+impl Importer<'_> {
+    /// A re-import of a file that an ACI came from and that has not changed
+    /// since: the image, if the store still has it whole, without reading
+    /// the file.
+    fn unchanged_source(&self, meta: &std::fs::Metadata) -> Result<Option<ImageInfo>, Error> {
+        if !meta.is_file() || self.options.format.is_forced_other_than_aci() {
+            return Ok(None);
+        }
+        let Some(key) = self.index.source_image(&FileIdentity::of(meta))? else {
+            return Ok(None);
+        };
+        let Some(info) = self.index.image(&key)? else {
+            return Ok(None);
+        };
+        if !(self.tree.contains(&info.key) && self.tree.contains(&info.manifest)) {
+            return Ok(None);
+        }
+        self.index.reimport(&key, self.options.latest)
+    }
+}
+
+impl ArchiveFormat {
+    fn is_forced_other_than_aci(self) -> bool {
+        !matches!(self, ArchiveFormat::Auto | ArchiveFormat::Aci)
     }
 }
 

@@ -192,7 +192,7 @@ impl Index {
         Ok((info, created))
     }
 
-    fn image_by_id(&self, conn: &Connection, id: i64) -> Result<ImageInfo, Error> {
+    pub(super) fn image_by_id(&self, conn: &Connection, id: i64) -> Result<ImageInfo, Error> {
         query_images(
             conn,
             &format!("SELECT {IMAGE_COLUMNS} FROM images i WHERE i.id = ?"),

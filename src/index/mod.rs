@@ -16,6 +16,7 @@ mod blobs;
 mod fsck;
 mod images;
 mod remotes;
+mod sources;
 mod tags;
 
 use std::path::{Path, PathBuf};
@@ -30,6 +31,7 @@ use crate::error::Error;
 pub(crate) use blobs::NewBlob;
 pub(crate) use fsck::BlobRow;
 pub(crate) use images::{ImageFilter, NewImage};
+pub(crate) use sources::FileIdentity;
 
 /// The migrations, in order. Migration `i` (0-based) moves the schema from
 /// version `i` to `i + 1`.
@@ -41,6 +43,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0002_foreign_key_indexes.sql",
         include_str!("../../migrations/0002_foreign_key_indexes.sql"),
+    ),
+    (
+        "0003_sources.sql",
+        include_str!("../../migrations/0003_sources.sql"),
     ),
 ];
 
