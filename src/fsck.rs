@@ -34,7 +34,6 @@ use serde::Serialize;
 
 use crate::digest::{Digest, Hasher};
 use crate::error::Error;
-use crate::import::Compression;
 use crate::index::BlobRow;
 use crate::lock::LockMode;
 use crate::store::Store;
@@ -173,7 +172,7 @@ impl Store {
         // Rows first, files second (as gc): cut short here, the files left
         // are orphans that the next fsck or gc removes.
         for path in doomed {
-            remove_path(&path)?;
+            crate::store::remove_path(&path)?;
         }
         report.remaining = self.check(options)?.report.problems;
         report.repaired = report.remaining.is_empty();
@@ -384,7 +383,7 @@ fn check_file(path: &Path, digest: &Digest, diff_id: Option<&Digest>) -> FileChe
     FileCheck {
         len: file.metadata().map(|m| m.len()).unwrap_or(0),
         found: hash_stream(&mut file, digest.algorithm().hasher()).map_err(|e| e.to_string()),
-        diff: diff_id.map(|expected| hash_uncompressed(path, expected.algorithm().hasher())),
+        diff: diff_id.map(|expected| crate::import::diff_id::of_file(path, expected.algorithm())),
     }
 }
 
@@ -397,41 +396,5 @@ fn hash_stream(r: &mut dyn Read, mut hasher: Hasher) -> io::Result<Digest> {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
-    }
-}
-
-/// Decompresses a layer as its magic bytes say and hashes the result.
-fn hash_uncompressed(path: &Path, hasher: Hasher) -> Result<Digest, String> {
-    let mut file = File::open(path).map_err(|e| e.to_string())?;
-    let mut head = [0u8; 8];
-    let n = read_up_to(&mut file, &mut head).map_err(|e| e.to_string())?;
-    let compression = Compression::sniff(&head[..n]);
-    let rest = io::Cursor::new(head[..n].to_vec()).chain(file);
-    let mut decoder = compression.decoder(rest).map_err(|e| e.to_string())?;
-    hash_stream(&mut decoder, hasher).map_err(|e| format!("{} stream: {e}", compression.name()))
-}
-
-fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
-}
-
-fn remove_path(path: &Path) -> Result<(), Error> {
-    let result = if path.is_dir() {
-        std::fs::remove_dir_all(path)
-    } else {
-        std::fs::remove_file(path)
-    };
-    match result {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::io("remove", path, e)),
-        _ => Ok(()),
     }
 }

@@ -415,7 +415,8 @@ impl Store {
     }
 }
 
-fn remove_path(path: &Path) -> Result<(), Error> {
+/// Removes a file or a directory tree; one already gone is not an error.
+pub(crate) fn remove_path(path: &Path) -> Result<(), Error> {
     let result = if path.is_dir() {
         fs::remove_dir_all(path)
     } else {
