@@ -23,6 +23,8 @@ use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::thread::JoinHandle;
 
 use crate::digest::{Algorithm, Digest, Hasher};
 use crate::error::{Error, IoContext};
@@ -75,7 +77,7 @@ impl BlobTree {
         let (temp, file) = TempFile::create(&self.tmp)?;
         Ok(BlobWriter {
             out: BufWriter::with_capacity(WRITE_BUFFER, file),
-            hasher: algorithm.hasher(),
+            hasher: HashSink::new(algorithm.hasher()),
             size: 0,
             writeback_from: 0,
             temp,
@@ -230,7 +232,7 @@ impl Drop for TempFile {
 /// Streams bytes into a temp file while hashing them.
 pub(crate) struct BlobWriter {
     out: BufWriter<File>,
-    hasher: Hasher,
+    hasher: HashSink,
     size: u64,
     /// Bytes already handed to the kernel for writeback.
     writeback_from: u64,
@@ -249,7 +251,10 @@ impl BlobWriter {
         drop(self.out);
         crate::failpoint::hit("blob-after-temp-write");
         Ok(StagedBlob {
-            digest: self.hasher.finish(),
+            digest: self
+                .hasher
+                .finish()
+                .ctx("hash temp file", &self.temp.path)?,
             size: self.size,
             temp: self.temp,
         })
@@ -259,14 +264,14 @@ impl BlobWriter {
 impl Write for BlobWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.out.write(buf)?;
-        self.hasher.update(&buf[..n]);
+        self.hasher.update(&buf[..n])?;
         self.size += n as u64;
         Ok(n)
     }
 
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
         self.out.write_all(buf)?;
-        self.hasher.update(buf);
+        self.hasher.update(buf)?;
         self.size += buf.len() as u64;
         let written = self.size - self.out.buffer().len() as u64;
         if written - self.writeback_from >= WRITEBACK_EVERY {
@@ -295,6 +300,129 @@ fn start_writeback(file: &File, from: u64, to: u64) {
             libc::SYNC_FILE_RANGE_WRITE,
         );
     }
+}
+
+/// Bytes gathered before they go to the hasher, and how many such buffers
+/// a blob may have in flight: 4 MiB at most per writer.
+const HASH_CHUNK: usize = 1 << 20;
+const HASH_CHUNKS: usize = 4;
+
+/// The hashing side of a [`BlobWriter`]. A blob larger than one chunk is
+/// hashed on a thread of its own, so that hashing (the costliest stage of a
+/// plain import) runs beside the writing and the parsing instead of after
+/// them; a small one is hashed in place and costs no thread.
+struct HashSink {
+    /// Bytes not yet hashed.
+    pending: Vec<u8>,
+    state: HashState,
+}
+
+enum HashState {
+    Here(Hasher),
+    Thread {
+        full: SyncSender<Vec<u8>>,
+        empty: Receiver<Vec<u8>>,
+        /// Buffers that may still be made before one must come back.
+        spare: usize,
+        thread: JoinHandle<Hasher>,
+    },
+    /// Poisoned by a failure of the hashing thread.
+    Gone,
+}
+
+impl HashSink {
+    fn new(hasher: Hasher) -> HashSink {
+        HashSink {
+            pending: Vec::new(),
+            state: HashState::Here(hasher),
+        }
+    }
+
+    fn update(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+        while !bytes.is_empty() {
+            let room = HASH_CHUNK - self.pending.len();
+            let n = room.min(bytes.len());
+            self.pending.extend_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
+            if self.pending.len() == HASH_CHUNK {
+                self.hand_over()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends the full pending buffer to the hashing thread, starting it
+    /// with the hasher's state the first time.
+    fn hand_over(&mut self) -> io::Result<()> {
+        if let HashState::Here(_) = self.state {
+            let HashState::Here(hasher) = std::mem::replace(&mut self.state, HashState::Gone)
+            else {
+                unreachable!()
+            };
+            let (full_tx, full_rx) = sync_channel::<Vec<u8>>(HASH_CHUNKS);
+            let (empty_tx, empty_rx) = sync_channel::<Vec<u8>>(HASH_CHUNKS);
+            let thread = std::thread::Builder::new()
+                .name("blob-hash".into())
+                .spawn(move || {
+                    let mut hasher = hasher;
+                    for mut buf in full_rx {
+                        hasher.update(&buf);
+                        buf.clear();
+                        let _ = empty_tx.send(buf);
+                    }
+                    hasher
+                })?;
+            self.state = HashState::Thread {
+                full: full_tx,
+                empty: empty_rx,
+                spare: HASH_CHUNKS,
+                thread,
+            };
+        }
+        let HashState::Thread {
+            full, empty, spare, ..
+        } = &mut self.state
+        else {
+            return Err(hash_thread_gone());
+        };
+        let next = if *spare > 0 {
+            *spare -= 1;
+            Vec::with_capacity(HASH_CHUNK)
+        } else {
+            empty.recv().map_err(|_| hash_thread_gone())?
+        };
+        let buf = std::mem::replace(&mut self.pending, next);
+        full.send(buf).map_err(|_| hash_thread_gone())
+    }
+
+    fn finish(mut self) -> io::Result<Digest> {
+        match std::mem::replace(&mut self.state, HashState::Gone) {
+            HashState::Here(mut hasher) => {
+                hasher.update(&self.pending);
+                Ok(hasher.finish())
+            }
+            HashState::Thread {
+                full,
+                empty,
+                thread,
+                ..
+            } => {
+                // Buffers coming back have nowhere to go now: the thread
+                // must not wait for a place to put them.
+                drop(empty);
+                let sent = full.send(std::mem::take(&mut self.pending));
+                drop(full);
+                let hasher = thread.join().map_err(|_| hash_thread_gone())?;
+                sent.map_err(|_| hash_thread_gone())?;
+                Ok(hasher.finish())
+            }
+            HashState::Gone => Err(hash_thread_gone()),
+        }
+    }
+}
+
+fn hash_thread_gone() -> io::Error {
+    io::Error::other("the hashing thread stopped")
 }
 
 /// A fully written, hashed temp file waiting to be published or dropped.
@@ -386,5 +514,30 @@ impl<R: Read> Read for VerifiedReader<R> {
             }
         }
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_blob_hashed_on_a_thread_has_the_digest_of_its_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = BlobTree::open(dir.path()).unwrap();
+        // Several chunks and a ragged end, in pieces that straddle chunks.
+        let bytes: Vec<u8> = (0..(5 * HASH_CHUNK + 12345))
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
+        for alg in [Algorithm::Sha256, Algorithm::Sha512] {
+            let mut w = tree.writer(alg).unwrap();
+            for piece in bytes.chunks(300_001) {
+                w.write_all(piece).unwrap();
+            }
+            let staged = w.finish().unwrap();
+            assert_eq!(staged.digest, Digest::of(alg, &bytes));
+            assert_eq!(staged.size, bytes.len() as u64);
+            assert_eq!(fs::read(staged.temp_path()).unwrap(), bytes);
+        }
     }
 }

@@ -2,8 +2,10 @@
 //!
 //! [`DiffHasher`] runs beside a blob write: the writer hands it each chunk
 //! of the compressed bytes as they go to disk, and its own thread tells the
-//! compression by the magic bytes, decompresses and hashes. So checking a
-//! layer costs a core, not a second read of the layer. [`of_file`] does the
+//! compression by the magic bytes and decompresses, while one more thread
+//! hashes what comes out (decompressing and hashing cost about the same, so
+//! on one thread each waits for the other). So checking a layer costs CPU,
+//! not a second read of the layer. [`of_file`] does the
 //! same for a layer that is already on disk.
 
 use std::fs::File;
@@ -105,22 +107,90 @@ fn hash_decompressed(
     let mut decoder = compression
         .decoder(io::Cursor::new(head).chain(input))
         .map_err(|e| e.to_string())?;
-    let mut hasher = algorithm.hasher();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        match decoder.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => hasher.update(&buf[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                return Err(format!(
-                    "its {} data cannot be decompressed (truncated or corrupt): {e}",
-                    compression.name()
-                ));
+    let fail = |e: io::Error| {
+        format!(
+            "its {} data cannot be decompressed (truncated or corrupt): {e}",
+            compression.name()
+        )
+    };
+    // Decompressing and hashing are each about as costly: the hashing gets
+    // a thread of its own, fed through a few recycled buffers.
+    std::thread::scope(|scope| {
+        let (full_tx, full_rx) = sync_channel::<(Vec<u8>, usize)>(HASH_BUFFERS);
+        let (empty_tx, empty_rx) = sync_channel::<Vec<u8>>(HASH_BUFFERS);
+        let hashing = std::thread::Builder::new()
+            .name("diff-id-hash".into())
+            .spawn_scoped(scope, move || {
+                let mut hasher = algorithm.hasher();
+                for (buf, n) in full_rx {
+                    hasher.update(&buf[..n]);
+                    let _ = empty_tx.send(buf);
+                }
+                hasher.finish()
+            });
+        let Ok(hashing) = hashing else {
+            // No thread: hash on this one.
+            let mut hasher = algorithm.hasher();
+            let mut buf = vec![0u8; HASH_BUFFER];
+            loop {
+                match fill(&mut *decoder, &mut buf).map_err(fail)? {
+                    0 => return Ok(hasher.finish()),
+                    n => hasher.update(&buf[..n]),
+                }
+            }
+        };
+        let mut spare = HASH_BUFFERS;
+        loop {
+            let buf = if spare > 0 {
+                spare -= 1;
+                Some(vec![0u8; HASH_BUFFER])
+            } else {
+                empty_rx.recv().ok()
+            };
+            let Some(mut buf) = buf else {
+                drop(full_tx);
+                let _ = hashing.join();
+                return Err("the hashing thread stopped".to_string());
+            };
+            let n = match fill(&mut *decoder, &mut buf) {
+                Ok(n) => n,
+                Err(e) => {
+                    drop(full_tx);
+                    let _ = hashing.join();
+                    return Err(fail(e));
+                }
+            };
+            if n == 0 {
+                drop(full_tx);
+                return hashing
+                    .join()
+                    .map_err(|_| "the hashing thread panicked".to_string());
+            }
+            if full_tx.send((buf, n)).is_err() {
+                let _ = hashing.join();
+                return Err("the hashing thread stopped".to_string());
             }
         }
+    })
+}
+
+/// Buffers of decompressed bytes between the decompressing and the hashing
+/// thread, and their size: 1 MiB in flight at most.
+const HASH_BUFFERS: usize = 4;
+const HASH_BUFFER: usize = 256 << 10;
+
+/// Reads until `buf` is full or the stream ends; returns the bytes read.
+fn fill(input: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match input.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
     }
-    Ok(hasher.finish())
+    Ok(filled)
 }
 
 struct ChannelReader {
