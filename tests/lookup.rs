@@ -445,3 +445,39 @@ fn lookups_record_last_use() {
     s.manifest(&info.key).unwrap();
     assert!(s.image(&info.key).unwrap().last_used > after_latest);
 }
+
+#[test]
+fn bad_lookups_say_what_is_wrong_and_change_nothing() {
+    let t = TestStore::new();
+    t.ok(&["import", fixture("hello.aci").to_str().unwrap()]);
+    let before = t.snapshot();
+    for (args, needle) in [
+        (
+            vec!["resolve", "example.com/hello,os"],
+            "expected KEY=VALUE",
+        ),
+        (
+            vec!["resolve", "example.com/hello,=linux"],
+            "label name is empty",
+        ),
+        (
+            vec!["latest", "example.com/hello", "--label", "os=plan9"],
+            "with labels os=plan9",
+        ),
+        (vec!["resolve", "sha512-q1"], "malformed"),
+        (vec!["resolve", "sha512-1"], "too short"),
+        (vec!["rm", "sha256:0000"], "no image or blob matches"),
+        (vec!["cat", "sha256:0000"], "no image or blob matches"),
+        (
+            vec!["manifest", "example.com/nothing"],
+            "no image named example.com/nothing",
+        ),
+    ] {
+        let err = t.fails(&args);
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+    // A malformed --label is a usage error (exit 2), before anything runs.
+    let out = t.cmd(&["images", "--label", "os"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(t.snapshot(), before);
+}
