@@ -4,8 +4,10 @@
 //! importing thread takes each chunk, hands it whole to an optional sink
 //! (hash and write the uncompressed stream, for ACI) and then serves it to
 //! the archive parser. Decompression and hashing are the two costly stages,
-//! so each gets a core. At most [`CHUNKS_IN_FLIGHT`] chunks exist at once
-//! and they are recycled, so memory stays bounded whatever the image size.
+//! so each gets a thread: a blob writer hashes any blob over 1 MiB on a
+//! thread of its own (see `blobs::BlobWriter`). At most [`CHUNKS_IN_FLIGHT`]
+//! chunks exist at once and they are recycled, so memory stays bounded
+//! whatever the image size.
 
 use std::fs::File;
 use std::io::{self, BufReader, Read};
