@@ -7,27 +7,9 @@ mod builder;
 mod common;
 
 use builder::{DockerArchive, LayerCompression, Layout};
-use common::{TestStore, compress, write_file};
+use common::{compress, inspect, label, store, write_file};
 use imgstore::Compression;
 use serde_json::{Value, json};
-
-fn store() -> TestStore {
-    let s = TestStore::new();
-    s.ok(&["images"]);
-    s
-}
-
-fn inspect(s: &TestStore, image: &str) -> Value {
-    serde_json::from_str(&s.ok(&["inspect", "--json", image])).unwrap()
-}
-
-fn label<'a>(v: &'a Value, name: &str) -> Option<&'a str> {
-    v["labels"]
-        .as_array()?
-        .iter()
-        .find(|l| l["name"] == name)
-        .and_then(|l| l["value"].as_str())
-}
 
 const LAYERS: [&[(&str, &[u8])]; 2] = [&[("etc/a", b"first")], &[("etc/b", b"second")]];
 

@@ -8,14 +8,8 @@ mod common;
 use std::path::Path;
 
 use builder::{LayerCompression, Layout, desc, named};
-use common::{AciBuilder, TestStore, write_file};
+use common::{AciBuilder, store, write_file};
 use serde_json::Value;
-
-fn store() -> TestStore {
-    let s = TestStore::new();
-    s.ok(&["images"]);
-    s
-}
 
 fn read_index(dir: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap()

@@ -8,36 +8,16 @@ mod common;
 use std::path::Path;
 
 use builder::{LayerCompression, Layout, desc, named};
-use common::{TestStore, compress, write_file};
+use common::{TestStore, compress, inspect, label, store, write_file};
 use imgstore::Compression;
-use serde_json::Value;
 
 fn keys(out: &str) -> Vec<String> {
     out.lines().map(str::to_string).collect()
 }
 
-fn inspect(s: &TestStore, image: &str) -> Value {
-    serde_json::from_str(&s.ok(&["inspect", "--json", image])).unwrap()
-}
-
-fn label<'a>(v: &'a Value, name: &str) -> Option<&'a str> {
-    v["labels"]
-        .as_array()?
-        .iter()
-        .find(|l| l["name"] == name)
-        .and_then(|l| l["value"].as_str())
-}
-
 /// Whether `cat` can read a blob (verified) from the store.
 fn has(s: &TestStore, digest: &str) -> bool {
     s.cmd(&["cat", digest]).output().unwrap().status.success()
-}
-
-/// A store that exists (so that a snapshot can be taken).
-fn store() -> TestStore {
-    let s = TestStore::new();
-    s.ok(&["images"]);
-    s
 }
 
 fn dir_arg(p: &Path) -> &str {

@@ -85,6 +85,27 @@ impl TestStore {
     }
 }
 
+/// A store whose index exists already, so that a snapshot can be taken.
+pub fn store() -> TestStore {
+    let s = TestStore::new();
+    s.ok(&["images"]);
+    s
+}
+
+/// `imgstore inspect --json IMAGE`, parsed.
+pub fn inspect(s: &TestStore, image: &str) -> serde_json::Value {
+    serde_json::from_str(&s.ok(&["inspect", "--json", image])).unwrap()
+}
+
+/// A label of an image as `inspect --json` shows it.
+pub fn label<'a>(v: &'a serde_json::Value, name: &str) -> Option<&'a str> {
+    v["labels"]
+        .as_array()?
+        .iter()
+        .find(|l| l["name"] == name)
+        .and_then(|l| l["value"].as_str())
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub struct Snapshot {
     pub files: BTreeMap<PathBuf, Vec<u8>>,
