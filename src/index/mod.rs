@@ -116,11 +116,38 @@ impl Index {
 
 fn configure(conn: &mut Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // WAL mode is kept in the file, so it is set once, when the store is
+    // created. Setting it takes a lock that SQLite may refuse at once, busy
+    // handler or not, while other processes write; so it is only done when
+    // needed, and a refusal while connecting is retried like any busy wait.
+    retry_busy(|| {
+        let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+        }
+        Ok(())
+    })?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.set_transaction_behavior(TransactionBehavior::Immediate);
     Ok(())
+}
+
+/// Runs `f` again while SQLite answers `SQLITE_BUSY`, for up to the busy
+/// timeout.
+fn retry_busy<T>(mut f: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+    let start = std::time::Instant::now();
+    loop {
+        match f() {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy
+                    && start.elapsed() < BUSY_TIMEOUT =>
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            other => return other,
+        }
+    }
 }
 
 fn migrate(conn: &mut Connection, path: &Path) -> Result<(), Error> {
