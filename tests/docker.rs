@@ -285,3 +285,54 @@ fn rejects_diff_id_mismatches_and_truncation() {
     rejects(&tar[..tar.len() - 1024], "truncated", &[]);
     rejects(&tar[..1000], "bad-docker.tar", &[]);
 }
+
+/// Bytes that do not compress, so that every layer is a few MiB on disk.
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[test]
+fn a_plain_archive_is_staged_in_parallel_with_the_same_checks() {
+    // A plain archive on disk is read by seeking, its layers staged on
+    // several threads; a compressed one streams. Both must give the same
+    // image and refuse the same damage.
+    let (a, b, c) = (noise(1, 3 << 20), noise(2, 2 << 20), noise(3, 5 << 20));
+    let layers: [&[(&str, &[u8])]; 3] = [&[("a", &a)], &[("b", &b)], &[("c", &c)]];
+    let archive = DockerArchive::new("example.com/big:1", &layers);
+    let tar = archive.tar();
+    let tmp = tempfile::tempdir().unwrap();
+    let s = store();
+    let plain = write_file(tmp.path(), "big.tar", &tar);
+    let key = s
+        .ok(&["import", plain.to_str().unwrap()])
+        .trim()
+        .to_string();
+    for layer in &archive.layers {
+        let bytes = s.cmd(&["cat", layer]).output().unwrap();
+        assert!(bytes.status.success(), "layer {layer} must read back");
+        assert_eq!(&builder::sha256(&bytes.stdout), layer);
+    }
+    let fresh = store();
+    let gz = write_file(tmp.path(), "big.tar.gz", &compress(&tar, Compression::Gzip));
+    assert_eq!(fresh.ok(&["import", gz.to_str().unwrap()]).trim(), key);
+
+    // Zero padding after the end blocks (tar pads to whole records) is
+    // fine; anything else after them, or a cut inside a layer, is not.
+    let mut padded = tar.clone();
+    padded.extend_from_slice(&[0u8; 10240]);
+    let path = write_file(tmp.path(), "padded.tar", &padded);
+    assert_eq!(store().ok(&["import", path.to_str().unwrap()]).trim(), key);
+    let mut junk = tar.clone();
+    junk.extend_from_slice(b"junk after the end");
+    rejects(&junk, "truncated", &[]);
+    rejects(&tar[..tar.len() / 2], "truncated", &[]);
+    rejects(&tar[..tar.len() - 1536], "truncated", &[]);
+}

@@ -30,7 +30,7 @@ use super::pipeline::{self, Compression};
 use super::{Importer, spec};
 use crate::blobs::StagedBlob;
 use crate::digest::{Algorithm, Digest};
-use crate::error::Error;
+use crate::error::{Error, IoContext};
 
 /// Metadata files read into memory.
 const METADATA: [&str; 4] = ["oci-layout", "index.json", "manifest.json", "repositories"];
@@ -75,6 +75,9 @@ impl Members {
 
 /// Reads an archive through once. The tar must be complete.
 pub(super) fn read(ctx: &Importer, path: &Path, mode: Mode) -> Result<Members, Error> {
+    if let Some(members) = read_seekable(ctx, path, mode)? {
+        return Ok(members);
+    }
     let mut stream = pipeline::start(path, ctx.options.progress.clone(), None)?;
     let syncer = Syncer::start();
     let members = scan(ctx, path, mode, &mut stream, &syncer)?;
@@ -87,6 +90,216 @@ pub(super) fn read(ctx: &Importer, path: &Path, mode: Mode) -> Result<Members, E
         ));
     }
     Ok(members)
+}
+
+/// Most workers staging the members of a plain archive at once.
+const MAX_WORKERS: usize = 4;
+
+/// Reads a plain (uncompressed) tar file by seeking instead of streaming:
+/// one pass over the headers only, then the members are staged from their
+/// byte ranges by up to [`MAX_WORKERS`] threads, largest first. Hashing
+/// dominates a plain import and the layers of an image are independent, so
+/// hashing two of them at once uses both cores where one stream would
+/// leave one idle. `None` if the input is compressed, not a regular file or
+/// holds sparse members: the streaming reader takes those.
+fn read_seekable(ctx: &Importer, path: &Path, mode: Mode) -> Result<Option<Members>, Error> {
+    use std::os::unix::fs::FileExt;
+
+    let file = File::open(path).ctx("open", path)?;
+    let len = file.metadata().ctx("read", path)?.len();
+    if !file.metadata().ctx("read", path)?.is_file() {
+        return Ok(None);
+    }
+    let mut head = [0u8; 8];
+    let n = file.read_at(&mut head, 0).ctx("read", path)?;
+    if Compression::sniff(&head[..n]) != Compression::None {
+        return Ok(None);
+    }
+    let mut members = Members::default();
+    let mut jobs = Vec::new();
+    // Where the next header would start: the end-of-archive blocks must be
+    // there.
+    let mut end = 0u64;
+    let mut archive = tar::Archive::new(&file);
+    for entry in archive
+        .entries_with_seek()
+        .map_err(|e| stream_error(path, e))?
+    {
+        let mut entry = entry.map_err(|e| stream_error(path, e))?;
+        if entry.header().entry_type() == tar::EntryType::GNUSparse {
+            return Ok(None);
+        }
+        let (offset, size) = (entry.raw_file_position(), entry.size());
+        if offset.saturating_add(size) > len {
+            return Err(truncated(path));
+        }
+        end = (offset + size).div_ceil(512) * 512;
+        if let Some(job) = classify(ctx, path, mode, &mut entry, &mut members)? {
+            jobs.push(Range { job, offset, size });
+        }
+    }
+    if end + 1024 > len || !only_zeros(&file, path, end, len)? {
+        return Err(truncated(path));
+    }
+    let syncer = Syncer::start();
+    let results = stage_ranges(ctx, path, &jobs, &syncer);
+    syncer.finish();
+    for (range, result) in jobs.into_iter().zip(results) {
+        let (landed, diff) = result?;
+        members.record(path, range.job, landed, diff)?;
+    }
+    Ok(Some(members))
+}
+
+/// A member's bytes in a plain archive.
+struct Range {
+    job: Job,
+    offset: u64,
+    size: u64,
+}
+
+fn truncated(path: &Path) -> Error {
+    Error::bad_archive(
+        path,
+        "the tar archive is truncated (it does not end in two zero blocks)",
+    )
+}
+
+/// Whether the file holds only zero bytes from `from` to `to`: after the
+/// last entry, a complete tar has its two end-of-archive blocks and at most
+/// zero padding.
+fn only_zeros(file: &File, path: &Path, from: u64, to: u64) -> Result<bool, Error> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; 64 << 10];
+    let mut pos = from;
+    while pos < to {
+        let want = buf.len().min((to - pos) as usize);
+        let n = file.read_at(&mut buf[..want], pos).ctx("read", path)?;
+        if n == 0 {
+            return Ok(false);
+        }
+        if buf[..n].iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+        pos += n as u64;
+    }
+    Ok(true)
+}
+
+type Staged = Result<(Landed, Option<Result<Digest, String>>), Error>;
+
+/// Stages the ranges on a few threads, largest first; the results come
+/// back in the ranges' order. After a failure the threads take no new
+/// ranges (the ones not taken report nothing worth reading: the first
+/// failure in archive order is what the caller reports).
+fn stage_ranges(ctx: &Importer, path: &Path, ranges: &[Range], syncer: &Syncer) -> Vec<Staged> {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    let mut order: Vec<usize> = (0..ranges.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(ranges[i].size));
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let results: Vec<Mutex<Option<Staged>>> = ranges.iter().map(|_| Mutex::new(None)).collect();
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, MAX_WORKERS)
+        .min(ranges.len());
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                // A descriptor per thread: the kernel keeps readahead
+                // state per open file, and two streams sharing one would
+                // defeat it.
+                let file = File::open(path).ctx("open", path);
+                if let Ok(f) = &file {
+                    advise_sequential(f);
+                }
+                loop {
+                    let k = next.fetch_add(1, Ordering::Relaxed);
+                    if k >= order.len() || failed.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let i = order[k];
+                    let result = match &file {
+                        Ok(f) => stage_range(ctx, path, f, &ranges[i]),
+                        Err(e) => Err(Error::bad_archive(path, e.to_string())),
+                    };
+                    match &result {
+                        Ok((Landed::Staged(staged), _)) => syncer.sync(staged),
+                        Ok(_) => {}
+                        Err(_) => failed.store(true, Ordering::Relaxed),
+                    }
+                    *results[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(result);
+                }
+            });
+        }
+    });
+    results
+        .into_iter()
+        .map(|slot| {
+            slot.into_inner()
+                .unwrap_or_else(|p| p.into_inner())
+                .unwrap_or_else(|| Err(Error::bad_archive(path, "import stopped after an error")))
+        })
+        .collect()
+}
+
+/// Stages one member from its byte range.
+fn stage_range(ctx: &Importer, path: &Path, file: &File, range: &Range) -> Staged {
+    let mut reader = RangeReader {
+        file,
+        pos: range.offset,
+        end: range.offset + range.size,
+    };
+    let (landed, diff) = match &ctx.options.progress {
+        Some(bar) => stage(
+            ctx,
+            path,
+            &mut bar.wrap_read(reader),
+            range.job.alg,
+            range.job.present,
+        )?,
+        None => stage(ctx, path, &mut reader, range.job.alg, range.job.present)?,
+    };
+    let size = match &landed {
+        Landed::Staged(s) => s.size,
+        Landed::Present { size, .. } => *size,
+    };
+    if size != range.size {
+        // The file shrank under us.
+        return Err(truncated(path));
+    }
+    Ok((landed, diff))
+}
+
+/// Reads a byte range of a file with `pread`, so threads share no offset.
+struct RangeReader<'f> {
+    file: &'f File,
+    pos: u64,
+    end: u64,
+}
+
+impl Read for RangeReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let want = buf.len().min((self.end - self.pos) as usize);
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.file.read_at(&mut buf[..want], self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+/// Tells the kernel a file is read front to back (a larger readahead).
+fn advise_sequential(file: &File) {
+    use std::os::unix::io::AsRawFd;
+    // SAFETY: a plain syscall on a descriptor we own; only a hint.
+    unsafe {
+        libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL);
+    }
 }
 
 /// Turns a read error of the decompressed stream into a message about the
@@ -163,112 +376,166 @@ fn scan(
     stream: &mut impl Read,
     syncer: &Syncer,
 ) -> Result<Members, Error> {
-    let bad = |reason: String| Error::bad_archive(path, reason);
     let mut members = Members::default();
     let mut archive = tar::Archive::new(stream);
     for entry in archive.entries().map_err(|e| stream_error(path, e))? {
         let mut entry = entry.map_err(|e| stream_error(path, e))?;
-        let kind = entry.header().entry_type();
-        if kind.is_pax_global_extensions() || kind.is_pax_local_extensions() {
-            continue;
-        }
-        let raw = entry.path_bytes().into_owned();
-        let name = normalize(&raw)
-            .map_err(|why| bad(format!("entry {:?} {why}", String::from_utf8_lossy(&raw))))?;
-        if kind.is_symlink() || kind.is_hard_link() {
-            let Some(target) = entry.link_name_bytes().map(|t| t.into_owned()) else {
-                continue;
-            };
-            let target = String::from_utf8_lossy(&target).into_owned();
-            // A symlink's target is relative to its directory; a hard
-            // link's to the archive root.
-            let joined = match (kind.is_symlink(), name.rsplit_once('/')) {
-                (true, Some((dir, _))) => format!("{dir}/{target}"),
-                _ => target.clone(),
-            };
-            let resolved = resolve_dots(&joined).ok_or_else(|| {
-                bad(format!(
-                    "link {name:?} -> {target:?} leads outside the archive"
-                ))
-            })?;
-            members.links.insert(name, resolved);
-            continue;
-        }
-        if !kind.is_file()
-            && kind != tar::EntryType::Continuous
-            && kind != tar::EntryType::GNUSparse
-        {
-            continue;
-        }
-        if METADATA.contains(&name.as_str()) {
-            if entry.size() > spec::MAX_JSON {
-                return Err(bad(format!(
-                    "{name} is {} bytes, more than the {} allowed",
-                    entry.size(),
-                    spec::MAX_JSON
-                )));
+        match classify(ctx, path, mode, &mut entry, &mut members)? {
+            None => {}
+            Some(job) => {
+                let (landed, diff) = stage(ctx, path, &mut entry, job.alg, job.present)?;
+                if let Landed::Staged(staged) = &landed {
+                    syncer.sync(staged);
+                }
+                members.record(path, job, landed, diff)?;
             }
-            let mut bytes = Vec::with_capacity(entry.size() as usize);
-            entry
-                .read_to_end(&mut bytes)
-                .map_err(|e| stream_error(path, e))?;
-            members.metadata.insert(name, bytes);
-            continue;
         }
-        let named = blob_name(&name);
-        if name.starts_with("blobs/") && named.is_none() {
-            // Under blobs/ but not a digest we know: an extra file, or an
-            // algorithm we do not support. Only a descriptor naming it
-            // makes it matter, and that is checked when the graph is walked.
-            continue;
-        }
-        if named.is_none() && mode == Mode::Oci {
-            continue; // an unknown extra file
-        }
-        if name.ends_with("/VERSION") {
-            // Docker's legacy `<id>/VERSION` ("1.0"): nothing names it.
-            // Every staged member holds a file open until the end, so the
-            // useless ones are not staged.
-            continue;
-        }
-        // Docker names configs and layers `<sha256 hex>.json|.tar` by
-        // their digests: use that to skip writing what the store has, and
-        // hold the member to it.
-        let claimed = named.clone().or_else(|| docker_digest_name(&name));
-        let alg = named.as_ref().map_or(Algorithm::Sha256, Digest::algorithm);
-        let present = match &claimed {
-            Some(d) => ctx.index.has_blob(d)? && ctx.tree.contains(d),
-            None => false,
+    }
+    Ok(members)
+}
+
+/// A member to stage: a blob or (in a docker archive) any other file.
+struct Job {
+    name: String,
+    /// The digest its path names (`blobs/<alg>/<hex>`).
+    named: Option<Digest>,
+    /// The digest it must hash to: its path's, or docker's `<hex>.tar`.
+    claimed: Option<Digest>,
+    alg: Algorithm,
+    /// The store has the claimed blob already: hash, do not write.
+    present: bool,
+}
+
+/// Deals with one entry's header: links and metadata files are recorded
+/// in `members` at once (metadata is read whole); a member worth staging
+/// comes back as a [`Job`]; anything else is skipped.
+fn classify<R: Read>(
+    ctx: &Importer,
+    path: &Path,
+    mode: Mode,
+    entry: &mut tar::Entry<'_, R>,
+    members: &mut Members,
+) -> Result<Option<Job>, Error> {
+    let bad = |reason: String| Error::bad_archive(path, reason);
+    let kind = entry.header().entry_type();
+    if kind.is_pax_global_extensions() || kind.is_pax_local_extensions() {
+        return Ok(None);
+    }
+    let raw = entry.path_bytes().into_owned();
+    let name = normalize(&raw)
+        .map_err(|why| bad(format!("entry {:?} {why}", String::from_utf8_lossy(&raw))))?;
+    if kind.is_symlink() || kind.is_hard_link() {
+        let Some(target) = entry.link_name_bytes().map(|t| t.into_owned()) else {
+            return Ok(None);
         };
-        let (landed, diff) = stage(ctx, path, &mut entry, alg, present)?;
+        let target = String::from_utf8_lossy(&target).into_owned();
+        // A symlink's target is relative to its directory; a hard
+        // link's to the archive root.
+        let joined = match (kind.is_symlink(), name.rsplit_once('/')) {
+            (true, Some((dir, _))) => format!("{dir}/{target}"),
+            _ => target.clone(),
+        };
+        let resolved = resolve_dots(&joined).ok_or_else(|| {
+            bad(format!(
+                "link {name:?} -> {target:?} leads outside the archive"
+            ))
+        })?;
+        members.links.insert(name, resolved);
+        return Ok(None);
+    }
+    if !kind.is_file() && kind != tar::EntryType::Continuous && kind != tar::EntryType::GNUSparse {
+        return Ok(None);
+    }
+    if METADATA.contains(&name.as_str()) {
+        if entry.size() > spec::MAX_JSON {
+            return Err(bad(format!(
+                "{name} is {} bytes, more than the {} allowed",
+                entry.size(),
+                spec::MAX_JSON
+            )));
+        }
+        let mut bytes = Vec::with_capacity(entry.size() as usize);
+        entry
+            .read_to_end(&mut bytes)
+            .map_err(|e| stream_error(path, e))?;
+        members.metadata.insert(name, bytes);
+        return Ok(None);
+    }
+    let named = blob_name(&name);
+    if name.starts_with("blobs/") && named.is_none() {
+        // Under blobs/ but not a digest we know: an extra file, or an
+        // algorithm we do not support. Only a descriptor naming it
+        // makes it matter, and that is checked when the graph is walked.
+        return Ok(None);
+    }
+    if named.is_none() && mode == Mode::Oci {
+        return Ok(None); // an unknown extra file
+    }
+    if name.ends_with("/VERSION") {
+        // Docker's legacy `<id>/VERSION` ("1.0"): nothing names it.
+        // Every staged member holds a file open until the end, so the
+        // useless ones are not staged.
+        return Ok(None);
+    }
+    // Docker names configs and layers `<sha256 hex>.json|.tar` by
+    // their digests: use that to skip writing what the store has, and
+    // hold the member to it.
+    let claimed = named.clone().or_else(|| docker_digest_name(&name));
+    let alg = named.as_ref().map_or(Algorithm::Sha256, Digest::algorithm);
+    let present = match &claimed {
+        Some(d) => ctx.index.has_blob(d)? && ctx.tree.contains(d),
+        None => false,
+    };
+    Ok(Some(Job {
+        name,
+        named,
+        claimed,
+        alg,
+        present,
+    }))
+}
+
+impl Members {
+    /// Files a staged (or only hashed) member, after checking that it
+    /// hashes to the digest its name claims.
+    fn record(
+        &mut self,
+        path: &Path,
+        job: Job,
+        landed: Landed,
+        diff: Option<Result<Digest, String>>,
+    ) -> Result<(), Error> {
         let digest = match &landed {
             Landed::Staged(s) => s.digest.clone(),
             Landed::Present { digest, .. } => digest.clone(),
         };
-        if let Some(expected) = &claimed
+        if let Some(expected) = &job.claimed
             && expected != &digest
         {
-            return Err(bad(format!(
-                "{name}: the content hashes to {digest}, not to the digest it is named by"
-            )));
+            return Err(Error::bad_archive(
+                path,
+                format!(
+                    "{}: the content hashes to {digest}, not to the digest it is named by",
+                    job.name
+                ),
+            ));
         }
         if let Some(diff) = diff {
-            members.blobs.diffs.insert(digest.clone(), diff);
+            self.blobs.diffs.insert(digest.clone(), diff);
         }
         match landed {
             Landed::Staged(staged) => {
-                syncer.sync(&staged);
-                members.blobs.staged.insert(digest.clone(), staged);
+                self.blobs.staged.insert(digest.clone(), staged);
             }
             Landed::Present { size, .. } => {
-                members.blobs.present.insert(digest.clone(), size);
+                self.blobs.present.insert(digest.clone(), size);
             }
         }
-        if named.is_none() {
-            members.files.insert(name, digest);
+        if job.named.is_none() {
+            self.files.insert(job.name, digest);
         }
+        Ok(())
     }
-    Ok(members)
 }
 
 /// Where a member's bytes went.
