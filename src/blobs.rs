@@ -261,28 +261,73 @@ impl BlobWriter {
     }
 }
 
+/// Why [`BlobWriter::fill_from`] failed: reading the input or writing the
+/// temp file.
+#[derive(Debug)]
+pub(crate) enum FillError {
+    Read(io::Error),
+    Write(io::Error),
+}
+
+impl BlobWriter {
+    /// Reads the next bytes of the blob from `input` straight into the
+    /// buffer the hasher takes them from, and writes them to the temp file:
+    /// one copy fewer than [`Write::write_all`], which must copy what it is
+    /// given. Returns the bytes read, empty at the end of `input`; they stay
+    /// readable until the next call.
+    pub fn fill_from(&mut self, input: &mut impl Read) -> Result<&[u8], FillError> {
+        let room = self.hasher.room().map_err(FillError::Write)?;
+        let n = read_some(input, room).map_err(FillError::Read)?;
+        let bytes = self.hasher.commit(n);
+        self.out.write_all(bytes).map_err(FillError::Write)?;
+        self.size += n as u64;
+        writeback(&self.out, self.size, &mut self.writeback_from);
+        Ok(bytes)
+    }
+
+    fn wrote(&mut self, n: usize) {
+        self.size += n as u64;
+        writeback(&self.out, self.size, &mut self.writeback_from);
+    }
+}
+
+/// Starts writeback of what reached the file since the last time, once
+/// there is enough of it.
+fn writeback(out: &BufWriter<File>, size: u64, from: &mut u64) {
+    let written = size - out.buffer().len() as u64;
+    if written - *from >= WRITEBACK_EVERY {
+        start_writeback(out.get_ref(), *from, written);
+        *from = written;
+    }
+}
+
 impl Write for BlobWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.out.write(buf)?;
         self.hasher.update(&buf[..n])?;
-        self.size += n as u64;
+        self.wrote(n);
         Ok(n)
     }
 
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
         self.out.write_all(buf)?;
         self.hasher.update(buf)?;
-        self.size += buf.len() as u64;
-        let written = self.size - self.out.buffer().len() as u64;
-        if written - self.writeback_from >= WRITEBACK_EVERY {
-            start_writeback(self.out.get_ref(), self.writeback_from, written);
-            self.writeback_from = written;
-        }
+        self.wrote(buf.len());
         Ok(())
     }
 
     fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
+    }
+}
+
+/// `Read::read`, retried when interrupted.
+pub(crate) fn read_some(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match r.read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
     }
 }
 
@@ -311,16 +356,21 @@ const HASH_CHUNKS: usize = 4;
 /// hashed on a thread of its own, so that hashing (the costliest stage of a
 /// plain import) runs beside the writing and the parsing instead of after
 /// them; a small one is hashed in place and costs no thread.
+///
+/// Buffers keep their full length for life (`filled` says how much holds
+/// bytes), so that reading into one never pays for zeroing it first.
 struct HashSink {
-    /// Bytes not yet hashed.
+    /// Bytes not yet hashed: the first `filled` of a chunk-long buffer
+    /// (empty until the first byte comes).
     pending: Vec<u8>,
+    filled: usize,
     state: HashState,
 }
 
 enum HashState {
     Here(Hasher),
     Thread {
-        full: SyncSender<Vec<u8>>,
+        full: SyncSender<(Vec<u8>, usize)>,
         empty: Receiver<Vec<u8>>,
         /// Buffers that may still be made before one must come back.
         spare: usize,
@@ -334,21 +384,38 @@ impl HashSink {
     fn new(hasher: Hasher) -> HashSink {
         HashSink {
             pending: Vec::new(),
+            filled: 0,
             state: HashState::Here(hasher),
         }
     }
 
     fn update(&mut self, mut bytes: &[u8]) -> io::Result<()> {
         while !bytes.is_empty() {
-            let room = HASH_CHUNK - self.pending.len();
-            let n = room.min(bytes.len());
-            self.pending.extend_from_slice(&bytes[..n]);
+            let room = self.room()?;
+            let n = room.len().min(bytes.len());
+            room[..n].copy_from_slice(&bytes[..n]);
+            self.filled += n;
             bytes = &bytes[n..];
-            if self.pending.len() == HASH_CHUNK {
-                self.hand_over()?;
-            }
         }
         Ok(())
+    }
+
+    /// The free end of the pending buffer, handing a full one over first.
+    fn room(&mut self) -> io::Result<&mut [u8]> {
+        if self.filled == HASH_CHUNK {
+            self.hand_over()?;
+        }
+        if self.pending.is_empty() {
+            self.pending = vec![0; HASH_CHUNK];
+        }
+        Ok(&mut self.pending[self.filled..])
+    }
+
+    /// Counts `n` bytes just put into [`room`](Self::room) and returns them.
+    fn commit(&mut self, n: usize) -> &[u8] {
+        let start = self.filled;
+        self.filled += n;
+        &self.pending[start..self.filled]
     }
 
     /// Sends the full pending buffer to the hashing thread, starting it
@@ -359,15 +426,14 @@ impl HashSink {
             else {
                 unreachable!()
             };
-            let (full_tx, full_rx) = sync_channel::<Vec<u8>>(HASH_CHUNKS);
+            let (full_tx, full_rx) = sync_channel::<(Vec<u8>, usize)>(HASH_CHUNKS);
             let (empty_tx, empty_rx) = sync_channel::<Vec<u8>>(HASH_CHUNKS);
             let thread = std::thread::Builder::new()
                 .name("blob-hash".into())
                 .spawn(move || {
                     let mut hasher = hasher;
-                    for mut buf in full_rx {
-                        hasher.update(&buf);
-                        buf.clear();
+                    for (buf, filled) in full_rx {
+                        hasher.update(&buf[..filled]);
                         let _ = empty_tx.send(buf);
                     }
                     hasher
@@ -387,18 +453,19 @@ impl HashSink {
         };
         let next = if *spare > 0 {
             *spare -= 1;
-            Vec::with_capacity(HASH_CHUNK)
+            vec![0; HASH_CHUNK]
         } else {
             empty.recv().map_err(|_| hash_thread_gone())?
         };
         let buf = std::mem::replace(&mut self.pending, next);
-        full.send(buf).map_err(|_| hash_thread_gone())
+        let filled = std::mem::take(&mut self.filled);
+        full.send((buf, filled)).map_err(|_| hash_thread_gone())
     }
 
     fn finish(mut self) -> io::Result<Digest> {
         match std::mem::replace(&mut self.state, HashState::Gone) {
             HashState::Here(mut hasher) => {
-                hasher.update(&self.pending);
+                hasher.update(&self.pending[..self.filled]);
                 Ok(hasher.finish())
             }
             HashState::Thread {
@@ -410,7 +477,7 @@ impl HashSink {
                 // Buffers coming back have nowhere to go now: the thread
                 // must not wait for a place to put them.
                 drop(empty);
-                let sent = full.send(std::mem::take(&mut self.pending));
+                let sent = full.send((std::mem::take(&mut self.pending), self.filled));
                 drop(full);
                 let hasher = thread.join().map_err(|_| hash_thread_gone())?;
                 sent.map_err(|_| hash_thread_gone())?;
@@ -537,6 +604,31 @@ mod tests {
             let staged = w.finish().unwrap();
             assert_eq!(staged.digest, Digest::of(alg, &bytes));
             assert_eq!(staged.size, bytes.len() as u64);
+            assert_eq!(fs::read(staged.temp_path()).unwrap(), bytes);
+        }
+    }
+
+    #[test]
+    fn a_blob_filled_from_a_reader_matches_one_written_in_pieces() {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = BlobTree::open(dir.path()).unwrap();
+        for len in [0, 1, HASH_CHUNK - 1, HASH_CHUNK, 3 * HASH_CHUNK + 777] {
+            let bytes: Vec<u8> = (0..len).map(|i| (i * 13 % 241) as u8).collect();
+            // A reader that hands out ragged pieces, as a tar entry does.
+            let mut input = io::Cursor::new(&bytes).take(len as u64);
+            let mut w = tree.writer(Algorithm::Sha256).unwrap();
+            let mut seen = Vec::new();
+            loop {
+                let chunk = w.fill_from(&mut (&mut input).take(300_001)).unwrap();
+                if chunk.is_empty() {
+                    break;
+                }
+                seen.extend_from_slice(chunk);
+            }
+            assert_eq!(seen, bytes);
+            let staged = w.finish().unwrap();
+            assert_eq!(staged.digest, Digest::of(Algorithm::Sha256, &bytes));
+            assert_eq!(staged.size, len as u64);
             assert_eq!(fs::read(staged.temp_path()).unwrap(), bytes);
         }
     }

@@ -18,7 +18,7 @@ use super::pipeline::Compression;
 use crate::digest::{Algorithm, Digest};
 
 /// Chunks in flight between the writer and the decompressing thread.
-const IN_FLIGHT: usize = 8;
+const IN_FLIGHT: usize = 4;
 
 /// Decompresses and hashes a stream fed to it chunk by chunk, on its own
 /// thread.

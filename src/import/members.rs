@@ -19,7 +19,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Sender, channel};
 use std::thread::JoinHandle;
@@ -28,7 +28,7 @@ use super::diff_id::DiffHasher;
 use super::graph::Blobs;
 use super::pipeline::{self, Compression};
 use super::{Importer, spec};
-use crate::blobs::StagedBlob;
+use crate::blobs::{FillError, StagedBlob, read_some};
 use crate::digest::{Algorithm, Digest};
 use crate::error::{Error, IoContext};
 
@@ -565,32 +565,44 @@ fn stage(
     let mut hasher = alg.hasher();
     let mut size = 0u64;
     let mut diff: Option<DiffHasher> = None;
-    let mut buf = vec![0u8; 1 << 20];
-    let mut first = true;
+    // With --verify-layers, the first bytes until there are enough to tell
+    // a compressed layer by its magic (a read may return only a few).
+    let mut head: Option<Vec<u8>> = ctx.options.verify_layers.then(Vec::new);
+    let mut buf = Vec::new();
     loop {
-        let n = match entry.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(stream_error(path, e)),
+        let chunk = match writer.as_mut() {
+            Some(w) => w.fill_from(entry).map_err(|e| match e {
+                FillError::Read(e) => stream_error(path, e),
+                FillError::Write(e) => Error::io("write temp file", ctx.tree.tmp_dir(), e),
+            })?,
+            None => {
+                buf.resize(1 << 20, 0);
+                let n = read_some(entry, &mut buf).map_err(|e| stream_error(path, e))?;
+                hasher.update(&buf[..n]);
+                &buf[..n]
+            }
         };
-        let chunk = &buf[..n];
-        if first {
-            first = false;
-            if ctx.options.verify_layers && looks_like_layer(chunk) {
-                diff = Some(DiffHasher::start(Algorithm::Sha256));
+        if chunk.is_empty() {
+            break;
+        }
+        size += chunk.len() as u64;
+        match head.as_mut() {
+            Some(h) => {
+                h.extend_from_slice(chunk);
+                if h.len() >= SNIFF_BYTES {
+                    diff = start_diff(h);
+                    head = None;
+                }
+            }
+            None => {
+                if let Some(d) = diff.as_mut() {
+                    d.feed(chunk);
+                }
             }
         }
-        if let Some(d) = diff.as_mut() {
-            d.feed(chunk);
-        }
-        match writer.as_mut() {
-            Some(w) => w
-                .write_all(chunk)
-                .map_err(|e| Error::io("write temp file", ctx.tree.tmp_dir(), e))?,
-            None => hasher.update(chunk),
-        }
-        size += n as u64;
+    }
+    if let Some(h) = head {
+        diff = start_diff(&h);
     }
     let diff = diff.map(DiffHasher::finish);
     let landed = match writer {
@@ -601,6 +613,19 @@ fn stage(
         },
     };
     Ok((landed, diff))
+}
+
+/// Bytes enough to tell gzip and zstd data by their magic.
+const SNIFF_BYTES: usize = 8;
+
+/// A diff hasher fed with a member's first bytes, if they look like a
+/// compressed layer.
+fn start_diff(head: &[u8]) -> Option<DiffHasher> {
+    looks_like_layer(head).then(|| {
+        let mut d = DiffHasher::start(Algorithm::Sha256);
+        d.feed(head);
+        d
+    })
 }
 
 /// Whether the first bytes of a member look like a compressed layer (gzip
