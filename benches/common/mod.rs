@@ -1,10 +1,12 @@
 //! What the benchmarks share: where they keep their stores and archives, a
-//! quick mode for `cargo test --benches`, a deterministic random source and
-//! a latency-percentile probe.
+//! quick mode for `cargo test --benches`, a deterministic random source, a
+//! latency-percentile probe, and the bench archives ([`archive`]).
 //!
 //! Serious runs belong on a loop-mounted ext4 (DESIGN.md §6), chosen with
 //! `IMGSTORE_BENCH_DIR`; without it the benchmarks work under `target/`.
 #![allow(dead_code)]
+
+pub mod archive;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
