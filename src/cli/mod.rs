@@ -107,6 +107,14 @@ enum Command {
         /// Fail at once if an import holds the store, instead of waiting
         #[arg(long)]
         no_wait: bool,
+        /// Walk the whole blob tree for orphan files, also those no intent records (put there by
+        /// hand or by another program); takes time in proportion to the store
+        ///
+        /// Without --full, gc finds the orphans that interrupted imports, gcs and repairs leave
+        /// through the intent files they write in <store>/intents/, at a cost in proportion to
+        /// the garbage. A store made by an older imgstore is walked once, by its first gc.
+        #[arg(long)]
+        full: bool,
     },
     /// Remove images not used lately, keeping the newest N of each name
     Prune {
@@ -271,11 +279,13 @@ pub fn run(args: Args) -> Result<ExitCode> {
             dry_run,
             grace,
             no_wait,
+            full,
         } => {
             let report = store.gc(&GcOptions {
                 dry_run,
                 grace,
                 wait: !no_wait,
+                full,
             })?;
             out.gc(&report)?;
         }
