@@ -3,6 +3,8 @@
 //! repair paths, and at random moments. Afterwards `fsck` may find orphans
 //! and nothing else, `gc` removes them, and importing again succeeds.
 
+#[path = "common/oci_builder.rs"]
+mod builder;
 mod common;
 
 use std::os::unix::process::ExitStatusExt;
@@ -240,6 +242,33 @@ fn import_killed_at_each_failpoint_leaves_only_orphans() {
                 .ok(&["resolve", "example.com/base"])
                 .starts_with("sha512:")
         );
+    }
+}
+
+#[test]
+fn oci_import_killed_between_renames_and_commit_leaves_orphans_that_a_plain_gc_finds() {
+    // An oci-archive stages config, layer and manifest, then publishes them
+    // in one go (import::graph): a kill after any rename leaves orphans
+    // that only its intent records.
+    for point in [
+        "publish-after-rename",
+        "publish-after-rename:3",
+        "import-before-commit",
+    ] {
+        let store = TestStore::new();
+        let inputs = tempfile::tempdir().unwrap();
+        let (layout, built) = builder::Layout::simple("example.com/oci:1", b"hello from oci");
+        let archive = write_file(inputs.path(), "image.tar", &layout.tar());
+        let archive = archive.to_str().unwrap();
+        run_killed(&store, point, &["import", archive]);
+        assert!(
+            fsck_problems(&store).iter().any(|(_, key)| key.is_some()),
+            "{point}: no orphan to recover"
+        );
+        assert_recovers(&store, point, false);
+        assert_eq!(store.ok(&["import", archive]).trim(), built.manifest);
+        assert_images_complete(&store);
+        assert!(fsck_problems(&store).is_empty(), "{point}: after re-import");
     }
 }
 
