@@ -107,12 +107,13 @@ enum Command {
         /// Fail at once if an import holds the store, instead of waiting
         #[arg(long)]
         no_wait: bool,
-        /// Walk the whole blob tree for orphan files, also those no intent records (put there by
-        /// hand or by another program); takes time in proportion to the store
+        /// Also walk the whole blob tree for orphans no intent records (files put there by hand);
+        /// slow on a large store
         ///
-        /// Without --full, gc finds the orphans that interrupted imports, gcs and repairs leave
-        /// through the intent files they write in <store>/intents/, at a cost in proportion to
-        /// the garbage. A store made by an older imgstore is walked once, by its first gc.
+        /// Without --full, gc finds the orphans that interrupted imports and gcs leave through the
+        /// intent files they write in <store>/intents/, at a cost in proportion to the garbage.
+        /// A store made by an older imgstore, or one an interrupted `fsck --repair` left, is
+        /// walked once by its next gc.
         #[arg(long)]
         full: bool,
     },
