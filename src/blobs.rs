@@ -37,20 +37,32 @@ const WRITE_BUFFER: usize = 1 << 20;
 pub(crate) struct BlobTree {
     blobs: PathBuf,
     tmp: PathBuf,
+    intents: PathBuf,
 }
 
 impl BlobTree {
     pub fn open(store: &Path) -> Result<BlobTree, Error> {
         let blobs = store.join("blobs");
         let tmp = store.join("tmp");
-        for dir in [&blobs, &tmp] {
+        let intents = store.join("intents");
+        for dir in [&blobs, &tmp, &intents] {
             fs::create_dir_all(dir).ctx("create directory", dir)?;
         }
-        Ok(BlobTree { blobs, tmp })
+        Ok(BlobTree {
+            blobs,
+            tmp,
+            intents,
+        })
     }
 
     pub fn tmp_dir(&self) -> &Path {
         &self.tmp
+    }
+
+    /// Where writers record the blobs they may leave without a row
+    /// ([`crate::intents`]).
+    pub fn intents_dir(&self) -> &Path {
+        &self.intents
     }
 
     pub fn path(&self, digest: &Digest) -> PathBuf {

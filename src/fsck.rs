@@ -18,11 +18,15 @@
 //! | `orphan`   | a file in the tree no row names, or a temp file | deleted                            |
 //!
 //! Rows are repaired first and files removed second, the order gc keeps,
-//! so a repair cut short leaves at worst orphans. A failed `quick_check`
-//! (a damaged SQLite page) is reported but not repaired: SQLite cannot
-//! rebuild a damaged b-tree in place, so the report says it remains.
+//! so a repair cut short leaves at worst orphans. No intent file records
+//! them (a repair may delete stray names that are no digest), so the
+//! repair's commit, made durable before any file goes, asks the next gc to
+//! walk the whole tree; a repair whose re-check finds no orphan clears
+//! that request again. A failed `quick_check` (a damaged SQLite page) is
+//! reported but not repaired: SQLite cannot rebuild a damaged b-tree in
+//! place, so the report says it remains.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read};
@@ -162,20 +166,33 @@ impl Store {
             doomed,
             resize,
         } = findings;
-        let repair = self.index.repair(&lost, &resize)?;
+        // Rows first, files second (as gc). Files in the tree are recorded
+        // by no intent, so the repair's commit asks the next gc to walk the
+        // tree: cut short after it, the files left are orphans that gc
+        // removes.
+        let in_tree = doomed.iter().any(|p| !p.starts_with(self.tree.tmp_dir()));
+        let repair = self.index.repair(&lost, &resize, in_tree)?;
         report.removed_images = repair
             .images_removed
             .iter()
             .map(Digest::to_string)
             .collect();
         crate::failpoint::hit("fsck-after-index-repair");
-        // Rows first, files second (as gc): cut short here, the files left
-        // are orphans that the next fsck or gc removes.
+        let mut touched = BTreeSet::new();
         for path in doomed {
             crate::store::remove_path(&path)?;
+            touched.extend(path.parent().map(Path::to_path_buf));
         }
         report.remaining = self.check(options)?.report.problems;
         report.repaired = report.remaining.is_empty();
+        // The check walked the whole tree: if it found no orphan, gc need
+        // not walk it again, once the removals are on disk.
+        if !report.remaining.iter().any(|p| p.kind == "orphan") {
+            for dir in touched {
+                crate::blobs::sync_dir(&dir)?;
+            }
+            self.index.set_full_sweep_needed(false)?;
+        }
         Ok(report)
     }
 

@@ -175,6 +175,10 @@ pub struct GcReport {
     /// Leftover files in `tmp/`.
     pub temp_files: u64,
     pub temp_bytes: u64,
+    /// Whether the whole blob tree was walked for orphans (`gc --full`, or
+    /// once for a store made by an older imgstore); otherwise orphans were
+    /// found through the intent files alone.
+    pub full_sweep: bool,
 }
 
 impl GcReport {

@@ -23,9 +23,11 @@ mod error;
 mod export;
 mod failpoint;
 mod fsck;
+mod gc;
 mod image;
 mod import;
 mod index;
+mod intents;
 mod lock;
 mod prune;
 mod reserve;
@@ -35,10 +37,11 @@ pub use blobs::VerifiedReader;
 pub use digest::{Algorithm, Digest, DigestError, KeyPrefix};
 pub use error::{Error, ResolveError};
 pub use fsck::{FsckOptions, FsckReport, Problem};
+pub use gc::GcOptions;
 pub use image::{
     BlobInfo, DiskUsage, GcReport, ImageDetails, ImageFormat, ImageInfo, Label, NameSelector,
     Remote,
 };
 pub use import::{ArchiveFormat, Compression, ImportOptions};
 pub use index::SCHEMA_VERSION;
-pub use store::{GcOptions, Store};
+pub use store::Store;

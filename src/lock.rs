@@ -1,7 +1,8 @@
 //! The store lock: `flock(2)` on `<store>/lock`. Imports hold it shared for
-//! their whole run (from the first temp file to the index commit); gc holds
-//! it exclusive, so it never sees an import's blobs half-way between the
-//! tree and the index (invariant 5). The kernel drops the lock when the
+//! their whole run (from the first temp file to the index commit and the
+//! removal of their intent file); gc holds it exclusive, so it never sees
+//! an import's blobs half-way between the tree and the index (invariant 5),
+//! and every intent file it reads belongs to a writer that is gone. The kernel drops the lock when the
 //! process dies, so a crash never leaves the store locked.
 //!
 //! flock is not fair: while imports overlap, one of them always holds the

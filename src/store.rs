@@ -6,38 +6,16 @@
 use std::fs::{self, File};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
 
 use crate::blobs::{BlobTree, VerifiedReader};
 use crate::digest::{Algorithm, Digest, KeyPrefix};
 use crate::error::{Error, IoContext, ResolveError};
-use crate::image::{DiskUsage, GcReport, ImageDetails, ImageInfo, Label, NameSelector, Remote};
+use crate::image::{DiskUsage, ImageDetails, ImageInfo, Label, NameSelector, Remote};
 use crate::import::{ImportOptions, Importer};
 use crate::index::{ImageFilter, Index, NewBlob};
+use crate::intents::Intent;
 use crate::lock::{self, LockMode};
 use crate::reserve;
-
-/// Settings of a garbage collection.
-#[derive(Debug, Clone)]
-pub struct GcOptions {
-    /// Report what would be removed, remove nothing.
-    pub dry_run: bool,
-    /// Files in the tree with no row are removed only once older than this,
-    /// so a writer that does not take the store lock is never raced.
-    pub grace: Duration,
-    /// Wait for running imports to finish (else fail at once).
-    pub wait: bool,
-}
-
-impl Default for GcOptions {
-    fn default() -> Self {
-        GcOptions {
-            dry_run: false,
-            grace: Duration::from_secs(3600),
-            wait: true,
-        }
-    }
-}
 
 /// A content-addressable image store in one directory.
 pub struct Store {
@@ -261,8 +239,16 @@ impl Store {
             media_type: None,
             diff_id: None,
         };
+        let intent = Intent::record(
+            self.tree.intents_dir(),
+            Some(&blob.digest).filter(|d| !self.tree.contains(d)),
+        )?;
         staged.publish(&self.tree)?;
+        // Durable, so that the row outlives the intent.
         self.index.record_blob(&blob)?;
+        if let Some(intent) = intent {
+            intent.done();
+        }
         self.index.pin(&blob.digest, 1)?;
         Ok(blob.digest)
     }
@@ -311,88 +297,6 @@ impl Store {
 
     pub fn remotes(&self) -> Result<Vec<Remote>, Error> {
         self.index.remotes()
-    }
-
-    /// Removes every blob nothing references, files in the tree that no row
-    /// names (once older than the grace period) and leftover temp files.
-    pub fn gc(&self, options: &GcOptions) -> Result<GcReport, Error> {
-        let _lock = self.lock(LockMode::Exclusive, options.wait)?;
-        let mut report = GcReport {
-            dry_run: options.dry_run,
-            ..GcReport::default()
-        };
-        if options.dry_run {
-            for (_, size) in self.index.garbage_closure()? {
-                report.blobs += 1;
-                report.blob_bytes += size;
-            }
-        } else {
-            // Rows first, files second: after a crash between the two, the
-            // files are orphans, which the sweep below removes.
-            loop {
-                let removed = reserve::retry_when_full(&self.root, || self.index.gc_pass())?;
-                if removed.is_empty() {
-                    break;
-                }
-                for (digest, size) in removed {
-                    self.tree.remove(&digest)?;
-                    crate::failpoint::hit("gc-mid-sweep");
-                    report.blobs += 1;
-                    report.blob_bytes += size;
-                }
-            }
-        }
-
-        // Orphans: files no row names. One shard at a time, compared with
-        // one range scan of the index, so memory follows a shard, not the
-        // tree.
-        let now = SystemTime::now();
-        self.tree.for_each_shard(|shard| {
-            let named = match shard.algorithm {
-                Some(alg) => self.index.blob_hexes_in_shard(alg, &shard.prefix)?,
-                None => Default::default(),
-            };
-            for (digest, path) in shard.files {
-                if digest.is_some_and(|d| named.contains(d.hex())) {
-                    continue;
-                }
-                let Ok(meta) = fs::symlink_metadata(&path) else {
-                    continue;
-                };
-                let age = meta
-                    .modified()
-                    .ok()
-                    .and_then(|m| now.duration_since(m).ok())
-                    .unwrap_or_default();
-                if age < options.grace {
-                    continue;
-                }
-                if !options.dry_run {
-                    remove_path(&path)?;
-                }
-                report.orphans += 1;
-                report.orphan_bytes += meta.len();
-            }
-            Ok(())
-        })?;
-
-        // Every writer holds the store lock shared while its temp files
-        // live, so under the exclusive lock every temp file is stale.
-        for entry in fs::read_dir(self.tree.tmp_dir()).ctx("read directory", self.tree.tmp_dir())? {
-            let entry = entry.ctx("read directory", self.tree.tmp_dir())?;
-            let path = entry.path();
-            let len = entry.metadata().map(|m| m.len()).unwrap_or(0);
-            if !options.dry_run {
-                remove_path(&path)?;
-            }
-            report.temp_files += 1;
-            report.temp_bytes += len;
-        }
-        if !options.dry_run {
-            self.index.checkpoint()?;
-            reserve::ensure(&self.root);
-        }
-        Ok(report)
     }
 
     /// Disk use by images, shared blobs and garbage.

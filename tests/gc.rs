@@ -99,6 +99,94 @@ fn dry_run_reports_and_changes_nothing() {
     assert_eq!(t.snapshot(), before);
 }
 
+/// Plants a file in the tree that no row names and no intent records, as
+/// a hand or another program would.
+fn plant_orphan(t: &TestStore, bytes: &[u8]) -> std::path::PathBuf {
+    let digest = Digest::of(Algorithm::Sha256, bytes);
+    let path = blob_path(t, &digest);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+/// Every file in the blob tree, relative to the store.
+fn tree_files(t: &TestStore) -> Vec<std::path::PathBuf> {
+    fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(&t.path().join("blobs"), &mut files);
+    files.sort();
+    files
+}
+
+fn intent_files(t: &TestStore) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(t.path().join("intents"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files
+}
+
+fn gc_json(t: &TestStore, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["gc", "--json"];
+    all.extend_from_slice(args);
+    serde_json::from_str(&t.ok(&all)).unwrap()
+}
+
+#[test]
+fn a_planted_orphan_is_left_by_plain_gc_reported_by_fsck_and_removed_by_gc_full() {
+    let t = TestStore::new();
+    let s = t.open();
+    s.import(common::fixture("hello.aci"), &ImportOptions::default())
+        .unwrap();
+    let orphan = plant_orphan(&t, b"orphan bytes");
+    let stray = t.path().join("blobs/sha256/zz-not-a-digest");
+    std::fs::write(&stray, b"?").unwrap();
+
+    // No intent names them and a new store needs no walk: plain gc, even
+    // with no grace, does not look at the tree.
+    let report = gc_json(&t, &["--grace", "0"]);
+    assert_eq!(report["orphans"], 0, "{report}");
+    assert_eq!(report["full_sweep"], false, "{report}");
+    assert!(orphan.exists() && stray.exists());
+
+    // fsck walks the tree and reports both.
+    let out = t.cmd(&["fsck", "--json"]).output().unwrap();
+    assert!(!out.status.success());
+    let fsck: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let orphans: Vec<&serde_json::Value> = fsck["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["kind"] == "orphan")
+        .collect();
+    assert_eq!(orphans.len(), 2, "{fsck}");
+
+    // The dry run of --full reports exactly what --full then removes.
+    let before = t.snapshot();
+    let dry = gc_json(&t, &["--full", "--grace", "0", "--dry-run"]);
+    assert_eq!(t.snapshot(), before);
+    let report = gc_json(&t, &["--full", "--grace", "0"]);
+    assert_eq!(report["full_sweep"], true, "{report}");
+    assert_eq!(report["orphans"], 2, "{report}");
+    assert_eq!(dry["orphans"], report["orphans"]);
+    assert_eq!(dry["orphan_bytes"], report["orphan_bytes"]);
+    assert!(!orphan.exists() && !stray.exists());
+    assert!(t.cmd(&["fsck"]).output().unwrap().status.success());
+    // Images are untouched.
+    assert_eq!(s.images(None, &[]).unwrap().len(), 1);
+    t.ok(&["cat", &s.images(None, &[]).unwrap()[0].key.to_string()]);
+}
+
 #[test]
 fn orphans_wait_for_the_grace_period_and_temp_files_go_at_once() {
     let t = TestStore::new();
@@ -107,26 +195,113 @@ fn orphans_wait_for_the_grace_period_and_temp_files_go_at_once() {
         .unwrap();
     // A file in the tree with no row (as a crash after rename leaves), a
     // stray name, and a leftover temp file.
-    let orphan = Digest::of(Algorithm::Sha256, b"orphan bytes");
-    let path = blob_path(&t, &orphan);
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(&path, b"orphan bytes").unwrap();
+    let path = plant_orphan(&t, b"orphan bytes");
     let stray = t.path().join("blobs/sha256/zz-not-a-digest");
     std::fs::write(&stray, b"?").unwrap();
     let temp = t.path().join("tmp/999-0-0.tmp");
     std::fs::write(&temp, b"half").unwrap();
 
-    let report = s.gc(&GcOptions::default()).unwrap();
+    let full = GcOptions {
+        full: true,
+        ..GcOptions::default()
+    };
+    let report = s.gc(&full).unwrap();
     assert_eq!((report.orphans, report.temp_files), (0, 1));
     assert!(path.exists() && stray.exists(), "young orphans must stay");
     assert!(!temp.exists());
+    // The young orphan with a digest name is now recorded in an intent,
+    // so a plain gc finds it once it is old enough; the young stray has no
+    // digest to record, so the next gc walks the tree again.
+    assert_eq!(intent_files(&t).len(), 1);
 
     let out = t.ok(&["gc", "--grace", "0"]);
     assert!(out.contains("orphans:    2"), "{out}");
     assert!(!path.exists() && !stray.exists());
+    assert!(intent_files(&t).is_empty());
+    // Nothing left to walk for: the next plain gc does not.
+    assert_eq!(gc_json(&t, &["--grace", "0"])["full_sweep"], false);
     // Images are untouched.
     assert_eq!(s.images(None, &[]).unwrap().len(), 1);
     t.ok(&["cat", &s.images(None, &[]).unwrap()[0].key.to_string()]);
+}
+
+#[test]
+fn gc_removes_the_orphans_an_intent_lists_once_old_enough_and_dry_run_reports_them() {
+    let t = TestStore::new();
+    let s = t.open();
+    let kept = s.put_blob(Algorithm::Sha256, &b"kept"[..]).unwrap();
+    // What an import killed between its renames and its commit leaves: an
+    // intent naming its blobs, some of them renamed into the tree.
+    let orphan = plant_orphan(&t, b"renamed, never committed");
+    let never = Digest::of(Algorithm::Sha256, b"never renamed");
+    let listed = Digest::of(Algorithm::Sha256, b"renamed, never committed");
+    let intent = t.path().join("intents/4242-0-0.intent");
+    std::fs::write(&intent, format!("{listed}\n{never}\n{kept}\n")).unwrap();
+
+    // Younger than the default grace: kept, and so is its intent.
+    let report = s.gc(&GcOptions::default()).unwrap();
+    assert_eq!(report.orphans, 0);
+    assert!(orphan.exists() && intent.exists());
+
+    let before = t.snapshot();
+    let dry = gc_json(&t, &["--grace", "0", "--dry-run"]);
+    assert_eq!(t.snapshot(), before, "a dry run changes nothing");
+    assert_eq!(dry["orphans"], 1, "{dry}");
+    assert_eq!(dry["full_sweep"], false, "{dry}");
+
+    let report = gc_json(&t, &["--grace", "0"]);
+    assert_eq!(report["orphans"], 1, "{report}");
+    assert_eq!(report["orphan_bytes"], 24, "{report}");
+    assert_eq!(report["full_sweep"], false, "{report}");
+    assert_eq!(dry["orphan_bytes"], report["orphan_bytes"]);
+    assert!(!orphan.exists());
+    assert!(intent_files(&t).is_empty());
+    assert_eq!(s.read_blob(&kept).unwrap(), b"kept");
+    assert!(t.cmd(&["fsck"]).output().unwrap().status.success());
+}
+
+#[test]
+fn a_leftover_intent_whose_blobs_all_have_rows_is_just_deleted() {
+    let t = TestStore::new();
+    let s = t.open();
+    let info = s
+        .import(common::fixture("hello.aci"), &ImportOptions::default())
+        .unwrap()
+        .remove(0);
+    let pinned = s.put_blob(Algorithm::Sha256, &b"pinned"[..]).unwrap();
+    // An import killed after its commit, before it unlinked its intent.
+    let intent = t.path().join("intents/4242-1-0.intent");
+    std::fs::write(
+        &intent,
+        format!("{}\n{}\n{pinned}\n", info.key, info.manifest),
+    )
+    .unwrap();
+    let files = tree_files(&t);
+    let stamps: Vec<_> = files
+        .iter()
+        .map(|f| std::fs::metadata(f).unwrap().modified().unwrap())
+        .collect();
+    let before = t.snapshot();
+
+    let report = gc_json(&t, &["--grace", "0"]);
+    assert_eq!(
+        (&report["blobs"], &report["orphans"]),
+        (&0.into(), &0.into()),
+        "{report}"
+    );
+    assert!(!intent.exists());
+    assert_eq!(tree_files(&t), files, "no blob file touched");
+    let after: Vec<_> = files
+        .iter()
+        .map(|f| std::fs::metadata(f).unwrap().modified().unwrap())
+        .collect();
+    assert_eq!(after, stamps);
+    // Apart from the intent, the store is as it was.
+    let mut expected = before;
+    expected
+        .files
+        .remove(std::path::Path::new("intents/4242-1-0.intent"));
+    assert_eq!(t.snapshot(), expected);
 }
 
 #[test]

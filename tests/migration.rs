@@ -196,3 +196,73 @@ fn a_store_from_a_newer_imgstore_is_refused_untouched() {
         "not even opened for writing"
     );
 }
+
+fn gc_json(t: &TestStore) -> serde_json::Value {
+    serde_json::from_str(&t.ok(&["gc", "--json", "--grace", "0"])).unwrap()
+}
+
+fn blob_file(store: &Path, digest: &Digest) -> std::path::PathBuf {
+    store
+        .join("blobs")
+        .join(digest.algorithm().name())
+        .join(&digest.hex()[..2])
+        .join(digest.hex())
+}
+
+#[test]
+fn the_first_gc_of_a_migrated_store_walks_the_tree_once() {
+    let t = TestStore::new();
+    let (key, pinned) = v1_store(t.path());
+    // Left by the old version, which wrote no intents: only a walk finds it.
+    let old = Digest::of(Algorithm::Sha256, b"left by an old imgstore");
+    put_file(t.path(), &old, b"left by an old imgstore");
+
+    // Migration 0004 marks the store as needing one walk.
+    t.ok(&["images"]);
+    let conn = rusqlite::Connection::open(t.path().join("index.db")).unwrap();
+    let needed: i64 = conn
+        .query_row("SELECT full_sweep_needed FROM gc_state", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(needed, 1);
+    drop(conn);
+
+    let report = gc_json(&t);
+    assert_eq!(report["full_sweep"], true, "{report}");
+    assert_eq!(report["orphans"], 1, "{report}");
+    assert!(!blob_file(t.path(), &old).exists());
+    for kept in [&key, &pinned] {
+        assert!(blob_file(t.path(), kept).exists());
+    }
+
+    // The second gc does not walk: an orphan planted now stays (fsck, which
+    // walks, still sees it).
+    let later = Digest::of(Algorithm::Sha256, b"planted after the walk");
+    put_file(t.path(), &later, b"planted after the walk");
+    let report = gc_json(&t);
+    assert_eq!(report["full_sweep"], false, "{report}");
+    assert_eq!(report["orphans"], 0, "{report}");
+    assert!(blob_file(t.path(), &later).exists());
+    let out = t.cmd(&["fsck", "--json"]).output().unwrap();
+    let fsck: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let orphans: Vec<_> = fsck["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["kind"] == "orphan")
+        .map(|p| p["key"].clone())
+        .collect();
+    assert_eq!(orphans, vec![serde_json::json!(later.to_string())]);
+}
+
+#[test]
+fn a_new_store_needs_no_walk() {
+    let t = TestStore::new();
+    t.ok(&["images"]);
+    let conn = rusqlite::Connection::open(t.path().join("index.db")).unwrap();
+    let needed: i64 = conn
+        .query_row("SELECT full_sweep_needed FROM gc_state", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(needed, 0);
+    drop(conn);
+    assert_eq!(gc_json(&t)["full_sweep"], false);
+}

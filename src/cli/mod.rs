@@ -107,6 +107,15 @@ enum Command {
         /// Fail at once if an import holds the store, instead of waiting
         #[arg(long)]
         no_wait: bool,
+        /// Also walk the whole blob tree for orphans no intent records (files put there by hand);
+        /// slow on a large store
+        ///
+        /// Without --full, gc finds the orphans that interrupted imports and gcs leave through the
+        /// intent files they write in <store>/intents/, at a cost in proportion to the garbage.
+        /// A store made by an older imgstore, or one an interrupted `fsck --repair` left, is
+        /// walked once by its next gc.
+        #[arg(long)]
+        full: bool,
     },
     /// Remove images not used lately, keeping the newest N of each name
     Prune {
@@ -271,11 +280,13 @@ pub fn run(args: Args) -> Result<ExitCode> {
             dry_run,
             grace,
             no_wait,
+            full,
         } => {
             let report = store.gc(&GcOptions {
                 dry_run,
                 grace,
                 wait: !no_wait,
+                full,
             })?;
             out.gc(&report)?;
         }

@@ -154,6 +154,9 @@ impl Printer {
             bytes(r.temp_bytes)
         )?;
         writeln!(out, "{verb} {} in total", bytes(r.bytes()))?;
+        if r.full_sweep {
+            writeln!(out, "(walked the whole blob tree for orphans)")?;
+        }
         Ok(())
     }
 

@@ -13,6 +13,7 @@ use crate::digest::Algorithm;
 use crate::error::{Error, IoContext};
 use crate::image::{ImageFormat, ImageInfo};
 use crate::index::{NewBlob, NewImage};
+use crate::intents::Intent;
 
 /// Media type recorded for the uncompressed ACI tar.
 const ACI_MEDIA_TYPE: &str = "application/vnd.appc.image.tar";
@@ -86,9 +87,20 @@ pub(super) fn import(ctx: &Importer, path: &Path) -> Result<ImageInfo, Error> {
         links: Vec::new(),
         latest: ctx.options.latest,
     };
+    // Recorded before the first rename, dropped once the commit is durable
+    // (crate::intents).
+    let intent = Intent::record(
+        ctx.tree.intents_dir(),
+        [&tar.digest, &manifest_blob.digest]
+            .into_iter()
+            .filter(|d| !ctx.tree.contains(d)),
+    )?;
     tar.publish(ctx.tree)?;
     manifest_blob.publish(ctx.tree)?;
-    let (info, _new) = ctx.index.commit_image(&image)?;
+    let (info, _new) = ctx.index.commit_image(&image, intent.is_some())?;
+    if let Some(intent) = intent {
+        intent.done();
+    }
     Ok(info)
 }
 

@@ -25,6 +25,7 @@ use crate::digest::{Algorithm, Digest};
 use crate::error::{Error, IoContext};
 use crate::image::{ImageFormat, ImageInfo, Label};
 use crate::index::{NewBlob, NewImage};
+use crate::intents::Intent;
 
 /// Blobs made available for an import: staged in temp files, or already in
 /// the store.
@@ -554,12 +555,27 @@ pub(super) fn commit(
     // Publish in a stable order (config and manifests are small; order
     // does not matter for safety, only for reproducible traces).
     staged.sort_by(|a, b| a.digest.cmp(&b.digest));
+    // Before the first rename, what a crash from here to the commit could
+    // leave as orphans (crate::intents); blobs already in the tree are not
+    // renamed and need no record.
+    let intent = Intent::record(
+        ctx.tree.intents_dir(),
+        staged
+            .iter()
+            .map(|b| &b.digest)
+            .filter(|d| !ctx.tree.contains(d)),
+    )?;
     for blob in staged {
         blob.publish(ctx.tree)?;
     }
     let mut infos = Vec::with_capacity(images.len());
-    for image in &images {
-        infos.push(ctx.index.commit_image(image)?.0);
+    for (i, image) in images.iter().enumerate() {
+        // The last commit durable covers the earlier ones (one WAL).
+        let durable = intent.is_some() && i + 1 == images.len();
+        infos.push(ctx.index.commit_image(image, durable)?.0);
+    }
+    if let Some(intent) = intent {
+        intent.done();
     }
     Ok(infos)
 }

@@ -136,10 +136,23 @@ impl Index {
     /// returns them; their files may be deleted once this returns. Removing
     /// a row releases what it held (a manifest's layers), which then shows
     /// up in the next pass. An empty result means no garbage is left.
-    pub fn gc_pass(&self) -> Result<Vec<(Digest, u64)>, Error> {
-        let mut conn = self.conn()?;
+    ///
+    /// `before_commit` sees a non-empty batch before it is committed, to
+    /// record it durably (an intent file): a crash after the commit and
+    /// before the files are deleted must leave them findable. The commit
+    /// itself is durable before this returns, so no power cut can bring
+    /// back a row whose file gc then deletes.
+    pub fn gc_pass(
+        &self,
+        before_commit: impl FnOnce(&[(Digest, u64)]) -> Result<(), Error>,
+    ) -> Result<Vec<(Digest, u64)>, Error> {
+        let mut conn = self.durable_conn()?;
         let tx = conn.transaction().map_err(Error::sql("begin gc"))?;
         let removed = take_garbage(&tx)?;
+        if removed.is_empty() {
+            return Ok(removed);
+        }
+        before_commit(&removed)?;
         crate::failpoint::hit("gc-before-commit");
         tx.commit().map_err(Error::sql("commit gc"))?;
         Ok(removed)
@@ -259,9 +272,10 @@ impl Index {
         Ok(refcount as u64)
     }
 
-    /// Records a blob row for bytes already published (the library's put).
+    /// Records a blob row for bytes already published (the library's put),
+    /// durably: the writer's intent goes once this returns.
     pub fn record_blob(&self, blob: &NewBlob) -> Result<(), Error> {
-        let mut conn = self.conn()?;
+        let mut conn = self.durable_conn()?;
         let tx = conn.transaction().map_err(Error::sql("begin put"))?;
         upsert_blob(&tx, blob, now_micros())?;
         tx.commit().map_err(Error::sql("commit put"))

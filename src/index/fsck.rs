@@ -157,10 +157,21 @@ impl Index {
     /// (their files are gone or bad) with every image whose closure needs
     /// one and every remote that fetched one, fixes the sizes in `resize`,
     /// removes dangling edges, and sets every count to the sum of its
-    /// edges.
-    pub fn repair(&self, lost: &[Digest], resize: &[(Digest, u64)]) -> Result<IndexRepair, Error> {
-        let mut conn = self.conn()?;
+    /// edges. With `files_follow`, the caller deletes files from the tree
+    /// after this commit: the commit is then made durable first (a row back
+    /// from a power cut must not name a deleted file), and it asks the next
+    /// gc to walk the tree, which finishes a repair cut short.
+    pub fn repair(
+        &self,
+        lost: &[Digest],
+        resize: &[(Digest, u64)],
+        files_follow: bool,
+    ) -> Result<IndexRepair, Error> {
+        let mut conn = self.durable_conn()?;
         let tx = conn.transaction().map_err(Error::sql("begin repair"))?;
+        if files_follow {
+            super::gc_state::set_full_sweep_needed(&tx, true)?;
+        }
         let mut repair = IndexRepair::default();
         for digest in lost {
             drop_lost_blob(&tx, digest, &mut repair)?;

@@ -106,8 +106,23 @@ impl Index {
     /// transaction (invariant 3). Re-importing an image keeps its row, its
     /// import time and its labels; `latest` can only be raised.
     /// Returns the record and whether it is new.
-    pub fn commit_image(&self, image: &NewImage) -> Result<(ImageInfo, bool), Error> {
-        let mut conn = self.conn()?;
+    ///
+    /// With `durable`, the commit is on disk when this returns (see
+    /// [`Index::durable_conn`]): an importer that published files asks for
+    /// it on its last commit, before it drops its intent.
+    pub fn commit_image(
+        &self,
+        image: &NewImage,
+        durable: bool,
+    ) -> Result<(ImageInfo, bool), Error> {
+        let (mut plain, mut synced);
+        let conn: &mut rusqlite::Connection = if durable {
+            synced = self.durable_conn()?;
+            &mut synced
+        } else {
+            plain = self.conn()?;
+            &mut plain
+        };
         let tx = conn.transaction().map_err(Error::sql("begin import"))?;
         let now = now_micros();
         let mut ids = std::collections::HashMap::new();
@@ -188,7 +203,7 @@ impl Index {
         crate::failpoint::hit("import-before-commit");
         tx.commit().map_err(Error::sql("commit import"))?;
         crate::failpoint::hit("import-after-commit");
-        let info = self.image_by_id(&conn, id)?;
+        let info = self.image_by_id(conn, id)?;
         Ok((info, created))
     }
 

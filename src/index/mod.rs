@@ -14,6 +14,7 @@
 
 mod blobs;
 mod fsck;
+mod gc_state;
 mod images;
 mod remotes;
 mod sources;
@@ -47,6 +48,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0003_sources.sql",
         include_str!("../../migrations/0003_sources.sql"),
+    ),
+    (
+        "0004_gc_state.sql",
+        include_str!("../../migrations/0004_gc_state.sql"),
     ),
 ];
 
@@ -105,12 +110,53 @@ impl Index {
         Ok(self.pool.get()?)
     }
 
+    /// A connection whose commits are durable on power loss, not only
+    /// across a process crash. With `synchronous=NORMAL` a WAL commit
+    /// reaches the disk only at the next checkpoint, so a power cut may
+    /// take it back. That is harmless for most writes, but not for a commit
+    /// that files are deleted after (gc, `fsck --repair`): if the row came
+    /// back and the file did not, the index would name a missing blob. Nor
+    /// for one whose writer unlinks its intent afterwards: if the row went
+    /// away and the intent too, the file would be an orphan nothing records.
+    pub fn durable_conn(&self) -> Result<DurableConn, Error> {
+        let conn = self.conn()?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(Error::sql("make commits durable"))?;
+        Ok(DurableConn(conn))
+    }
+
     /// Flushes the WAL into the main file and truncates it (after gc, so the
     /// index shrinks on disk).
     pub fn checkpoint(&self) -> Result<(), Error> {
         let conn = self.conn()?;
         conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
             .map_err(Error::sql("checkpoint"))
+    }
+}
+
+/// A pooled connection with `synchronous=FULL` (in WAL mode: the WAL is
+/// fsynced at every commit) until it goes back to the pool.
+pub(crate) struct DurableConn(Conn);
+
+impl std::ops::Deref for DurableConn {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for DurableConn {
+    fn deref_mut(&mut self) -> &mut Connection {
+        &mut self.0
+    }
+}
+
+impl Drop for DurableConn {
+    fn drop(&mut self) {
+        // If this fails the connection stays durable: slower, never unsafe.
+        if let Err(e) = self.0.pragma_update(None, "synchronous", "NORMAL") {
+            tracing::debug!("cannot restore synchronous=NORMAL: {e}");
+        }
     }
 }
 
@@ -159,6 +205,7 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), Error> {
     if found == SCHEMA_VERSION {
         return Ok(());
     }
+    let fresh = found == 0;
     for (i, (name, sql)) in MIGRATIONS.iter().enumerate() {
         let target = i as i64 + 1;
         let tx = conn
@@ -177,6 +224,12 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), Error> {
         tx.commit()
             .map_err(Error::sql(format!("commit migration {name}")))?;
     }
+    if fresh {
+        // A schema made from nothing: no older imgstore wrote to this
+        // index, so no orphan predates the intent files. (Cut short before
+        // this, the flag stays set and the first gc walks the tree once.)
+        gc_state::set_full_sweep_needed(conn, false)?;
+    }
     Ok(())
 }
 
@@ -194,4 +247,31 @@ fn check_version(found: i64, path: &Path) -> Result<(), Error> {
 /// Now, in the index's unit (unix microseconds).
 pub(crate) fn now_micros() -> i64 {
     chrono::Utc::now().timestamp_micros()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn synchronous(conn: &Connection) -> i64 {
+        conn.query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_durable_connection_syncs_every_commit_and_goes_back_to_normal() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(&dir.path().join("index.db")).unwrap();
+        {
+            let durable = index.durable_conn().unwrap();
+            // 2 = FULL: in WAL mode, the WAL is fsynced at each commit.
+            assert_eq!(synchronous(&durable), 2);
+        }
+        // The pool holds at most 8 connections, so these include the one
+        // that was durable: every one is back to NORMAL (1).
+        let all: Vec<Conn> = (0..8).map(|_| index.conn().unwrap()).collect();
+        for conn in &all {
+            assert_eq!(synchronous(conn), 1);
+        }
+    }
 }

@@ -1,0 +1,280 @@
+//! Garbage collection: rows no owner holds, the files of those rows,
+//! orphan files, and leftover temp files. Its cost follows the garbage, not
+//! the store (DESIGN.md §6):
+//!
+//! - garbage rows come from the partial index on `refcount = 0`;
+//! - orphan files (files no row names) come from the intent files that
+//!   every writer leaves in `intents/` before it renames a file into the
+//!   tree, and that gc itself leaves before it commits a row deletion
+//!   ([`crate::intents`]);
+//! - the whole tree is walked only when asked (`gc --full`) or when the
+//!   index says orphans may exist that no intent records (a store made by
+//!   an older imgstore, an `fsck --repair` cut short: migration 0004);
+//! - temp files: `tmp/` holds only what writers in flight or dead left.
+//!
+//! Order: rows first, files second, and before the row-deleting commit the
+//! doomed digests are in an intent, so a crash anywhere leaves at worst
+//! orphans that the next gc finds without a walk.
+
+use std::collections::{BTreeSet, HashSet};
+use std::fs;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use crate::blobs::sync_dir;
+use crate::digest::Digest;
+use crate::error::{Error, IoContext};
+use crate::image::GcReport;
+use crate::intents::{self, Intent};
+use crate::lock::LockMode;
+use crate::reserve;
+use crate::store::{Store, remove_path};
+
+/// Settings of a garbage collection.
+#[derive(Debug, Clone)]
+pub struct GcOptions {
+    /// Report what would be removed, remove nothing.
+    pub dry_run: bool,
+    /// Files in the tree with no row are removed only once older than this,
+    /// so a writer that does not take the store lock is never raced.
+    pub grace: Duration,
+    /// Wait for running imports to finish (else fail at once).
+    pub wait: bool,
+    /// Walk the whole blob tree for orphans, including those no intent
+    /// file records (files put there by hand or by another program). Costs
+    /// time in proportion to the store, not the garbage.
+    pub full: bool,
+}
+
+impl Default for GcOptions {
+    fn default() -> Self {
+        GcOptions {
+            dry_run: false,
+            grace: Duration::from_secs(3600),
+            wait: true,
+            full: false,
+        }
+    }
+}
+
+/// One gc run's progress: what it found, and what it must still make
+/// durable or clean up.
+struct Sweep<'a> {
+    store: &'a Store,
+    options: &'a GcOptions,
+    now: SystemTime,
+    report: GcReport,
+    /// Orphans met already (through another intent, or counted by a dry
+    /// run that left the file in place).
+    seen: HashSet<Digest>,
+    /// Shard directories that files were removed from.
+    touched: BTreeSet<PathBuf>,
+    /// Intents whose work is done once `touched` is durable.
+    finished: Vec<Intent>,
+}
+
+impl Store {
+    /// Removes every blob nothing references, orphan files that an intent
+    /// records (or, with `options.full` or when the store needs it, any
+    /// file in the tree no row names) once older than the grace period,
+    /// and leftover temp files.
+    pub fn gc(&self, options: &GcOptions) -> Result<GcReport, Error> {
+        let _lock = self.lock(LockMode::Exclusive, options.wait)?;
+        let mut sweep = Sweep {
+            store: self,
+            options,
+            now: SystemTime::now(),
+            report: GcReport {
+                dry_run: options.dry_run,
+                ..GcReport::default()
+            },
+            seen: HashSet::new(),
+            touched: BTreeSet::new(),
+            finished: Vec::new(),
+        };
+        sweep.leftover_intents()?;
+        sweep.garbage()?;
+        if options.full || self.index.full_sweep_needed()? {
+            sweep.whole_tree()?;
+        }
+        sweep.finish()?;
+        let mut report = sweep.report;
+
+        // Every writer holds the store lock shared while its temp files
+        // live, so under the exclusive lock every temp file is stale.
+        for entry in fs::read_dir(self.tree.tmp_dir()).ctx("read directory", self.tree.tmp_dir())? {
+            let entry = entry.ctx("read directory", self.tree.tmp_dir())?;
+            let path = entry.path();
+            let len = entry.metadata().map(|m| m.len()).unwrap_or(0);
+            if !options.dry_run {
+                remove_path(&path)?;
+            }
+            report.temp_files += 1;
+            report.temp_bytes += len;
+        }
+        if !options.dry_run {
+            self.index.checkpoint()?;
+            reserve::ensure(&self.root);
+        }
+        Ok(report)
+    }
+}
+
+impl Sweep<'_> {
+    /// Acts on the intents of writers (and gcs) that finished or died:
+    /// every digest they list that has no row is an orphan if its file is
+    /// there. An intent listing an orphan younger than the grace period
+    /// stays for a later gc.
+    fn leftover_intents(&mut self) -> Result<(), Error> {
+        let tree = &self.store.tree;
+        for leftover in intents::leftovers(tree.intents_dir())? {
+            let mut keep = false;
+            for digest in leftover.digests {
+                if self.seen.contains(&digest) || self.store.index.has_blob(&digest)? {
+                    continue;
+                }
+                let path = tree.path(&digest);
+                let Ok(meta) = fs::symlink_metadata(&path) else {
+                    continue;
+                };
+                let young = self.age(&meta) < self.options.grace;
+                self.seen.insert(digest);
+                if young {
+                    // Its intent stays, so a walk need not record it again.
+                    keep = true;
+                    continue;
+                }
+                self.remove_orphan(path, meta.len())?;
+            }
+            if !keep && !self.options.dry_run {
+                self.finished.push(leftover.intent);
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes the garbage rows out of the index and deletes their files.
+    fn garbage(&mut self) -> Result<(), Error> {
+        let store = self.store;
+        if self.options.dry_run {
+            for (_, size) in store.index.garbage_closure()? {
+                self.report.blobs += 1;
+                self.report.blob_bytes += size;
+            }
+            return Ok(());
+        }
+        let intents_dir = store.tree.intents_dir();
+        loop {
+            let mut intent = None;
+            let removed = reserve::retry_when_full(&store.root, || {
+                store.index.gc_pass(|batch| {
+                    let recorded = Intent::record(intents_dir, batch.iter().map(|(d, _)| d))?;
+                    // A first try that failed for want of space committed
+                    // nothing: its intent has nothing to record.
+                    if let Some(stale) = std::mem::replace(&mut intent, recorded) {
+                        stale.done();
+                    }
+                    Ok(())
+                })
+            })?;
+            if removed.is_empty() {
+                break;
+            }
+            crate::failpoint::hit("gc-after-commit");
+            for (digest, size) in removed {
+                store.tree.remove(&digest)?;
+                self.touch(&digest);
+                crate::failpoint::hit("gc-mid-sweep");
+                self.report.blobs += 1;
+                self.report.blob_bytes += size;
+            }
+            self.finished.extend(intent);
+        }
+        Ok(())
+    }
+
+    /// Walks the whole tree, one shard at a time against one range scan of
+    /// the index, so memory follows a shard, not the tree. Afterwards the
+    /// index no longer asks for a walk, unless a stray file (a name that is
+    /// no digest) was too young to go: no intent can name it. A young
+    /// orphan with a digest name is recorded in a new intent instead.
+    fn whole_tree(&mut self) -> Result<(), Error> {
+        let store = self.store;
+        self.report.full_sweep = true;
+        let mut young = Vec::new();
+        let mut young_strays = false;
+        store.tree.for_each_shard(|shard| {
+            let named = match shard.algorithm {
+                Some(alg) => store.index.blob_hexes_in_shard(alg, &shard.prefix)?,
+                None => Default::default(),
+            };
+            for (digest, path) in shard.files {
+                if let Some(d) = &digest
+                    && (named.contains(d.hex()) || self.seen.contains(d))
+                {
+                    continue;
+                }
+                let Ok(meta) = fs::symlink_metadata(&path) else {
+                    continue;
+                };
+                if self.age(&meta) < self.options.grace {
+                    match digest {
+                        Some(d) => young.push(d),
+                        None => young_strays = true,
+                    }
+                    continue;
+                }
+                self.remove_orphan(path, meta.len())?;
+            }
+            Ok(())
+        })?;
+        if !self.options.dry_run {
+            // Kept on purpose: this intent is for a later gc.
+            let _kept = Intent::record(store.tree.intents_dir(), &young)?;
+            store.index.set_full_sweep_needed(young_strays)?;
+        }
+        Ok(())
+    }
+
+    fn remove_orphan(&mut self, path: PathBuf, len: u64) -> Result<(), Error> {
+        if !self.options.dry_run {
+            remove_path(&path)?;
+            if let Some(shard) = path.parent() {
+                self.touched.insert(shard.to_path_buf());
+            }
+        }
+        self.report.orphans += 1;
+        self.report.orphan_bytes += len;
+        Ok(())
+    }
+
+    fn touch(&mut self, digest: &Digest) {
+        if let Some(shard) = self.store.tree.path(digest).parent() {
+            self.touched.insert(shard.to_path_buf());
+        }
+    }
+
+    fn age(&self, meta: &fs::Metadata) -> Duration {
+        meta.modified()
+            .ok()
+            .and_then(|m| self.now.duration_since(m).ok())
+            .unwrap_or_default()
+    }
+
+    /// Makes the removals durable, then drops the intents that recorded
+    /// them: the other way round, a power cut could keep a file and lose
+    /// the only record of it. One fsync per shard directory touched, at
+    /// most a few hundred whatever the garbage.
+    fn finish(&mut self) -> Result<(), Error> {
+        for shard in std::mem::take(&mut self.touched) {
+            match sync_dir(&shard) {
+                Err(Error::Io { cause, .. }) if cause.kind() == std::io::ErrorKind::NotFound => {}
+                other => other?,
+            }
+        }
+        for intent in self.finished.drain(..) {
+            intent.done();
+        }
+        Ok(())
+    }
+}
