@@ -131,7 +131,7 @@ impl Store {
     /// records its use.
     pub fn latest(&self, name: &str, labels: &[Label]) -> Result<ImageInfo, Error> {
         let info = self.latest_image(name, labels)?;
-        self.index.touch(&info.key)?;
+        self.index.touch_image(&info)?;
         Ok(info)
     }
 
@@ -188,7 +188,7 @@ impl Store {
     pub fn manifest(&self, key: &Digest) -> Result<Vec<u8>, Error> {
         let info = self.image(key)?;
         let bytes = self.read_blob(&info.manifest)?;
-        self.index.touch(key)?;
+        self.index.touch_image(&info)?;
         Ok(bytes)
     }
 

@@ -156,3 +156,47 @@ fn every_use_of_an_image_counts() {
         Vec::<String>::new()
     );
 }
+
+#[test]
+fn a_use_is_recorded_once_a_minute_so_hot_lookups_do_not_write() {
+    let t = images();
+    let a1 = t.a[0].clone();
+    t.store
+        .ok(&["latest", "example.com/a", "--label", "version=1"]);
+    let first = last_used(&t.store, &a1);
+    let index = t.store.path().join("index.db");
+    let wal = t.store.path().join("index.db-wal");
+    // A write would show in the WAL, or in the main file once the closing
+    // process checkpoints it.
+    let state = |p: &std::path::Path| {
+        std::fs::metadata(p)
+            .map(|m| (m.len(), m.modified().ok()))
+            .unwrap_or((0, None))
+    };
+    let before = (state(&index), state(&wal));
+    for _ in 0..5 {
+        t.store
+            .ok(&["latest", "example.com/a", "--label", "version=1"]);
+        t.store.ok(&["manifest", &a1]);
+    }
+    assert_eq!(last_used(&t.store, &a1), first, "used within the minute");
+    assert_eq!(
+        (state(&index), state(&wal)),
+        before,
+        "lookups of a recently used image write nothing"
+    );
+    // An hour later the next use is recorded again.
+    let conn = rusqlite::Connection::open(&index).unwrap();
+    conn.execute(
+        "UPDATE images SET last_used = last_used - 3600000000 WHERE key = ?1",
+        [&a1],
+    )
+    .unwrap();
+    drop(conn);
+    let aged = last_used(&t.store, &a1);
+    t.store.ok(&["manifest", &a1]);
+    assert!(
+        last_used(&t.store, &a1) > aged,
+        "an hour-old use is renewed"
+    );
+}

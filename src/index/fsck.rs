@@ -247,10 +247,17 @@ impl Index {
                SELECT id FROM blobs WHERE digest = ?1 \
                UNION \
                SELECT r.owner FROM refs r JOIN holders h ON r.owner_kind = 2 AND r.blob_id = h.id) \
-             UPDATE images SET last_used = ?2 WHERE id IN ( \
+             UPDATE images SET last_used = ?2 WHERE last_used < ?3 AND id IN ( \
                SELECT r.owner FROM refs r JOIN holders h ON r.owner_kind = 1 AND r.blob_id = h.id)",
         )
-        .and_then(|mut s| s.execute(params![blob.to_string(), super::now_micros()]))
+        .and_then(|mut s| {
+            let now = super::now_micros();
+            s.execute(params![
+                blob.to_string(),
+                now,
+                now - super::images::USE_RESOLUTION_MICROS
+            ])
+        })
         .map_err(Error::sql("record last use"))?;
         Ok(())
     }
