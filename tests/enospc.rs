@@ -6,6 +6,8 @@
 //! limit fail with EFBIG), and a small tmpfs filled for real (needs root to
 //! mount, as CI has; skipped with a message otherwise).
 
+#[path = "common/oci_builder.rs"]
+mod builder;
 mod common;
 
 use std::io::Write;
@@ -71,24 +73,10 @@ fn import_past_the_file_size_limit_fails_cleanly() {
     );
     let before = t.snapshot();
 
-    let mut cmd = imgstore(t.path(), &["import", big.to_str().unwrap()]);
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            // Past the limit, write(2) fails with EFBIG instead of the
-            // process getting SIGXFSZ.
-            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
-            let limit = libc::rlimit {
-                rlim_cur: 512 << 10,
-                rlim_max: 512 << 10,
-            };
-            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let out = cmd.output().unwrap();
+    let out = with_file_size_limit(
+        imgstore(t.path(), &["import", big.to_str().unwrap()]),
+        512 << 10,
+    );
     let err = assert_one_error_line(&out, "an import past RLIMIT_FSIZE");
     assert!(err.to_lowercase().contains("too large"), "{err}");
     assert_eq!(t.snapshot(), before, "a failed import changes nothing");
@@ -98,6 +86,57 @@ fn import_past_the_file_size_limit_fails_cleanly() {
         t.ok(&["import", big.to_str().unwrap()]).trim(),
         sha512_key(&tar)
     );
+    assert!(t.cmd(&["fsck"]).output().unwrap().status.success());
+}
+
+/// Runs `imgstore` with writes limited to `limit` bytes per file.
+fn with_file_size_limit(mut cmd: Command, limit: u64) -> Output {
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            // Past the limit, write(2) fails with EFBIG instead of the
+            // process getting SIGXFSZ.
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let limit = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.output().unwrap()
+}
+
+#[test]
+fn a_write_failure_while_layers_stage_in_parallel_is_reported_and_cleaned_up() {
+    // A plain docker-archive: many small layers first, then one over the
+    // limit. Layers stage on several threads, largest first, so the big one
+    // fails while small ones are in flight or not yet taken: the error must
+    // be the write failure, and no temp file of any thread may stay.
+    let smalls: Vec<Vec<u8>> = (0..24).map(|i| noise(200 << 10, 10 + i)).collect();
+    let big = noise(1 << 20, 99);
+    let mut layers: Vec<Vec<(&str, &[u8])>> = smalls.iter().map(|b| vec![("f", &b[..])]).collect();
+    layers.push(vec![("big", &big[..])]);
+    let layers: Vec<&[(&str, &[u8])]> = layers.iter().map(Vec::as_slice).collect();
+    let archive = builder::DockerArchive::new("example.com/layers:1", &layers);
+    let inputs = tempfile::tempdir().unwrap();
+    let path = write_file(inputs.path(), "layers.tar", &archive.tar());
+    let t = TestStore::new();
+    t.ok(&["images"]);
+    let before = t.snapshot();
+
+    let out = with_file_size_limit(
+        imgstore(t.path(), &["import", path.to_str().unwrap()]),
+        512 << 10,
+    );
+    let err = assert_one_error_line(&out, "a parallel import past RLIMIT_FSIZE");
+    assert!(err.to_lowercase().contains("too large"), "{err}");
+    assert_eq!(t.snapshot(), before, "a failed import changes nothing");
+    assert!(dir_is_empty(&t.path().join("tmp")), "no temp file is left");
+    t.ok(&["import", path.to_str().unwrap()]);
     assert!(t.cmd(&["fsck"]).output().unwrap().status.success());
 }
 

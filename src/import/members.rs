@@ -106,10 +106,11 @@ fn read_seekable(ctx: &Importer, path: &Path, mode: Mode) -> Result<Option<Membe
     use std::os::unix::fs::FileExt;
 
     let file = File::open(path).ctx("open", path)?;
-    let len = file.metadata().ctx("read", path)?.len();
-    if !file.metadata().ctx("read", path)?.is_file() {
+    let meta = file.metadata().ctx("read", path)?;
+    if !meta.is_file() {
         return Ok(None);
     }
+    let len = meta.len();
     let mut head = [0u8; 8];
     let n = file.read_at(&mut head, 0).ctx("read", path)?;
     if Compression::sniff(&head[..n]) != Compression::None {
@@ -144,8 +145,25 @@ fn read_seekable(ctx: &Importer, path: &Path, mode: Mode) -> Result<Option<Membe
     let syncer = Syncer::start();
     let results = stage_ranges(ctx, path, &jobs, &syncer);
     syncer.finish();
-    for (range, result) in jobs.into_iter().zip(results) {
-        let (landed, diff) = result?;
+    // After a failure the ranges not yet taken have no result: report the
+    // first failure in archive order, not their absence.
+    let mut staged = Vec::with_capacity(results.len());
+    let mut failure = None;
+    for result in results {
+        match result {
+            Some(Ok(landed)) => staged.push(Some(landed)),
+            Some(Err(e)) => {
+                failure.get_or_insert(e);
+                staged.push(None);
+            }
+            None => staged.push(None),
+        }
+    }
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    for (range, landed) in jobs.into_iter().zip(staged) {
+        let (landed, diff) = landed.expect("without a failure every range is staged");
         members.record(path, range.job, landed, diff)?;
     }
     Ok(Some(members))
@@ -190,9 +208,13 @@ type Staged = Result<(Landed, Option<Result<Digest, String>>), Error>;
 
 /// Stages the ranges on a few threads, largest first; the results come
 /// back in the ranges' order. After a failure the threads take no new
-/// ranges (the ones not taken report nothing worth reading: the first
-/// failure in archive order is what the caller reports).
-fn stage_ranges(ctx: &Importer, path: &Path, ranges: &[Range], syncer: &Syncer) -> Vec<Staged> {
+/// ranges, and those have no result.
+fn stage_ranges(
+    ctx: &Importer,
+    path: &Path,
+    ranges: &[Range],
+    syncer: &Syncer,
+) -> Vec<Option<Staged>> {
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -237,11 +259,7 @@ fn stage_ranges(ctx: &Importer, path: &Path, ranges: &[Range], syncer: &Syncer) 
     });
     results
         .into_iter()
-        .map(|slot| {
-            slot.into_inner()
-                .unwrap_or_else(|p| p.into_inner())
-                .unwrap_or_else(|| Err(Error::bad_archive(path, "import stopped after an error")))
-        })
+        .map(|slot| slot.into_inner().unwrap_or_else(|p| p.into_inner()))
         .collect()
 }
 
