@@ -623,3 +623,59 @@ fn an_archive_with_more_blobs_than_open_files_allowed_imports() {
         302
     );
 }
+
+/// Bytes that do not compress, so that each layer is a few MiB.
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[test]
+fn a_layout_directory_stages_its_layers_ahead_with_the_same_checks() {
+    // A directory's layers are staged on several threads before the walk
+    // asks for them; the walk must still find each one checked, with its
+    // diff_id, and a tampered layer must still be refused by its digest.
+    let (a, b, c) = (noise(1, 2 << 20), noise(2, 3 << 20), noise(3, 1 << 20));
+    let files: [&[(&str, &[u8])]; 3] = [&[("a", &a)], &[("b", &b)], &[("c", &c)]];
+    let mut l = Layout::new();
+    let built = l.image("sha256", "amd64", &files, LayerCompression::Gzip, &[]);
+    l.index.push(named(built.desc.clone(), "big:1"));
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("good");
+    l.write_dir(&dir);
+    let s = store();
+    s.ok(&["import", "--verify-layers", dir_arg(&dir)]);
+    let info = inspect(&s, &built.manifest);
+    for (layer, files) in built.layers.iter().zip(files) {
+        let blob = info["blobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["digest"] == *layer)
+            .unwrap();
+        assert_eq!(blob["diff_id"], builder::sha256(&builder::layer_tar(files)));
+        assert!(has(&s, layer), "layer {layer} reads back");
+    }
+
+    let mut bad = l.clone();
+    let path = Layout::blob_path(&built.layers[1]);
+    bad.files.get_mut(&path).unwrap()[100] ^= 0xff;
+    let dir = tmp.path().join("bad");
+    bad.write_dir(&dir);
+    let s = store();
+    let before = s.snapshot();
+    let err = s.fails(&["import", "--verify-layers", dir_arg(&dir)]);
+    assert!(
+        err.contains("not to the digest")
+            && err.contains(built.layers[1].trim_start_matches("sha256:")),
+        "{err}"
+    );
+    assert_eq!(before, s.snapshot(), "store changed after {err}");
+}

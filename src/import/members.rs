@@ -136,14 +136,19 @@ fn read_seekable(ctx: &Importer, path: &Path, mode: Mode) -> Result<Option<Membe
         }
         end = (offset + size).div_ceil(512) * 512;
         if let Some(job) = classify(ctx, path, mode, &mut entry, &mut members)? {
-            jobs.push(Range { job, offset, size });
+            jobs.push(Range {
+                file: path.to_path_buf(),
+                job,
+                offset,
+                size,
+            });
         }
     }
     if end + 1024 > len || !only_zeros(&file, path, end, len)? {
         return Err(truncated(path));
     }
     let syncer = Syncer::start();
-    let results = stage_ranges(ctx, path, &jobs, &syncer);
+    let results = stage_ranges(ctx, &jobs, &syncer);
     syncer.finish();
     // After a failure the ranges not yet taken have no result: report the
     // first failure in archive order, not their absence.
@@ -169,8 +174,49 @@ fn read_seekable(ctx: &Importer, path: &Path, mode: Mode) -> Result<Option<Membe
     Ok(Some(members))
 }
 
-/// A member's bytes in a plain archive.
+/// Stages whole files (the layers of a layout directory) on several
+/// threads, largest first, each held to the digest it is named by. Only a
+/// head start for a walk that asks for blobs one at a time: a file that
+/// cannot be read or does not hash to its name is left out, for the walk
+/// to meet and report.
+pub(super) fn stage_files(ctx: &Importer, files: Vec<(PathBuf, Digest, u64)>) -> Blobs {
+    let ranges: Vec<Range> = files
+        .into_iter()
+        .map(|(file, digest, size)| Range {
+            file,
+            offset: 0,
+            size,
+            job: Job {
+                name: String::new(),
+                named: None,
+                alg: digest.algorithm(),
+                claimed: Some(digest),
+                present: false,
+            },
+        })
+        .collect();
+    let syncer = Syncer::start();
+    let results = stage_ranges(ctx, &ranges, &syncer);
+    syncer.finish();
+    let mut blobs = Blobs::default();
+    for (range, result) in ranges.iter().zip(results) {
+        let Some(Ok((Landed::Staged(staged), diff))) = result else {
+            continue;
+        };
+        if range.job.claimed.as_ref() != Some(&staged.digest) {
+            continue;
+        }
+        if let Some(diff) = diff {
+            blobs.diffs.insert(staged.digest.clone(), diff);
+        }
+        blobs.staged.insert(staged.digest.clone(), staged);
+    }
+    blobs
+}
+
+/// A member's bytes: a range of a plain archive, or a whole file.
 struct Range {
+    file: PathBuf,
     job: Job,
     offset: u64,
     size: u64,
@@ -209,12 +255,7 @@ type Staged = Result<(Landed, Option<Result<Digest, String>>), Error>;
 /// Stages the ranges on a few threads, largest first; the results come
 /// back in the ranges' order. After a failure the threads take no new
 /// ranges, and those have no result.
-fn stage_ranges(
-    ctx: &Importer,
-    path: &Path,
-    ranges: &[Range],
-    syncer: &Syncer,
-) -> Vec<Option<Staged>> {
+fn stage_ranges(ctx: &Importer, ranges: &[Range], syncer: &Syncer) -> Vec<Option<Staged>> {
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -230,22 +271,28 @@ fn stage_ranges(
     std::thread::scope(|scope| {
         for _ in 0..workers {
             scope.spawn(|| {
-                // A descriptor per thread: the kernel keeps readahead
-                // state per open file, and two streams sharing one would
-                // defeat it.
-                let file = File::open(path).ctx("open", path);
-                if let Ok(f) = &file {
-                    advise_sequential(f);
-                }
+                // A descriptor per thread, kept while the ranges are of one
+                // file: the kernel keeps readahead state per open file, and
+                // two streams sharing one would defeat it.
+                let mut open: Option<(&Path, File)> = None;
                 loop {
                     let k = next.fetch_add(1, Ordering::Relaxed);
                     if k >= order.len() || failed.load(Ordering::Relaxed) {
                         break;
                     }
                     let i = order[k];
-                    let result = match &file {
-                        Ok(f) => stage_range(ctx, path, f, &ranges[i]),
-                        Err(e) => Err(Error::bad_archive(path, e.to_string())),
+                    let range = &ranges[i];
+                    let result = match &open {
+                        Some((path, file)) if *path == range.file => {
+                            stage_range(ctx, path, file, range)
+                        }
+                        _ => File::open(&range.file)
+                            .ctx("open", &range.file)
+                            .and_then(|file| {
+                                advise_sequential(&file);
+                                let (path, file) = open.insert((&range.file, file));
+                                stage_range(ctx, path, file, range)
+                            }),
                     };
                     match &result {
                         Ok((Landed::Staged(staged), _)) => syncer.sync(staged),

@@ -8,7 +8,7 @@
 //! checked against its descriptor's digest and size before anything is
 //! published ([`graph`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -113,11 +113,72 @@ fn import_dir(ctx: &Importer, dir: &Path) -> Result<Vec<ImageInfo>, Error> {
     let source = DirSource {
         ctx,
         dir,
-        blobs: Blobs::default(),
+        blobs: members::stage_files(ctx, layers_to_stage(ctx, dir, &index)),
     };
     let mut walk = Walk::new(ctx, dir, source);
     walk.walk_layout_index(&index, &HashMap::new())?;
     finish(ctx, dir, walk.source.blobs, walk.images)
+}
+
+/// Most manifests and indexes [`layers_to_stage`] reads.
+const PREFETCH_DOCUMENTS: usize = 4096;
+
+/// The layers a layout directory's manifests name that the store lacks and
+/// the directory holds at the size their descriptors say: what can be
+/// staged on several threads before the walk, which would otherwise read
+/// them one after another. Reads only `index.json` and the indexes and
+/// manifests it leads to, and passes over anything odd without a word: the
+/// walk that follows checks everything and reports it.
+fn layers_to_stage(ctx: &Importer, dir: &Path, index: &[u8]) -> Vec<(PathBuf, Digest, u64)> {
+    let blob_path = |d: &Digest| dir.join("blobs").join(d.algorithm().name()).join(d.hex());
+    let Ok(index) = serde_json::from_slice::<spec::ImageIndex>(index) else {
+        return Vec::new();
+    };
+    let mut queue = index.manifests;
+    let mut read = HashSet::new();
+    let mut layers = Vec::new();
+    let mut wanted = HashSet::new();
+    while let Some(desc) = queue.pop() {
+        let Ok(digest) = Digest::parse(&desc.digest) else {
+            continue;
+        };
+        if read.len() >= PREFETCH_DOCUMENTS
+            || desc.size > spec::MAX_JSON
+            || !read.insert(digest.clone())
+        {
+            continue;
+        }
+        let Ok(bytes) = read_small(&blob_path(&digest)) else {
+            continue;
+        };
+        match spec::kind_of(&desc.media_type).or_else(|| spec::kind_by_shape(&bytes)) {
+            Some(spec::Kind::Index) => {
+                if let Ok(nested) = serde_json::from_slice::<spec::ImageIndex>(&bytes) {
+                    queue.extend(nested.manifests);
+                }
+            }
+            Some(spec::Kind::Manifest) => {
+                let Ok(manifest) = serde_json::from_slice::<spec::ImageManifest>(&bytes) else {
+                    continue;
+                };
+                for layer in manifest.layers {
+                    let Ok(d) = Digest::parse(&layer.digest) else {
+                        continue;
+                    };
+                    let stored = ctx.index.has_blob(&d).unwrap_or(false) && ctx.tree.contains(&d);
+                    if stored || !wanted.insert(d.clone()) {
+                        continue;
+                    }
+                    let path = blob_path(&d);
+                    if fs::metadata(&path).is_ok_and(|m| m.is_file() && m.len() == layer.size) {
+                        layers.push((path, d, layer.size));
+                    }
+                }
+            }
+            None => {}
+        }
+    }
+    layers
 }
 
 fn read_small(path: &Path) -> Result<Vec<u8>, Error> {
