@@ -131,6 +131,7 @@ const PREFETCH_DOCUMENTS: usize = 4096;
 /// walk that follows checks everything and reports it.
 fn layers_to_stage(ctx: &Importer, dir: &Path, index: &[u8]) -> Vec<(PathBuf, Digest, u64)> {
     let blob_path = |d: &Digest| dir.join("blobs").join(d.algorithm().name()).join(d.hex());
+    let stored = |d: &Digest| ctx.index.has_blob(d).unwrap_or(false) && ctx.tree.contains(d);
     let Ok(index) = serde_json::from_slice::<spec::ImageIndex>(index) else {
         return Vec::new();
     };
@@ -142,8 +143,11 @@ fn layers_to_stage(ctx: &Importer, dir: &Path, index: &[u8]) -> Vec<(PathBuf, Di
         let Ok(digest) = Digest::parse(&desc.digest) else {
             continue;
         };
+        // A manifest or index the store has comes with its closure: none of
+        // it is read again (a re-import of a stored layout reads nothing).
         if read.len() >= PREFETCH_DOCUMENTS
             || desc.size > spec::MAX_JSON
+            || stored(&digest)
             || !read.insert(digest.clone())
         {
             continue;
@@ -165,8 +169,7 @@ fn layers_to_stage(ctx: &Importer, dir: &Path, index: &[u8]) -> Vec<(PathBuf, Di
                     let Ok(d) = Digest::parse(&layer.digest) else {
                         continue;
                     };
-                    let stored = ctx.index.has_blob(&d).unwrap_or(false) && ctx.tree.contains(&d);
-                    if stored || !wanted.insert(d.clone()) {
+                    if stored(&d) || !wanted.insert(d.clone()) {
                         continue;
                     }
                     let path = blob_path(&d);
