@@ -206,30 +206,41 @@ pub(crate) struct TempFile {
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// Creates a file of a name no other one has in `dir`, `<pid>-<n>-<nanos>`
+/// plus `suffix`, open for reading and writing, mode 0600. The pid in the
+/// name tells whose it is.
+pub(crate) fn create_unique(
+    dir: &Path,
+    suffix: &str,
+    what: &'static str,
+) -> Result<(PathBuf, File), Error> {
+    let pid = std::process::id();
+    loop {
+        let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let path = dir.join(format!("{pid}-{n}-{nanos:08x}{suffix}"));
+        match OpenOptions::new()
+            .write(true)
+            .read(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+        {
+            Ok(file) => return Ok((path, file)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(Error::io(what, &path, e)),
+        }
+    }
+}
+
 impl TempFile {
     /// Creates a new temp file; returns it and a handle open for writing.
     pub fn create(dir: &Path) -> Result<(TempFile, File), Error> {
-        // The pid in the name lets gc tell a live writer's file from a dead one's.
-        let pid = std::process::id();
-        loop {
-            let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.subsec_nanos())
-                .unwrap_or(0);
-            let path = dir.join(format!("{pid}-{n}-{nanos:08x}.tmp"));
-            match OpenOptions::new()
-                .write(true)
-                .read(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&path)
-            {
-                Ok(file) => return Ok((TempFile { path, keep: false }, file)),
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(Error::io("create temp file", &path, e)),
-            }
-        }
+        let (path, file) = create_unique(dir, ".tmp", "create temp file")?;
+        Ok((TempFile { path, keep: false }, file))
     }
 }
 

@@ -25,11 +25,9 @@
 //! crash can only come from a write that was never fsynced, before anything
 //! was renamed, so gc skips lines that do not parse.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs::{self, File};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::blobs::sync_dir;
 use crate::digest::Digest;
@@ -42,8 +40,6 @@ use crate::error::{Error, IoContext};
 pub(crate) struct Intent {
     path: PathBuf,
 }
-
-static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 impl Intent {
     /// Writes and fsyncs an intent naming `digests` in `dir`; `None` if
@@ -86,25 +82,7 @@ impl Intent {
 }
 
 fn create(dir: &Path) -> Result<(PathBuf, File), Error> {
-    let pid = std::process::id();
-    loop {
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let path = dir.join(format!("{pid}-{n}-{nanos:08x}.intent"));
-        match OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-        {
-            Ok(file) => return Ok((path, file)),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(Error::io("create intent file", &path, e)),
-        }
-    }
+    crate::blobs::create_unique(dir, ".intent", "create intent file")
 }
 
 /// An intent left by a writer that finished or died, as gc reads it.

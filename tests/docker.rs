@@ -7,7 +7,7 @@ mod builder;
 mod common;
 
 use builder::{DockerArchive, LayerCompression, Layout};
-use common::{compress, inspect, label, store, write_file};
+use common::{compress, inspect, label, noise, store, write_file};
 use imgstore::Compression;
 use serde_json::{Value, json};
 
@@ -286,25 +286,12 @@ fn rejects_diff_id_mismatches_and_truncation() {
     rejects(&tar[..1000], "bad-docker.tar", &[]);
 }
 
-/// Bytes that do not compress, so that every layer is a few MiB on disk.
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 #[test]
 fn a_plain_archive_is_staged_in_parallel_with_the_same_checks() {
     // A plain archive on disk is read by seeking, its layers staged on
     // several threads; a compressed one streams. Both must give the same
     // image and refuse the same damage.
-    let (a, b, c) = (noise(1, 3 << 20), noise(2, 2 << 20), noise(3, 5 << 20));
+    let (a, b, c) = (noise(3 << 20, 1), noise(2 << 20, 2), noise(5 << 20, 3));
     let layers: [&[(&str, &[u8])]; 3] = [&[("a", &a)], &[("b", &b)], &[("c", &c)]];
     let archive = DockerArchive::new("example.com/big:1", &layers);
     let tar = archive.tar();

@@ -15,7 +15,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{AciBuilder, TestStore, sha512_key, write_file};
+use common::{AciBuilder, TestStore, noise, sha512_key, write_file};
 
 fn imgstore(store: &Path, args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_imgstore"));
@@ -36,19 +36,6 @@ fn assert_one_error_line(out: &Output, what: &str) -> String {
     assert_eq!(err.lines().count(), 1, "{what}: one error line: {err}");
     assert!(err.starts_with("error: "), "{what}: {err}");
     err
-}
-
-/// Bytes that do not compress, so the store holds as much as the input.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 fn dir_is_empty(dir: &Path) -> bool {

@@ -8,11 +8,7 @@ use common::{AciBuilder, TestStore, manifest, write_file};
 use imgstore::{Algorithm, Digest, GcOptions, ImportOptions};
 
 fn blob_path(t: &TestStore, d: &Digest) -> std::path::PathBuf {
-    t.path()
-        .join("blobs")
-        .join(d.algorithm().name())
-        .join(&d.hex()[..2])
-        .join(d.hex())
+    common::blob_file(t.path(), d)
 }
 
 #[test]

@@ -14,11 +14,7 @@ use imgstore::{Algorithm, Digest, SCHEMA_VERSION};
 const SCHEMA_V1: &str = include_str!("data/schema-v1.sql");
 
 fn put_file(store: &Path, digest: &Digest, bytes: &[u8]) {
-    let path = store
-        .join("blobs")
-        .join(digest.algorithm().name())
-        .join(&digest.hex()[..2])
-        .join(digest.hex());
+    let path = common::blob_file(store, digest);
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(path, bytes).unwrap();
 }
@@ -201,14 +197,6 @@ fn gc_json(t: &TestStore) -> serde_json::Value {
     serde_json::from_str(&t.ok(&["gc", "--json", "--grace", "0"])).unwrap()
 }
 
-fn blob_file(store: &Path, digest: &Digest) -> std::path::PathBuf {
-    store
-        .join("blobs")
-        .join(digest.algorithm().name())
-        .join(&digest.hex()[..2])
-        .join(digest.hex())
-}
-
 #[test]
 fn the_first_gc_of_a_migrated_store_walks_the_tree_once() {
     let t = TestStore::new();
@@ -229,9 +217,9 @@ fn the_first_gc_of_a_migrated_store_walks_the_tree_once() {
     let report = gc_json(&t);
     assert_eq!(report["full_sweep"], true, "{report}");
     assert_eq!(report["orphans"], 1, "{report}");
-    assert!(!blob_file(t.path(), &old).exists());
+    assert!(!common::blob_file(t.path(), &old).exists());
     for kept in [&key, &pinned] {
-        assert!(blob_file(t.path(), kept).exists());
+        assert!(common::blob_file(t.path(), kept).exists());
     }
 
     // The second gc does not walk: an orphan planted now stays (fsck, which
@@ -241,7 +229,7 @@ fn the_first_gc_of_a_migrated_store_walks_the_tree_once() {
     let report = gc_json(&t);
     assert_eq!(report["full_sweep"], false, "{report}");
     assert_eq!(report["orphans"], 0, "{report}");
-    assert!(blob_file(t.path(), &later).exists());
+    assert!(common::blob_file(t.path(), &later).exists());
     let out = t.cmd(&["fsck", "--json"]).output().unwrap();
     let fsck: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let orphans: Vec<_> = fsck["problems"]

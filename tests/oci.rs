@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 
 use builder::{LayerCompression, Layout, desc, named};
-use common::{TestStore, compress, inspect, label, store, write_file};
+use common::{TestStore, compress, inspect, label, noise, store, write_file};
 use imgstore::Compression;
 
 fn keys(out: &str) -> Vec<String> {
@@ -624,25 +624,12 @@ fn an_archive_with_more_blobs_than_open_files_allowed_imports() {
     );
 }
 
-/// Bytes that do not compress, so that each layer is a few MiB.
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 #[test]
 fn a_layout_directory_stages_its_layers_ahead_with_the_same_checks() {
     // A directory's layers are staged on several threads before the walk
     // asks for them; the walk must still find each one checked, with its
     // diff_id, and a tampered layer must still be refused by its digest.
-    let (a, b, c) = (noise(1, 2 << 20), noise(2, 3 << 20), noise(3, 1 << 20));
+    let (a, b, c) = (noise(2 << 20, 1), noise(3 << 20, 2), noise(1 << 20, 3));
     let files: [&[(&str, &[u8])]; 3] = [&[("a", &a)], &[("b", &b)], &[("c", &c)]];
     let mut l = Layout::new();
     let built = l.image("sha256", "amd64", &files, LayerCompression::Gzip, &[]);

@@ -255,3 +255,26 @@ pub fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
 pub fn sha512_key(bytes: &[u8]) -> String {
     imgstore::Digest::of(imgstore::Algorithm::Sha512, bytes).to_string()
 }
+
+/// Bytes that do not compress (xorshift), so that the store holds as much
+/// as the input and layers stay their size when gzipped.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Where a store keeps a blob's file: `blobs/<alg>/<2 hex>/<hex>`.
+pub fn blob_file(store: &Path, digest: &imgstore::Digest) -> PathBuf {
+    store
+        .join("blobs")
+        .join(digest.algorithm().name())
+        .join(&digest.hex()[..2])
+        .join(digest.hex())
+}
