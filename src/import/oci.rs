@@ -130,7 +130,6 @@ const PREFETCH_DOCUMENTS: usize = 4096;
 /// manifests it leads to, and passes over anything odd without a word: the
 /// walk that follows checks everything and reports it.
 fn layers_to_stage(ctx: &Importer, dir: &Path, index: &[u8]) -> Vec<(PathBuf, Digest, u64)> {
-    let blob_path = |d: &Digest| dir.join("blobs").join(d.algorithm().name()).join(d.hex());
     let stored = |d: &Digest| ctx.index.has_blob(d).unwrap_or(false) && ctx.tree.contains(d);
     let Ok(index) = serde_json::from_slice::<spec::ImageIndex>(index) else {
         return Vec::new();
@@ -152,7 +151,7 @@ fn layers_to_stage(ctx: &Importer, dir: &Path, index: &[u8]) -> Vec<(PathBuf, Di
         {
             continue;
         }
-        let Ok(bytes) = read_small(&blob_path(&digest)) else {
+        let Ok(bytes) = read_small(&layout_blob(dir, &digest)) else {
             continue;
         };
         match spec::kind_of(&desc.media_type).or_else(|| spec::kind_by_shape(&bytes)) {
@@ -172,7 +171,7 @@ fn layers_to_stage(ctx: &Importer, dir: &Path, index: &[u8]) -> Vec<(PathBuf, Di
                     if stored(&d) || !wanted.insert(d.clone()) {
                         continue;
                     }
-                    let path = blob_path(&d);
+                    let path = layout_blob(dir, &d);
                     if fs::metadata(&path).is_ok_and(|m| m.is_file() && m.len() == layer.size) {
                         layers.push((path, d, layer.size));
                     }
@@ -219,6 +218,31 @@ fn check_layout_file(input: &Path, bytes: &[u8]) -> Result<(), Error> {
 
 /// Checks a blob the store has against a descriptor's size; `Ok(false)` if
 /// the store does not have it.
+/// Where a layout directory keeps a blob: `blobs/<alg>/<hex>`.
+fn layout_blob(dir: &Path, digest: &Digest) -> PathBuf {
+    dir.join("blobs")
+        .join(digest.algorithm().name())
+        .join(digest.hex())
+}
+
+/// Whether the blob is at hand already, staged from the input or in the
+/// store, checked against the descriptor's size either way.
+fn at_hand(
+    ctx: &Importer,
+    input: &Path,
+    blobs: &mut Blobs,
+    digest: &Digest,
+    size: u64,
+) -> Result<bool, Error> {
+    if let Some(found) = blobs.size(digest) {
+        check_size(input, digest, size, found)?;
+        return Ok(true);
+    }
+    // The spec lets a layout leave blobs to another store; this one may be
+    // it.
+    from_store(ctx, input, blobs, digest, size)
+}
+
 fn from_store(
     ctx: &Importer,
     input: &Path,
@@ -265,13 +289,7 @@ impl Source for ArchiveSource<'_> {
         size: u64,
         _diff_alg: Option<Algorithm>,
     ) -> Result<bool, Error> {
-        if let Some(found) = self.blobs.size(digest) {
-            check_size(self.input, digest, size, found)?;
-            return Ok(true);
-        }
-        // The spec lets a layout leave blobs to another store; this one
-        // may be it.
-        from_store(self.ctx, self.input, &mut self.blobs, digest, size)
+        at_hand(self.ctx, self.input, &mut self.blobs, digest, size)
     }
 }
 
@@ -280,15 +298,6 @@ struct DirSource<'a> {
     ctx: &'a Importer<'a>,
     dir: &'a Path,
     blobs: Blobs,
-}
-
-impl DirSource<'_> {
-    fn blob_path(&self, digest: &Digest) -> PathBuf {
-        self.dir
-            .join("blobs")
-            .join(digest.algorithm().name())
-            .join(digest.hex())
-    }
 }
 
 impl Source for DirSource<'_> {
@@ -302,14 +311,10 @@ impl Source for DirSource<'_> {
         size: u64,
         diff_alg: Option<Algorithm>,
     ) -> Result<bool, Error> {
-        if let Some(found) = self.blobs.size(digest) {
-            check_size(self.dir, digest, size, found)?;
+        if at_hand(self.ctx, self.dir, &mut self.blobs, digest, size)? {
             return Ok(true);
         }
-        if from_store(self.ctx, self.dir, &mut self.blobs, digest, size)? {
-            return Ok(true);
-        }
-        let path = self.blob_path(digest);
+        let path = layout_blob(self.dir, digest);
         let file = match File::open(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
