@@ -29,7 +29,10 @@ mod import;
 mod index;
 mod intents;
 mod lock;
+mod progress;
 mod prune;
+mod remote;
+mod render;
 mod reserve;
 mod store;
 
@@ -44,4 +47,5 @@ pub use image::{
 };
 pub use import::{ArchiveFormat, Compression, ImportOptions};
 pub use index::SCHEMA_VERSION;
+pub use progress::{Progress, ProgressTask};
 pub use store::Store;

@@ -1,0 +1,1 @@
+//! The HTTP client. (To be written.)

@@ -1,0 +1,1 @@
+//! Rendering images into root filesystems. (To be written.)
