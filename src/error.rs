@@ -70,6 +70,11 @@ pub enum Error {
     Locked { pid: String, what: &'static str },
     #[error("{0}")]
     Other(String),
+    #[error("blob {0} is not pinned")]
+    NotPinned(Digest),
+    /// A bug: the store broke one of its own rules.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 /// Why an IMAGE argument or key prefix did not lead to exactly one key.

@@ -331,11 +331,7 @@ impl Store {
             );
         }
         for edge in self.index.dangling_refs()? {
-            let owner = match edge.owner_kind {
-                1 => "image",
-                2 => "blob",
-                _ => "remote",
-            };
+            let owner = edge.owner_kind.name();
             f.problem(
                 "index",
                 Some(&edge.blob),

@@ -31,6 +31,7 @@ mod intents;
 mod lock;
 mod progress;
 mod prune;
+mod publish;
 mod remote;
 mod render;
 mod reserve;

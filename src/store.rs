@@ -12,9 +12,9 @@ use crate::digest::{Algorithm, Digest, KeyPrefix};
 use crate::error::{Error, IoContext, ResolveError};
 use crate::image::{DiskUsage, ImageDetails, ImageInfo, Label, NameSelector, Remote};
 use crate::import::{ImportOptions, Importer};
-use crate::index::{ImageFilter, Index, NewBlob};
-use crate::intents::Intent;
+use crate::index::{Commit, ImageFilter, Index, NewBlob, NewRemote};
 use crate::lock::{self, LockMode};
+use crate::publish::Publication;
 use crate::reserve;
 
 /// A content-addressable image store in one directory.
@@ -229,7 +229,8 @@ impl Store {
     /// keeps it until [`Store::deref_blob`] releases it.
     pub fn put_blob(&self, algorithm: Algorithm, mut bytes: impl Read) -> Result<Digest, Error> {
         let _lock = self.lock(LockMode::Shared, true)?;
-        let mut writer = self.tree.writer(algorithm)?;
+        let mut publication = Publication::new(&self.tree, &self.index);
+        let mut writer = publication.writer(algorithm)?;
         let tmp = self.tree.tmp_dir().to_path_buf();
         io::copy(&mut bytes, &mut writer).ctx("write temp file in", &tmp)?;
         let staged = writer.finish()?;
@@ -239,17 +240,11 @@ impl Store {
             media_type: None,
             diff_id: None,
         };
-        let intent = Intent::record(
-            self.tree.intents_dir(),
-            Some(&blob.digest).filter(|d| !self.tree.contains(d)),
-        )?;
-        staged.publish(&self.tree)?;
-        // Durable, so that the row outlives the intent.
-        self.index.record_blob(&blob)?;
-        if let Some(intent) = intent {
-            intent.done();
-        }
-        self.index.pin(&blob.digest, 1)?;
+        publication.stage(staged);
+        publication.commit(&Commit {
+            pins: vec![blob.clone()],
+            ..Commit::default()
+        })?;
         Ok(blob.digest)
     }
 
@@ -288,7 +283,13 @@ impl Store {
         blob: &Digest,
         image: Option<&Digest>,
     ) -> Result<(), Error> {
-        self.index.set_remote(url, etag, max_age, blob, image)
+        self.index.set_remote(&NewRemote {
+            url: url.to_string(),
+            etag: etag.map(str::to_string),
+            max_age,
+            blob: blob.clone(),
+            image: image.cloned(),
+        })
     }
 
     pub fn remote(&self, url: &str) -> Result<Option<Remote>, Error> {

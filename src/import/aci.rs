@@ -12,8 +12,8 @@ use super::{Importer, appc, pipeline};
 use crate::digest::Algorithm;
 use crate::error::{Error, IoContext};
 use crate::image::{ImageFormat, ImageInfo};
-use crate::index::{NewBlob, NewImage};
-use crate::intents::Intent;
+use crate::index::{Commit, NewBlob, NewImage};
+use crate::publish::Publication;
 
 /// Media type recorded for the uncompressed ACI tar.
 const ACI_MEDIA_TYPE: &str = "application/vnd.appc.image.tar";
@@ -87,20 +87,16 @@ pub(super) fn import(ctx: &Importer, path: &Path) -> Result<ImageInfo, Error> {
         links: Vec::new(),
         latest: ctx.options.latest,
     };
-    // Recorded before the first rename, dropped once the commit is durable
-    // (crate::intents).
-    let intent = Intent::record(
-        ctx.tree.intents_dir(),
-        [&tar.digest, &manifest_blob.digest]
-            .into_iter()
-            .filter(|d| !ctx.tree.contains(d)),
-    )?;
-    tar.publish(ctx.tree)?;
-    manifest_blob.publish(ctx.tree)?;
-    let (info, _new) = ctx.index.commit_image(&image, intent.is_some())?;
-    if let Some(intent) = intent {
-        intent.done();
-    }
+    let mut publication = Publication::new(ctx.tree, ctx.index);
+    publication.stage(tar);
+    publication.stage(manifest_blob);
+    let info = publication
+        .commit(&Commit {
+            images: vec![image],
+            ..Commit::default()
+        })?
+        .pop()
+        .ok_or_else(|| Error::Internal("an ACI import committed no image".into()))?;
     Ok(info)
 }
 

@@ -24,8 +24,8 @@ use crate::blobs::StagedBlob;
 use crate::digest::{Algorithm, Digest};
 use crate::error::{Error, IoContext};
 use crate::image::{ImageFormat, ImageInfo, Label};
-use crate::index::{NewBlob, NewImage};
-use crate::intents::Intent;
+use crate::index::{Commit, NewBlob, NewImage};
+use crate::publish::Publication;
 
 /// Blobs made available for an import: staged in temp files, or already in
 /// the store.
@@ -539,43 +539,13 @@ pub(super) fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result
 /// (DESIGN.md §3.2: bytes durable first, index second).
 pub(super) fn commit(
     ctx: &Importer,
-    mut blobs: Blobs,
+    blobs: Blobs,
     images: Vec<NewImage>,
 ) -> Result<Vec<ImageInfo>, Error> {
-    let needed: HashSet<&Digest> = images
-        .iter()
-        .flat_map(|i| i.blobs.iter().map(|b| &b.digest))
-        .collect();
-    let mut staged: Vec<StagedBlob> = Vec::new();
-    for digest in needed {
-        if let Some(blob) = blobs.staged.remove(digest) {
-            staged.push(blob);
-        }
-    }
-    // Publish in a stable order (config and manifests are small; order
-    // does not matter for safety, only for reproducible traces).
-    staged.sort_by(|a, b| a.digest.cmp(&b.digest));
-    // Before the first rename, what a crash from here to the commit could
-    // leave as orphans (crate::intents); blobs already in the tree are not
-    // renamed and need no record.
-    let intent = Intent::record(
-        ctx.tree.intents_dir(),
-        staged
-            .iter()
-            .map(|b| &b.digest)
-            .filter(|d| !ctx.tree.contains(d)),
-    )?;
-    for blob in staged {
-        blob.publish(ctx.tree)?;
-    }
-    let mut infos = Vec::with_capacity(images.len());
-    for (i, image) in images.iter().enumerate() {
-        // The last commit durable covers the earlier ones (one WAL).
-        let durable = intent.is_some() && i + 1 == images.len();
-        infos.push(ctx.index.commit_image(image, durable)?.0);
-    }
-    if let Some(intent) = intent {
-        intent.done();
-    }
-    Ok(infos)
+    let mut publication = Publication::new(ctx.tree, ctx.index);
+    publication.stage_all(blobs.staged.into_values());
+    publication.commit(&Commit {
+        images,
+        ..Commit::default()
+    })
 }

@@ -7,7 +7,7 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{Index, now_micros};
+use super::{Index, Owner};
 use crate::digest::{Algorithm, Digest};
 use crate::error::Error;
 use crate::image::{BlobInfo, DiskUsage};
@@ -71,6 +71,56 @@ pub(super) fn upsert_blob(conn: &Connection, blob: &NewBlob, now: i64) -> Result
     .map_err(Error::sql(format!("record blob {}", blob.digest)))
 }
 
+/// Moves a blob's pin count by `delta` inside the caller's transaction;
+/// returns the blob's reference count.
+pub(super) fn add_pin(tx: &Connection, digest: &Digest, delta: i64) -> Result<u64, Error> {
+    let id: i64 = tx
+        .query_row(
+            "SELECT id FROM blobs WHERE digest = ?",
+            [digest.to_string()],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(Error::sql("look up blob"))?
+        .ok_or_else(|| Error::BlobNotFound(digest.clone()))?;
+    let current: i64 = tx
+        .query_row(
+            "SELECT n FROM refs WHERE owner_kind = ? AND owner = 0 AND blob_id = ?",
+            params![Owner::Pin, id],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(Error::sql("read pin"))?
+        .unwrap_or(0);
+    let next = current + delta;
+    if next < 0 {
+        return Err(Error::NotPinned(digest.clone()));
+    }
+    if current == 0 {
+        tx.execute(
+            "INSERT INTO refs (owner_kind, owner, blob_id, n) VALUES (?, 0, ?, ?)",
+            params![Owner::Pin, id, next],
+        )
+    } else if next == 0 {
+        tx.execute(
+            "DELETE FROM refs WHERE owner_kind = ? AND owner = 0 AND blob_id = ?",
+            params![Owner::Pin, id],
+        )
+    } else {
+        tx.execute(
+            "UPDATE refs SET n = ? WHERE owner_kind = ? AND owner = 0 AND blob_id = ?",
+            params![next, Owner::Pin, id],
+        )
+    }
+    .map_err(Error::sql("update pin"))?;
+    let refcount: i64 = tx
+        .query_row("SELECT refcount FROM blobs WHERE id = ?", [id], |r| {
+            r.get(0)
+        })
+        .map_err(Error::sql("read refcount"))?;
+    Ok(refcount as u64)
+}
+
 /// Most blob rows one gc transaction removes, so that imports waiting for
 /// the write lock are not held up for long.
 const GC_BATCH: i64 = 2000;
@@ -119,17 +169,20 @@ impl Index {
         let mut stmt = conn
             .prepare_cached(
                 "WITH RECURSIVE closure(id) AS ( \
-                   SELECT r.blob_id FROM refs r JOIN images i ON r.owner_kind = 1 AND r.owner = i.id \
+                   SELECT r.blob_id FROM refs r JOIN images i ON r.owner_kind = ?2 AND r.owner = i.id \
                    WHERE i.key = ?1 \
                    UNION \
-                   SELECT r.blob_id FROM refs r JOIN closure c ON r.owner_kind = 2 AND r.owner = c.id) \
+                   SELECT r.blob_id FROM refs r JOIN closure c ON r.owner_kind = ?3 AND r.owner = c.id) \
                  SELECT b.digest, b.size, b.media_type, b.refcount, b.diff_id \
                  FROM blobs b JOIN closure c ON b.id = c.id ORDER BY b.id",
             )
             .map_err(Error::sql("list image blobs"))?;
-        stmt.query_map([key.to_string()], blob_row)
-            .and_then(|rows| rows.collect())
-            .map_err(Error::sql(format!("list blobs of {key}")))
+        stmt.query_map(
+            params![key.to_string(), Owner::Image, Owner::Blob],
+            blob_row,
+        )
+        .and_then(|rows| rows.collect())
+        .map_err(Error::sql(format!("list blobs of {key}")))
     }
 
     /// Takes up to one batch of unreferenced blobs out of the index and
@@ -220,65 +273,14 @@ impl Index {
     }
 
     /// Pins a blob (the library's `ref`): one more reference from outside
-    /// any image. The blob row must exist.
+    /// any image (or, with a negative `delta`, fewer). The blob row must
+    /// exist. Returns the blob's reference count.
     pub fn pin(&self, digest: &Digest, delta: i64) -> Result<u64, Error> {
         let mut conn = self.conn()?;
         let tx = conn.transaction().map_err(Error::sql("begin pin"))?;
-        let id: i64 = tx
-            .query_row(
-                "SELECT id FROM blobs WHERE digest = ?",
-                [digest.to_string()],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(Error::sql("look up blob"))?
-            .ok_or_else(|| Error::BlobNotFound(digest.clone()))?;
-        let current: i64 = tx
-            .query_row(
-                "SELECT n FROM refs WHERE owner_kind = 4 AND owner = 0 AND blob_id = ?",
-                [id],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(Error::sql("read pin"))?
-            .unwrap_or(0);
-        let next = current + delta;
-        if next < 0 {
-            return Err(Error::Other(format!("blob {digest} is not pinned")));
-        }
-        if current == 0 {
-            tx.execute(
-                "INSERT INTO refs (owner_kind, owner, blob_id, n) VALUES (4, 0, ?, ?)",
-                params![id, next],
-            )
-        } else if next == 0 {
-            tx.execute(
-                "DELETE FROM refs WHERE owner_kind = 4 AND owner = 0 AND blob_id = ?",
-                [id],
-            )
-        } else {
-            tx.execute(
-                "UPDATE refs SET n = ? WHERE owner_kind = 4 AND owner = 0 AND blob_id = ?",
-                params![next, id],
-            )
-        }
-        .map_err(Error::sql("update pin"))?;
-        let refcount: i64 = tx
-            .query_row("SELECT refcount FROM blobs WHERE id = ?", [id], |r| {
-                r.get(0)
-            })
-            .map_err(Error::sql("read refcount"))?;
+        let refcount = add_pin(&tx, digest, delta)?;
         tx.commit().map_err(Error::sql("commit pin"))?;
-        Ok(refcount as u64)
-    }
-
-    /// Records a blob row for bytes already published (the library's put),
-    /// durably: the writer's intent goes once this returns.
-    pub fn record_blob(&self, blob: &NewBlob) -> Result<(), Error> {
-        let mut conn = self.durable_conn()?;
-        let tx = conn.transaction().map_err(Error::sql("begin put"))?;
-        upsert_blob(&tx, blob, now_micros())?;
-        tx.commit().map_err(Error::sql("commit put"))
+        Ok(refcount)
     }
 
     /// Adds (or with `add` false removes) an edge from one blob to another.
@@ -298,11 +300,14 @@ impl Index {
         let (p, c) = (id(parent)?, id(child)?);
         if add {
             tx.execute(
-                "INSERT INTO refs (owner_kind, owner, blob_id) VALUES (2, ?, ?) ON CONFLICT DO NOTHING",
-                params![p, c],
+                "INSERT INTO refs (owner_kind, owner, blob_id) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                params![Owner::Blob, p, c],
             )
         } else {
-            tx.execute("DELETE FROM refs WHERE owner_kind = 2 AND owner = ? AND blob_id = ?", params![p, c])
+            tx.execute(
+                "DELETE FROM refs WHERE owner_kind = ? AND owner = ? AND blob_id = ?",
+                params![Owner::Blob, p, c],
+            )
         }
         .map_err(Error::sql("update link"))?;
         tx.commit().map_err(Error::sql("commit link"))

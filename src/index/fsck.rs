@@ -9,7 +9,7 @@
 
 use rusqlite::{Transaction, params};
 
-use super::Index;
+use super::{Index, Owner};
 use crate::digest::Digest;
 use crate::error::Error;
 use crate::image::ImageInfo;
@@ -33,7 +33,7 @@ pub(crate) struct CountDrift {
 /// An edge whose owner no longer exists.
 #[derive(Debug, Clone)]
 pub(crate) struct DanglingRef {
-    pub owner_kind: i64,
+    pub owner_kind: Owner,
     pub owner: i64,
     pub blob: Digest,
 }
@@ -45,9 +45,12 @@ pub(crate) struct IndexRepair {
     pub images_removed: Vec<Digest>,
 }
 
-/// Owner kinds whose owner row lives in a table (the others, pins and
-/// rendered trees, have no row to lose).
-const OWNER_TABLES: &[(i64, &str)] = &[(1, "images"), (2, "blobs"), (3, "remotes")];
+/// Owner kinds whose owner row lives in a table (a pin has no row to lose).
+fn owner_tables() -> impl Iterator<Item = (Owner, &'static str)> {
+    Owner::ALL
+        .into_iter()
+        .filter_map(|o| o.table().map(|t| (o, t)))
+}
 
 fn parse_digest(s: &str) -> Result<Digest, Error> {
     Ok(Digest::parse(s)?)
@@ -129,7 +132,7 @@ impl Index {
     pub fn dangling_refs(&self) -> Result<Vec<DanglingRef>, Error> {
         let conn = self.conn()?;
         let mut found = Vec::new();
-        for (kind, table) in OWNER_TABLES {
+        for (kind, table) in owner_tables() {
             let mut stmt = conn
                 .prepare(&format!(
                     "SELECT r.owner, b.digest FROM refs r JOIN blobs b ON b.id = r.blob_id \
@@ -144,7 +147,7 @@ impl Index {
                 .map_err(Error::sql("find dangling references"))?;
             for (owner, digest) in rows {
                 found.push(DanglingRef {
-                    owner_kind: *kind,
+                    owner_kind: kind,
                     owner,
                     blob: parse_digest(&digest)?,
                 });
@@ -183,7 +186,7 @@ impl Index {
             )
             .map_err(Error::sql(format!("fix size of {digest}")))?;
         }
-        for (kind, table) in OWNER_TABLES {
+        for (kind, table) in owner_tables() {
             tx.execute(
                 &format!(
                     "DELETE FROM refs WHERE owner_kind = ?1 \
@@ -246,16 +249,18 @@ impl Index {
             "WITH RECURSIVE holders(id) AS ( \
                SELECT id FROM blobs WHERE digest = ?1 \
                UNION \
-               SELECT r.owner FROM refs r JOIN holders h ON r.owner_kind = 2 AND r.blob_id = h.id) \
+               SELECT r.owner FROM refs r JOIN holders h ON r.owner_kind = ?4 AND r.blob_id = h.id) \
              UPDATE images SET last_used = ?2 WHERE last_used < ?3 AND id IN ( \
-               SELECT r.owner FROM refs r JOIN holders h ON r.owner_kind = 1 AND r.blob_id = h.id)",
+               SELECT r.owner FROM refs r JOIN holders h ON r.owner_kind = ?5 AND r.blob_id = h.id)",
         )
         .and_then(|mut s| {
             let now = super::now_micros();
             s.execute(params![
                 blob.to_string(),
                 now,
-                now - super::images::USE_RESOLUTION_MICROS
+                now - super::images::USE_RESOLUTION_MICROS,
+                Owner::Blob,
+                Owner::Image
             ])
         })
         .map_err(Error::sql("record last use"))?;
@@ -284,15 +289,15 @@ fn drop_lost_blob(
     const HOLDERS: &str = "WITH RECURSIVE holders(id) AS ( \
            SELECT ?1 \
            UNION \
-           SELECT r.owner FROM refs r JOIN holders h ON r.owner_kind = 2 AND r.blob_id = h.id) ";
+           SELECT r.owner FROM refs r JOIN holders h ON r.owner_kind = ?2 AND r.blob_id = h.id) ";
     let images: Vec<String> = tx
         .prepare(&format!(
             "{HOLDERS} SELECT key FROM images WHERE manifest IN (SELECT id FROM holders) \
-             OR id IN (SELECT r.owner FROM refs r JOIN holders h ON r.owner_kind = 1 AND r.blob_id = h.id) \
+             OR id IN (SELECT r.owner FROM refs r JOIN holders h ON r.owner_kind = ?3 AND r.blob_id = h.id) \
              ORDER BY key"
         ))
         .and_then(|mut s| {
-            s.query_map([id], |r| r.get(0))?
+            s.query_map(params![id, Owner::Blob, Owner::Image], |r| r.get(0))?
                 .collect::<rusqlite::Result<Vec<String>>>()
         })
         .map_err(Error::sql(format!("find images needing {digest}")))?;

@@ -4,6 +4,7 @@
 use chrono::{DateTime, TimeZone, Utc};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
+use super::Owner;
 use super::blobs::{NewBlob, upsert_blob};
 use super::{Index, now_micros};
 use crate::digest::{Digest, KeyPrefix};
@@ -105,112 +106,86 @@ fn query_images(
     Ok(out)
 }
 
-impl Index {
-    /// Commits an image with its blob rows and reference edges in one
-    /// transaction (invariant 3). Re-importing an image keeps its row, its
-    /// import time and its labels; `latest` can only be raised.
-    /// Returns the record and whether it is new.
-    ///
-    /// With `durable`, the commit is on disk when this returns (see
-    /// [`Index::durable_conn`]): an importer that published files asks for
-    /// it on its last commit, before it drops its intent.
-    pub fn commit_image(
-        &self,
-        image: &NewImage,
-        durable: bool,
-    ) -> Result<(ImageInfo, bool), Error> {
-        let (mut plain, mut synced);
-        let conn: &mut rusqlite::Connection = if durable {
-            synced = self.durable_conn()?;
-            &mut synced
-        } else {
-            plain = self.conn()?;
-            &mut plain
-        };
-        let tx = conn.transaction().map_err(Error::sql("begin import"))?;
-        let now = now_micros();
-        let mut ids = std::collections::HashMap::new();
-        for blob in &image.blobs {
-            ids.insert(blob.digest.clone(), upsert_blob(&tx, blob, now)?);
-        }
-        let id_of = |d: &Digest| -> Result<i64, Error> {
-            ids.get(d).copied().ok_or_else(|| {
-                Error::Other(format!(
-                    "internal: image {} names blob {d} it does not carry",
-                    image.key
-                ))
-            })
-        };
-        for (parent, child) in &image.links {
-            let (parent, child) = (id_of(parent)?, id_of(child)?);
-            tx.prepare_cached(
-                "INSERT INTO refs (owner_kind, owner, blob_id) VALUES (2, ?, ?) \
-                 ON CONFLICT DO NOTHING",
-            )
-            .and_then(|mut s| s.execute(params![parent, child]))
-            .map_err(Error::sql("link blobs"))?;
-        }
-        let existing: Option<i64> = tx
-            .query_row(
-                "SELECT id FROM images WHERE key = ?",
-                [image.key.to_string()],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(Error::sql("look up image"))?;
-        let (id, created) = match existing {
-            Some(id) => {
-                tx.execute(
-                    "UPDATE images SET latest = MAX(latest, ?), last_used = ? WHERE id = ?",
-                    params![image.latest, now, id],
-                )
-                .map_err(Error::sql("update image"))?;
-                (id, false)
-            }
-            None => {
-                let id: i64 = tx
-                    .query_row(
-                        "INSERT INTO images (key, format, name, manifest, imported_at, last_used, latest, size) \
-                         VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-                        params![
-                            image.key.to_string(),
-                            image.format.as_str(),
-                            image.name,
-                            id_of(&image.manifest)?,
-                            now,
-                            now,
-                            image.latest,
-                            image.size as i64
-                        ],
-                        |r| r.get(0),
-                    )
-                    .map_err(Error::sql("insert image"))?;
-                for label in &image.labels {
-                    tx.execute(
-                        "INSERT INTO labels (image_id, name, value) VALUES (?, ?, ?) \
-                         ON CONFLICT DO UPDATE SET value = excluded.value",
-                        params![id, label.name, label.value],
-                    )
-                    .map_err(Error::sql("insert label"))?;
-                }
-                for root in &image.roots {
-                    tx.execute(
-                        "INSERT INTO refs (owner_kind, owner, blob_id) VALUES (1, ?, ?) \
-                         ON CONFLICT DO NOTHING",
-                        params![id, id_of(root)?],
-                    )
-                    .map_err(Error::sql("reference blob"))?;
-                }
-                (id, true)
-            }
-        };
-        crate::failpoint::hit("import-before-commit");
-        tx.commit().map_err(Error::sql("commit import"))?;
-        crate::failpoint::hit("import-after-commit");
-        let info = self.image_by_id(conn, id)?;
-        Ok((info, created))
+/// Records an image with its blob rows and reference edges inside the
+/// caller's transaction (invariant 3: the transaction commits all of it or
+/// none). Re-importing an image keeps its row, its import time and its
+/// labels; `latest` can only be raised. Returns the image's row id.
+pub(super) fn insert_image(tx: &Connection, image: &NewImage, now: i64) -> Result<i64, Error> {
+    let mut ids = std::collections::HashMap::new();
+    for blob in &image.blobs {
+        ids.insert(blob.digest.clone(), upsert_blob(tx, blob, now)?);
     }
+    let id_of = |d: &Digest| -> Result<i64, Error> {
+        ids.get(d).copied().ok_or_else(|| {
+            Error::Internal(format!(
+                "image {} names blob {d} it does not carry",
+                image.key
+            ))
+        })
+    };
+    for (parent, child) in &image.links {
+        let (parent, child) = (id_of(parent)?, id_of(child)?);
+        tx.prepare_cached(
+            "INSERT INTO refs (owner_kind, owner, blob_id) VALUES (?, ?, ?) \
+             ON CONFLICT DO NOTHING",
+        )
+        .and_then(|mut s| s.execute(params![Owner::Blob, parent, child]))
+        .map_err(Error::sql("link blobs"))?;
+    }
+    let existing: Option<i64> = tx
+        .query_row(
+            "SELECT id FROM images WHERE key = ?",
+            [image.key.to_string()],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(Error::sql("look up image"))?;
+    if let Some(id) = existing {
+        tx.execute(
+            "UPDATE images SET latest = MAX(latest, ?), last_used = ? WHERE id = ?",
+            params![image.latest, now, id],
+        )
+        .map_err(Error::sql("update image"))?;
+        return Ok(id);
+    }
+    let id: i64 = tx
+        .query_row(
+            "INSERT INTO images (key, format, name, manifest, imported_at, last_used, latest, size) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            params![
+                image.key.to_string(),
+                image.format.as_str(),
+                image.name,
+                id_of(&image.manifest)?,
+                now,
+                now,
+                image.latest,
+                image.size as i64
+            ],
+            |r| r.get(0),
+        )
+        .map_err(Error::sql("insert image"))?;
+    for label in &image.labels {
+        tx.prepare_cached(
+            "INSERT INTO labels (image_id, name, value) VALUES (?, ?, ?) \
+             ON CONFLICT DO UPDATE SET value = excluded.value",
+        )
+        .and_then(|mut s| s.execute(params![id, label.name, label.value]))
+        .map_err(Error::sql("insert label"))?;
+    }
+    for root in &image.roots {
+        let root = id_of(root)?;
+        tx.prepare_cached(
+            "INSERT INTO refs (owner_kind, owner, blob_id) VALUES (?, ?, ?) \
+             ON CONFLICT DO NOTHING",
+        )
+        .and_then(|mut s| s.execute(params![Owner::Image, id, root]))
+        .map_err(Error::sql("reference blob"))?;
+    }
+    Ok(id)
+}
 
+impl Index {
     pub(super) fn image_by_id(&self, conn: &Connection, id: i64) -> Result<ImageInfo, Error> {
         query_images(
             conn,
@@ -218,7 +193,7 @@ impl Index {
             [id],
         )?
         .pop()
-        .ok_or_else(|| Error::Other(format!("internal: image row {id} vanished")))
+        .ok_or_else(|| Error::Internal(format!("image row {id} vanished")))
     }
 
     pub fn image(&self, key: &Digest) -> Result<Option<ImageInfo>, Error> {

@@ -13,9 +13,11 @@
 //! before anything is written to it.
 
 mod blobs;
+mod commit;
 mod fsck;
 mod gc_state;
 mod images;
+mod owner;
 mod remotes;
 mod sources;
 mod tags;
@@ -30,8 +32,11 @@ use rusqlite::{Connection, TransactionBehavior};
 use crate::error::Error;
 
 pub(crate) use blobs::NewBlob;
+pub(crate) use commit::Commit;
 pub(crate) use fsck::BlobRow;
 pub(crate) use images::{ImageFilter, NewImage};
+pub(crate) use owner::Owner;
+pub(crate) use remotes::NewRemote;
 pub(crate) use sources::FileIdentity;
 
 /// The migrations, in order. Migration `i` (0-based) moves the schema from

@@ -2,8 +2,9 @@
 //! (ETag, max-age) a later fetch needs. A remote holds its blob (an edge of
 //! kind 3) and goes away with the image it produced.
 
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
+use super::Owner;
 use super::images::micros_to_time;
 use super::{Index, now_micros};
 use crate::digest::Digest;
@@ -32,63 +33,73 @@ fn remote_row(r: &rusqlite::Row) -> rusqlite::Result<Remote> {
     })
 }
 
+/// A remote row to record (or replace) with an import.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct NewRemote {
+    pub url: String,
+    pub etag: Option<String>,
+    pub max_age: Option<u64>,
+    /// The blob the URL was fetched as; the remote holds it.
+    pub blob: Digest,
+    pub image: Option<Digest>,
+}
+
+/// Records (or replaces) a remote inside the caller's transaction. Its blob
+/// must have a row, and its image, if given.
+pub(super) fn insert_remote(tx: &Connection, remote: &NewRemote, now: i64) -> Result<(), Error> {
+    let blob_id: i64 = tx
+        .query_row(
+            "SELECT id FROM blobs WHERE digest = ?",
+            [remote.blob.to_string()],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(Error::sql("look up blob"))?
+        .ok_or_else(|| Error::BlobNotFound(remote.blob.clone()))?;
+    let image_id: Option<i64> = match &remote.image {
+        None => None,
+        Some(key) => Some(
+            tx.query_row(
+                "SELECT id FROM images WHERE key = ?",
+                [key.to_string()],
+                |r| r.get(0),
+            )
+            .map_err(Error::sql(format!("look up image {key}")))?,
+        ),
+    };
+    // Replacing a remote releases its old blob (trigger) before the new
+    // edge is made.
+    tx.execute("DELETE FROM remotes WHERE url = ?", [&remote.url])
+        .map_err(Error::sql("replace remote"))?;
+    let id: i64 = tx
+        .query_row(
+            "INSERT INTO remotes (url, etag, max_age, downloaded_at, blob_id, image_id) \
+             VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+            params![
+                remote.url,
+                remote.etag,
+                remote.max_age.map(|s| s as i64),
+                now,
+                blob_id,
+                image_id
+            ],
+            |r| r.get(0),
+        )
+        .map_err(Error::sql(format!("record remote {}", remote.url)))?;
+    tx.execute(
+        "INSERT INTO refs (owner_kind, owner, blob_id) VALUES (?, ?, ?)",
+        params![Owner::Remote, id, blob_id],
+    )
+    .map_err(Error::sql("reference remote blob"))?;
+    Ok(())
+}
+
 impl Index {
-    /// Records (or replaces) a remote. Its blob must be in the index, and
-    /// its image, if given.
-    pub fn set_remote(
-        &self,
-        url: &str,
-        etag: Option<&str>,
-        max_age: Option<u64>,
-        blob: &Digest,
-        image: Option<&Digest>,
-    ) -> Result<(), Error> {
+    /// Records (or replaces) a remote on its own.
+    pub fn set_remote(&self, remote: &NewRemote) -> Result<(), Error> {
         let mut conn = self.conn()?;
         let tx = conn.transaction().map_err(Error::sql("begin remote"))?;
-        let blob_id: i64 = tx
-            .query_row(
-                "SELECT id FROM blobs WHERE digest = ?",
-                [blob.to_string()],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(Error::sql("look up blob"))?
-            .ok_or_else(|| Error::BlobNotFound(blob.clone()))?;
-        let image_id: Option<i64> = match image {
-            None => None,
-            Some(key) => Some(
-                tx.query_row(
-                    "SELECT id FROM images WHERE key = ?",
-                    [key.to_string()],
-                    |r| r.get(0),
-                )
-                .map_err(Error::sql(format!("look up image {key}")))?,
-            ),
-        };
-        // Replacing a remote releases its old blob (trigger) before the new
-        // edge is made.
-        tx.execute("DELETE FROM remotes WHERE url = ?", [url])
-            .map_err(Error::sql("replace remote"))?;
-        let id: i64 = tx
-            .query_row(
-                "INSERT INTO remotes (url, etag, max_age, downloaded_at, blob_id, image_id) \
-                 VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
-                params![
-                    url,
-                    etag,
-                    max_age.map(|s| s as i64),
-                    now_micros(),
-                    blob_id,
-                    image_id
-                ],
-                |r| r.get(0),
-            )
-            .map_err(Error::sql(format!("record remote {url}")))?;
-        tx.execute(
-            "INSERT INTO refs (owner_kind, owner, blob_id) VALUES (3, ?, ?)",
-            params![id, blob_id],
-        )
-        .map_err(Error::sql("reference remote blob"))?;
+        insert_remote(&tx, remote, now_micros())?;
         tx.commit().map_err(Error::sql("commit remote"))
     }
 
