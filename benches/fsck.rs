@@ -63,10 +63,7 @@ fn fsck(c: &mut Criterion) {
     group.warm_up_time(Duration::from_secs(1));
     group.measurement_time(Duration::from_secs(8));
     let plain = FsckOptions::default();
-    let layers = FsckOptions {
-        layers: true,
-        ..FsckOptions::default()
-    };
+    let layers = FsckOptions::new().layers(true);
     for (name, archive) in [("oci_gzip", &oci), ("docker_plain", &docker)] {
         let tmp = tempfile::tempdir_in(&stores).expect("temp store");
         let store = Store::open(tmp.path()).expect("open store");

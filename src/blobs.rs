@@ -107,56 +107,55 @@ impl BlobTree {
         }
     }
 
-    /// Every file in the tree, as (digest or `None` for a stray name, path).
-    /// Used by fsck, which re-hashes everything anyway; lookups never walk.
-    pub fn walk(&self) -> Result<Vec<(Option<Digest>, PathBuf)>, Error> {
-        let mut found = Vec::new();
-        self.for_each_shard(|shard| {
-            found.extend(shard.files);
-            Ok(())
-        })?;
-        Ok(found)
-    }
-
-    /// Visits the tree one shard directory at a time, each sorted by name,
-    /// so that a sweep holds one shard in memory, not the whole tree.
-    /// Entries where a shard or algorithm directory should be come as a
-    /// shard of their own with no algorithm.
+    /// Visits the tree one shard at a time, in order: every shard a digest
+    /// can have (`sha256/00` to `sha512/ff`, missing ones as empty), each
+    /// sorted by name, so that a sweep holds one shard in memory, never the
+    /// whole tree. Entries where a shard or algorithm directory should be
+    /// (stray files, unknown names) come last, as shards with no algorithm.
     pub fn for_each_shard(
         &self,
         mut visit: impl FnMut(Shard) -> Result<(), Error>,
     ) -> Result<(), Error> {
+        let mut strays = Vec::new();
         for alg_dir in read_dir_sorted(&self.blobs)? {
-            let alg_name = alg_dir
-                .file_name()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .into_owned();
-            let algorithm = Algorithm::from_name(&alg_name).filter(|_| alg_dir.is_dir());
-            let Some(algorithm) = algorithm else {
-                visit(Shard::stray(alg_dir))?;
-                continue;
-            };
-            for shard_dir in read_dir_sorted(&alg_dir)? {
-                let prefix = shard_dir
-                    .file_name()
-                    .unwrap_or_default()
-                    .to_string_lossy()
-                    .into_owned();
-                if !shard_dir.is_dir() {
-                    visit(Shard::stray(shard_dir))?;
-                    continue;
+            let name = alg_dir.file_name().unwrap_or_default().to_string_lossy();
+            let known = Algorithm::from_name(&name).is_some() && alg_dir.is_dir();
+            if !known {
+                strays.push(alg_dir);
+            }
+        }
+        for algorithm in Algorithm::ALL {
+            let alg_dir = self.blobs.join(algorithm.name());
+            let mut shard_dirs = Vec::new();
+            if alg_dir.is_dir() {
+                for shard_dir in read_dir_sorted(&alg_dir)? {
+                    let name = shard_dir.file_name().unwrap_or_default().to_string_lossy();
+                    if is_shard_name(&name) && shard_dir.is_dir() {
+                        shard_dirs.push(shard_dir);
+                    } else {
+                        strays.push(shard_dir);
+                    }
                 }
-                let files = read_dir_sorted(&shard_dir)?
-                    .into_iter()
-                    .map(|file| {
-                        let name = file.file_name().unwrap_or_default().to_string_lossy();
-                        let digest = Digest::parse(&format!("{alg_name}:{name}"))
-                            .ok()
-                            .filter(|d| file == self.path(d));
-                        (digest, file)
-                    })
-                    .collect();
+            }
+            let mut existing = shard_dirs.into_iter().peekable();
+            for n in 0..=255u8 {
+                let prefix = format!("{n:02x}");
+                let dir = alg_dir.join(&prefix);
+                let files = if existing.peek() == Some(&dir) {
+                    existing.next();
+                    read_dir_sorted(&dir)?
+                        .into_iter()
+                        .map(|file| {
+                            let name = file.file_name().unwrap_or_default().to_string_lossy();
+                            let digest = Digest::parse(&format!("{algorithm}:{name}"))
+                                .ok()
+                                .filter(|d| file == self.path(d));
+                            (digest, file)
+                        })
+                        .collect()
+                } else {
+                    Vec::new()
+                };
                 visit(Shard {
                     algorithm: Some(algorithm),
                     prefix,
@@ -164,8 +163,19 @@ impl BlobTree {
                 })?;
             }
         }
+        for stray in strays {
+            visit(Shard::stray(stray))?;
+        }
         Ok(())
     }
+}
+
+/// A shard directory's name: two lower-case hex digits.
+fn is_shard_name(name: &str) -> bool {
+    name.len() == 2
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// One shard directory's files, as (digest or `None` for a stray name, path).

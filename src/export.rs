@@ -49,17 +49,18 @@ impl Store {
             }
             let info = self.image(key)?;
             if info.format != ImageFormat::Oci {
-                return Err(Error::Other(format!(
-                    "image {key} is an appc ACI; only OCI images can be exported as an OCI layout"
-                )));
+                return Err(Error::NotOci {
+                    key: key.clone(),
+                    operation: "exported as an OCI layout",
+                });
             }
             let closure = self.index.image_blobs(key)?;
             for blob in &closure {
                 if !self.tree.contains(&blob.digest) {
-                    return Err(Error::Other(format!(
-                        "cannot export image {key}: its blob {} is not in the store",
-                        blob.digest
-                    )));
+                    return Err(Error::IncompleteImage {
+                        key: key.clone(),
+                        blob: blob.digest.clone(),
+                    });
                 }
                 blobs.insert(blob.digest.clone());
             }
@@ -90,7 +91,7 @@ impl Store {
             manifests: descriptors,
         };
         let index_json = serde_json::to_vec(&index)
-            .map_err(|e| Error::Other(format!("internal: index.json: {e}")))?;
+            .map_err(|e| Error::Internal(format!("cannot serialise index.json: {e}")))?;
         check_dest(dest)?;
         let temp = temp_name(dest);
         let written = if dest.extension().is_some_and(|e| e == "tar") {
@@ -130,12 +131,19 @@ impl Store {
             return Ok(());
         };
         for layer in std::iter::once(&m.config).chain(&m.layers) {
-            if Digest::parse(&layer.digest).map_or(true, |d| !have.contains(&d)) {
-                return Err(Error::Other(format!(
-                    "cannot export image {key}: blob {} of manifest {manifest} is not in the store \
-                     (imported with --allow-missing?)",
-                    layer.digest
-                )));
+            match Digest::parse(&layer.digest) {
+                Ok(d) if have.contains(&d) => {}
+                Ok(blob) => {
+                    return Err(Error::IncompleteImage {
+                        key: key.clone(),
+                        blob,
+                    });
+                }
+                Err(e) => {
+                    return Err(Error::Internal(format!(
+                        "manifest {manifest} of image {key} names a bad digest: {e}"
+                    )));
+                }
             }
         }
         Ok(())
@@ -282,13 +290,16 @@ fn check_dest(dest: &Path) -> Result<(), Error> {
             if empty {
                 Ok(())
             } else {
-                Err(Error::Other(format!(
-                    "{} already exists and is not empty; export writes a new layout",
-                    dest.display()
-                )))
+                Err(Error::DestinationExists {
+                    path: dest.to_path_buf(),
+                    non_empty_dir: true,
+                })
             }
         }
-        Ok(_) => Err(Error::Other(format!("{} already exists", dest.display()))),
+        Ok(_) => Err(Error::DestinationExists {
+            path: dest.to_path_buf(),
+            non_empty_dir: false,
+        }),
     }
 }
 

@@ -26,49 +26,119 @@
 //! reported but not repaired: SQLite cannot rebuild a damaged b-tree in
 //! place, so the report says it remains.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::Serialize;
 
+use crate::blobs::Shard;
 use crate::digest::{Digest, Hasher};
-use crate::error::Error;
+use crate::error::{DecompressError, Error};
 use crate::index::BlobRow;
 use crate::lock::LockMode;
 use crate::store::Store;
 
+/// Settings of a check.
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct FsckOptions {
+    /// Fix what can be fixed (see the table at the top of this module).
     pub repair: bool,
     /// Also decompress layers and check their diff_ids.
     pub layers: bool,
 }
 
+impl FsckOptions {
+    /// A plain check, nothing repaired.
+    pub fn new() -> FsckOptions {
+        FsckOptions::default()
+    }
+
+    /// With `repair`, fix what the check finds.
+    pub fn repair(mut self, repair: bool) -> FsckOptions {
+        self.repair = repair;
+        self
+    }
+
+    /// With `layers`, also decompress layers to check their diff_ids.
+    pub fn layers(mut self, layers: bool) -> FsckOptions {
+        self.layers = layers;
+        self
+    }
+}
+
+/// What kind of thing is wrong (the table at the top of this module).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ProblemKind {
+    /// The index itself: a failed `quick_check`, or an edge whose owner is gone.
+    Index,
+    /// A row names a blob whose file is gone.
+    Missing,
+    /// A file's bytes do not hash to its name.
+    Corrupt,
+    /// A file's length differs from its row's size.
+    Size,
+    /// A layer does not decompress to its diff_id (`--layers`).
+    DiffId,
+    /// A count differs from the sum of its edges.
+    Refcount,
+    /// A file no row names, or a temp file.
+    Orphan,
+}
+
+impl ProblemKind {
+    /// The kind's name, as `--json` writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ProblemKind::Index => "index",
+            ProblemKind::Missing => "missing",
+            ProblemKind::Corrupt => "corrupt",
+            ProblemKind::Size => "size",
+            ProblemKind::DiffId => "diff_id",
+            ProblemKind::Refcount => "refcount",
+            ProblemKind::Orphan => "orphan",
+        }
+    }
+}
+
+impl fmt::Display for ProblemKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// One thing found wrong.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct Problem {
-    /// `corrupt`, `missing`, `orphan`, `size`, `refcount`, `diff_id`, `index`.
-    pub kind: String,
-    /// The blob digest or image key concerned, in full.
-    pub key: Option<String>,
+    /// What kind of thing is wrong.
+    pub kind: ProblemKind,
+    /// The blob concerned, if one is.
+    pub key: Option<Digest>,
+    /// What was found, for a reader.
     pub detail: String,
 }
 
+/// What a check found and, with `--repair`, did.
 #[derive(Debug, Clone, Default, Serialize)]
+#[non_exhaustive]
 pub struct FsckReport {
+    /// Blob files re-hashed.
     pub blobs_checked: u64,
+    /// Their bytes.
     pub bytes_checked: u64,
+    /// What the check found.
     pub problems: Vec<Problem>,
     /// Whether `--repair` ran and a check afterwards found the store
     /// consistent.
     pub repaired: bool,
     /// Images `--repair` removed because a blob they needed was lost.
-    pub removed_images: Vec<String>,
+    pub removed_images: Vec<Digest>,
     /// What a check after `--repair` still found (empty when `repaired`).
     pub remaining: Vec<Problem>,
 }
@@ -80,21 +150,20 @@ impl FsckReport {
     }
 
     /// The problems of one kind.
-    pub fn of_kind<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = &'a Problem> + 'a {
+    pub fn of_kind(&self, kind: ProblemKind) -> impl Iterator<Item = &Problem> + '_ {
         self.problems.iter().filter(move |p| p.kind == kind)
     }
+}
+
+fn key_or_dash(key: &Option<Digest>) -> String {
+    key.as_ref()
+        .map_or_else(|| "-".to_string(), Digest::to_string)
 }
 
 impl fmt::Display for FsckReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for p in &self.problems {
-            writeln!(
-                f,
-                "{}: {} {}",
-                p.kind,
-                p.key.as_deref().unwrap_or("-"),
-                p.detail
-            )?;
+            writeln!(f, "{}: {} {}", p.kind, key_or_dash(&p.key), p.detail)?;
         }
         for key in &self.removed_images {
             writeln!(f, "removed image {key}: a blob it needs is lost")?;
@@ -104,7 +173,7 @@ impl fmt::Display for FsckReport {
                 f,
                 "still wrong after repair: {}: {} {}",
                 p.kind,
-                p.key.as_deref().unwrap_or("-"),
+                key_or_dash(&p.key),
                 p.detail
             )?;
         }
@@ -132,10 +201,10 @@ struct Findings {
 }
 
 impl Findings {
-    fn problem(&mut self, kind: &str, key: Option<&Digest>, detail: String) {
+    fn problem(&mut self, kind: ProblemKind, key: Option<&Digest>, detail: String) {
         self.report.problems.push(Problem {
-            kind: kind.to_string(),
-            key: key.map(Digest::to_string),
+            kind,
+            key: key.cloned(),
             detail,
         });
     }
@@ -146,14 +215,28 @@ impl Findings {
 struct FileCheck {
     len: u64,
     /// What the bytes hash to, or why they could not be read.
-    found: Result<Digest, String>,
+    found: Result<Digest, io::Error>,
     /// With `--layers`: what the decompressed bytes hash to, or why not.
-    diff: Option<Result<Digest, String>>,
+    diff: Option<Result<Digest, DecompressError>>,
 }
+
+/// Most threads re-hashing blobs at once.
+const MAX_WORKERS: usize = 8;
 
 impl Store {
     /// Checks the store and, with `options.repair`, fixes what it found.
     /// Waits for running imports and gc to finish first.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), imgstore::Error> {
+    /// let store = imgstore::Store::open("/var/lib/imgstore")?;
+    /// let report = store.fsck(&imgstore::FsckOptions::new())?;
+    /// if !report.is_clean() {
+    ///     eprint!("{report}");
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn fsck(&self, options: &FsckOptions) -> Result<FsckReport, Error> {
         let _lock = self.lock(LockMode::Exclusive, true)?;
         let findings = self.check(options)?;
@@ -172,11 +255,7 @@ impl Store {
         // removes.
         let in_tree = doomed.iter().any(|p| !p.starts_with(self.tree.tmp_dir()));
         let repair = self.index.repair(&lost, &resize, in_tree)?;
-        report.removed_images = repair
-            .images_removed
-            .iter()
-            .map(Digest::to_string)
-            .collect();
+        report.removed_images = repair.images_removed;
         crate::failpoint::hit("fsck-after-index-repair");
         let mut touched = BTreeSet::new();
         for path in doomed {
@@ -187,7 +266,11 @@ impl Store {
         report.repaired = report.remaining.is_empty();
         // The check walked the whole tree: if it found no orphan, gc need
         // not walk it again, once the removals are on disk.
-        if !report.remaining.iter().any(|p| p.kind == "orphan") {
+        if !report
+            .remaining
+            .iter()
+            .any(|p| p.kind == ProblemKind::Orphan)
+        {
             for dir in touched {
                 crate::blobs::sync_dir(&dir)?;
             }
@@ -196,133 +279,30 @@ impl Store {
         Ok(report)
     }
 
+    /// One pass over the store, shard by shard: each shard's files against
+    /// its rows (one range scan), so memory follows a shard, not the store.
     fn check(&self, options: &FsckOptions) -> Result<Findings, Error> {
         let mut f = Findings::default();
         for line in self.index.quick_check()? {
-            f.problem("index", None, format!("quick_check: {line}"));
+            f.problem(ProblemKind::Index, None, format!("quick_check: {line}"));
         }
-
-        let rows = self.index.all_blobs()?;
-        let named: HashSet<&Digest> = rows.iter().map(|r| &r.digest).collect();
-        let mut present: HashSet<Digest> = HashSet::new();
-        for (digest, path) in self.tree.walk()? {
-            match digest {
-                Some(d) if named.contains(&d) => {
-                    present.insert(d);
-                }
-                Some(d) => {
-                    f.problem(
-                        "orphan",
-                        Some(&d),
-                        format!("no row names the file {}", path.display()),
-                    );
-                    f.doomed.push(path);
-                }
-                None => {
-                    f.problem(
-                        "orphan",
-                        None,
-                        format!("stray file {} in the blob tree", path.display()),
-                    );
-                    f.doomed.push(path);
-                }
-            }
-        }
+        self.tree
+            .for_each_shard(|shard| self.check_shard(shard, options, &mut f))?;
         let tmp = self.tree.tmp_dir();
         for entry in std::fs::read_dir(tmp).map_err(|e| Error::io("read directory", tmp, e))? {
             let path = entry
                 .map_err(|e| Error::io("read directory", tmp, e))?
                 .path();
             f.problem(
-                "orphan",
+                ProblemKind::Orphan,
                 None,
                 format!("stale temp file {}", path.display()),
             );
             f.doomed.push(path);
         }
-
-        let mut to_hash = Vec::new();
-        for row in &rows {
-            if present.contains(&row.digest) {
-                to_hash.push(row);
-            } else {
-                f.problem(
-                    "missing",
-                    Some(&row.digest),
-                    format!("the file {} is gone", self.tree.path(&row.digest).display()),
-                );
-                f.lost.push(row.digest.clone());
-            }
-        }
-
-        let checks = hash_all(&to_hash, |d| self.tree.path(d), options.layers);
-        for (row, check) in to_hash.iter().zip(checks) {
-            f.report.blobs_checked += 1;
-            f.report.bytes_checked += check.len;
-            let path = self.tree.path(&row.digest);
-            let corrupt = match &check.found {
-                Ok(found) if *found == row.digest => false,
-                Ok(found) => {
-                    f.problem(
-                        "corrupt",
-                        Some(&row.digest),
-                        format!("its bytes hash to {found}"),
-                    );
-                    true
-                }
-                Err(why) => {
-                    f.problem(
-                        "corrupt",
-                        Some(&row.digest),
-                        format!("cannot read {}: {why}", path.display()),
-                    );
-                    true
-                }
-            };
-            if check.len != row.size {
-                f.problem(
-                    "size",
-                    Some(&row.digest),
-                    format!(
-                        "the file has {} bytes, the index says {}",
-                        check.len, row.size
-                    ),
-                );
-                if !corrupt {
-                    f.resize.push((row.digest.clone(), check.len));
-                }
-            }
-            let mut bad_layer = false;
-            if !corrupt && let (Some(expected), Some(diff)) = (&row.diff_id, &check.diff) {
-                match diff {
-                    Ok(found) if found == expected => {}
-                    Ok(found) => {
-                        f.problem(
-                            "diff_id",
-                            Some(&row.digest),
-                            format!("decompresses to {found}, not its diff_id {expected}"),
-                        );
-                        bad_layer = true;
-                    }
-                    Err(why) => {
-                        f.problem(
-                            "diff_id",
-                            Some(&row.digest),
-                            format!("cannot decompress: {why}"),
-                        );
-                        bad_layer = true;
-                    }
-                }
-            }
-            if corrupt || bad_layer {
-                f.lost.push(row.digest.clone());
-                f.doomed.push(path);
-            }
-        }
-
         for drift in self.index.count_drift()? {
             f.problem(
-                "refcount",
+                ProblemKind::Refcount,
                 Some(&drift.digest),
                 format!(
                     "count is {}, its edges sum to {}",
@@ -331,53 +311,156 @@ impl Store {
             );
         }
         for edge in self.index.dangling_refs()? {
-            let owner = edge.owner_kind.name();
             f.problem(
-                "index",
+                ProblemKind::Index,
                 Some(&edge.blob),
-                format!("held by {owner} row {} that no longer exists", edge.owner),
+                format!(
+                    "held by {} row {} that no longer exists",
+                    edge.owner_kind.name(),
+                    edge.owner
+                ),
             );
         }
         Ok(f)
     }
-}
 
-/// Hashes the files of `rows` on every core; results in the order given.
-fn hash_all(
-    rows: &[&BlobRow],
-    path_of: impl Fn(&Digest) -> PathBuf + Sync,
-    layers: bool,
-) -> Vec<FileCheck> {
-    let workers = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2)
-        .min(rows.len().max(1));
-    let next = AtomicUsize::new(0);
-    let results: Mutex<HashMap<usize, FileCheck>> = Mutex::new(HashMap::new());
-    std::thread::scope(|s| {
-        for _ in 0..workers {
-            s.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(row) = rows.get(i) else { break };
-                    let path = path_of(&row.digest);
-                    let diff_id = row.diff_id.as_ref().filter(|_| layers);
-                    let check = check_file(&path, &row.digest, diff_id);
-                    results.lock().expect("no worker panics").insert(i, check);
-                }
-            });
+    fn check_shard(
+        &self,
+        shard: Shard,
+        options: &FsckOptions,
+        f: &mut Findings,
+    ) -> Result<(), Error> {
+        let Some(algorithm) = shard.algorithm else {
+            for (_, path) in shard.files {
+                f.problem(
+                    ProblemKind::Orphan,
+                    None,
+                    format!("stray file {} in the blob tree", path.display()),
+                );
+                f.doomed.push(path);
+            }
+            return Ok(());
+        };
+        let rows = self.index.blob_rows_in_shard(algorithm, &shard.prefix)?;
+        if rows.is_empty() && shard.files.is_empty() {
+            return Ok(());
         }
-    });
-    let mut results = results.into_inner().expect("no worker panics");
-    (0..rows.len())
-        .map(|i| {
-            results.remove(&i).unwrap_or(FileCheck {
-                len: 0,
-                found: Err("not checked".into()),
-                diff: None,
-            })
-        })
-        .collect()
+        let mut by_digest: HashMap<&Digest, &BlobRow> =
+            rows.iter().map(|r| (&r.digest, r)).collect();
+        let mut to_hash: Vec<&BlobRow> = Vec::new();
+        for (digest, path) in &shard.files {
+            match digest.as_ref().and_then(|d| by_digest.remove(d)) {
+                Some(row) => to_hash.push(row),
+                None => {
+                    let detail = match digest {
+                        Some(_) => format!("no row names the file {}", path.display()),
+                        None => format!("stray file {} in the blob tree", path.display()),
+                    };
+                    f.problem(ProblemKind::Orphan, digest.as_ref(), detail);
+                    f.doomed.push(path.clone());
+                }
+            }
+        }
+        // Rows left over have no file, in the order of the index.
+        for row in &rows {
+            if by_digest.contains_key(&row.digest) {
+                f.problem(
+                    ProblemKind::Missing,
+                    Some(&row.digest),
+                    format!("the file {} is gone", self.tree.path(&row.digest).display()),
+                );
+                f.lost.push(row.digest.clone());
+            }
+        }
+
+        let order = (0..to_hash.len()).collect();
+        let checks = crate::parallel::run(
+            &to_hash,
+            order,
+            crate::parallel::workers(MAX_WORKERS),
+            || (),
+            |_, row| {
+                let diff_id = row.diff_id.as_ref().filter(|_| options.layers);
+                Ok::<_, std::convert::Infallible>(check_file(
+                    &self.tree.path(&row.digest),
+                    &row.digest,
+                    diff_id,
+                ))
+            },
+        );
+        for (row, check) in to_hash.iter().zip(checks) {
+            let Some(Ok(check)) = check else {
+                unreachable!("an infallible check is never skipped")
+            };
+            self.judge(row, check, f);
+        }
+        Ok(())
+    }
+
+    /// Turns one file's check into problems.
+    fn judge(&self, row: &BlobRow, check: FileCheck, f: &mut Findings) {
+        f.report.blobs_checked += 1;
+        f.report.bytes_checked += check.len;
+        let path = self.tree.path(&row.digest);
+        let corrupt = match &check.found {
+            Ok(found) if *found == row.digest => false,
+            Ok(found) => {
+                f.problem(
+                    ProblemKind::Corrupt,
+                    Some(&row.digest),
+                    format!("its bytes hash to {found}"),
+                );
+                true
+            }
+            Err(why) => {
+                f.problem(
+                    ProblemKind::Corrupt,
+                    Some(&row.digest),
+                    format!("cannot read {}: {why}", path.display()),
+                );
+                true
+            }
+        };
+        if check.len != row.size {
+            f.problem(
+                ProblemKind::Size,
+                Some(&row.digest),
+                format!(
+                    "the file has {} bytes, the index says {}",
+                    check.len, row.size
+                ),
+            );
+            if !corrupt {
+                f.resize.push((row.digest.clone(), check.len));
+            }
+        }
+        let mut bad_layer = false;
+        if !corrupt && let (Some(expected), Some(diff)) = (&row.diff_id, &check.diff) {
+            match diff {
+                Ok(found) if found == expected => {}
+                Ok(found) => {
+                    f.problem(
+                        ProblemKind::DiffId,
+                        Some(&row.digest),
+                        format!("decompresses to {found}, not its diff_id {expected}"),
+                    );
+                    bad_layer = true;
+                }
+                Err(why) => {
+                    f.problem(
+                        ProblemKind::DiffId,
+                        Some(&row.digest),
+                        format!("cannot decompress: {why}"),
+                    );
+                    bad_layer = true;
+                }
+            }
+        }
+        if corrupt || bad_layer {
+            f.lost.push(row.digest.clone());
+            f.doomed.push(path);
+        }
+    }
 }
 
 const READ_BUFFER: usize = 1 << 20;
@@ -388,18 +471,18 @@ fn check_file(path: &Path, digest: &Digest, diff_id: Option<&Digest>) -> FileChe
         Err(e) => {
             return FileCheck {
                 len: 0,
-                found: Err(e.to_string()),
+                found: Err(e),
                 diff: None,
             };
         }
     };
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let found = hash_stream(&mut file, digest.algorithm().hasher()).map_err(|e| e.to_string());
+    let found = hash_stream(&mut file, digest.algorithm().hasher());
     // An uncompressed layer is its own diff_id: the hash just taken checks
     // it, and reading the file a second time would only repeat it.
-    let diff = diff_id.map(|expected| match expected == digest {
-        true => found.clone(),
-        false => crate::import::diff_id::of_file(path, expected.algorithm()),
+    let diff = diff_id.and_then(|expected| match expected == digest {
+        true => found.as_ref().ok().cloned().map(Ok),
+        false => Some(crate::import::diff_id::of_file(path, expected.algorithm())),
     });
     FileCheck { len, found, diff }
 }

@@ -204,6 +204,9 @@ impl Sweep<'_> {
         let mut young = Vec::new();
         let mut young_strays = false;
         store.tree.for_each_shard(|shard| {
+            if shard.files.is_empty() {
+                return Ok(());
+            }
             let named = match shard.algorithm {
                 Some(alg) => store.index.blob_hexes_in_shard(alg, &shard.prefix)?,
                 None => Default::default(),
@@ -268,7 +271,7 @@ impl Sweep<'_> {
     fn finish(&mut self) -> Result<(), Error> {
         for shard in std::mem::take(&mut self.touched) {
             match sync_dir(&shard) {
-                Err(Error::Io { cause, .. }) if cause.kind() == std::io::ErrorKind::NotFound => {}
+                Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
                 other => other?,
             }
         }

@@ -29,6 +29,7 @@ mod import;
 mod index;
 mod intents;
 mod lock;
+mod parallel;
 mod progress;
 mod prune;
 mod publish;
@@ -39,8 +40,8 @@ mod store;
 
 pub use blobs::VerifiedReader;
 pub use digest::{Algorithm, Digest, DigestError, KeyPrefix};
-pub use error::{Error, ResolveError};
-pub use fsck::{FsckOptions, FsckReport, Problem};
+pub use error::{ArchiveError, ArchiveErrorKind, DecompressError, Error, IndexError, ResolveError};
+pub use fsck::{FsckOptions, FsckReport, Problem, ProblemKind};
 pub use gc::GcOptions;
 pub use image::{
     BlobInfo, DiskUsage, GcReport, ImageDetails, ImageFormat, ImageInfo, Label, NameSelector,

@@ -10,7 +10,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use common::{AciBuilder, TestStore, sha512_key, write_file};
-use imgstore::{Algorithm, Digest, FsckOptions};
+use imgstore::{Algorithm, Digest, FsckOptions, ProblemKind};
 
 fn blob_path(store: &Path, digest: &str) -> PathBuf {
     let (alg, hex) = digest.split_once(':').unwrap();
@@ -273,13 +273,7 @@ fn fsck_layers_checks_diff_ids() {
     };
 
     set_diff_id(&diff_id);
-    let report = store
-        .open()
-        .fsck(&FsckOptions {
-            repair: false,
-            layers: true,
-        })
-        .unwrap();
+    let report = store.open().fsck(&FsckOptions::new().layers(true)).unwrap();
     assert!(report.problems.is_empty(), "{report}");
 
     let wrong = Digest::of(Algorithm::Sha256, b"something else");
@@ -307,15 +301,12 @@ fn fsck_layers_checks_diff_ids() {
     );
     let report = store
         .open()
-        .fsck(&FsckOptions {
-            repair: true,
-            layers: true,
-        })
+        .fsck(&FsckOptions::new().repair(true).layers(true))
         .unwrap();
     assert!(
         report
-            .of_kind("diff_id")
-            .any(|p| p.key.as_deref() == Some(junk.to_string().as_str())),
+            .of_kind(ProblemKind::DiffId)
+            .any(|p| p.key.as_ref() == Some(&junk)),
         "{report}"
     );
     assert!(report.repaired, "{report}");

@@ -272,13 +272,13 @@ fn rejects_diff_id_mismatches_and_truncation() {
         format!("{first}.tar"),
         builder::layer_tar(&[("etc/a", b"tampered")]),
     );
-    rejects(&a.tar(), "not to the digest it is named by", &[]);
+    rejects(&a.tar(), "it is named by", &[]);
 
     // A gzip layer cut short, with --verify-layers.
     let mut a = DockerArchive::new("app:1", &LAYERS);
     let gz = builder::gzip(&builder::layer_tar(LAYERS[0]));
     replace_first_layer(&mut a, gz[..gz.len() - 10].to_vec());
-    rejects(&a.tar(), "cannot be decompressed", &["--verify-layers"]);
+    rejects(&a.tar(), "data is truncated", &["--verify-layers"]);
 
     // The archive cut short.
     let tar = DockerArchive::new("app:1", &LAYERS).tar();

@@ -277,7 +277,7 @@ fn refuses_unexpected_top_level_entries() {
         .dir("rootfs")
         .entry("extra.txt", b"x")
         .build();
-    refuses(&tar, "unexpected entry");
+    refuses(&tar, "is unexpected");
 }
 
 #[test]

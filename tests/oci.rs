@@ -368,10 +368,10 @@ fn rejects_bad_layout_files() {
     rejects(&l, "oci-layout", &[]);
     let mut l = good.clone();
     l.files.insert("oci-layout".into(), b"not json".to_vec());
-    rejects(&l, "oci-layout is not valid", &[]);
+    rejects(&l, "oci-layout is not a valid layout file", &[]);
     let mut l = good.clone();
     l.files.insert("oci-layout".into(), b"{}".to_vec());
-    rejects(&l, "oci-layout is not valid", &[]);
+    rejects(&l, "oci-layout is not a valid layout file", &[]);
     let mut l = good.clone();
     l.files.insert(
         "oci-layout".into(),
@@ -547,7 +547,7 @@ fn rejects_truncated_layers_and_archives() {
     let m = l.blob("sha256", &manifest);
     l.index
         .push(named(desc(builder::MANIFEST, &m, manifest.len()), "app:1"));
-    rejects(&l, "cannot be decompressed", &["--verify-layers"]);
+    rejects(&l, "data is truncated", &["--verify-layers"]);
 
     // The archive itself cut short.
     let tmp = tempfile::tempdir().unwrap();

@@ -301,7 +301,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             }
         }
         Command::Fsck { repair, layers } => {
-            let report = store.fsck(&FsckOptions { repair, layers })?;
+            let report = store.fsck(&FsckOptions::new().repair(repair).layers(layers))?;
             if args.json {
                 out.json(&report)?;
             } else {

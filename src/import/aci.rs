@@ -7,10 +7,10 @@ use std::collections::HashSet;
 use std::io::{self, Read, Write};
 use std::path::Path;
 
-use super::members::{normalize, stream_error};
+use super::members::{normalize, stream_error, truncated};
 use super::{Importer, appc, pipeline};
 use crate::digest::Algorithm;
-use crate::error::{Error, IoContext};
+use crate::error::{ArchiveErrorKind, Error, IoContext};
 use crate::image::{ImageFormat, ImageInfo};
 use crate::index::{Commit, NewBlob, NewImage};
 use crate::publish::Publication;
@@ -38,10 +38,7 @@ pub(super) fn import(ctx: &Importer, path: &Path) -> Result<ImageInfo, Error> {
         let scanned = scan(&mut stream, path).and_then(|manifest| {
             stream.drain().map_err(|e| stream_error(path, e))?;
             if !stream.ends_in_zero_blocks() {
-                return Err(Error::bad_archive(
-                    path,
-                    "the tar archive is truncated (it does not end in two zero blocks)",
-                ));
+                return Err(truncated(path));
             }
             Ok(manifest)
         });
@@ -52,8 +49,7 @@ pub(super) fn import(ctx: &Importer, path: &Path) -> Result<ImageInfo, Error> {
         return Err(Error::io("write temp file", path, e));
     }
     let manifest_bytes = scanned?;
-    let manifest =
-        appc::parse(&manifest_bytes).map_err(|reason| Error::bad_archive(path, reason))?;
+    let manifest = appc::parse(&manifest_bytes).map_err(|kind| Error::archive(path, kind))?;
     let tar = writer.finish()?;
 
     let mut manifest_writer = ctx.tree.writer(Algorithm::Sha256)?;
@@ -102,7 +98,25 @@ pub(super) fn import(ctx: &Importer, path: &Path) -> Result<ImageInfo, Error> {
 
 /// Walks the tar entries: checks the ACI layout and returns the manifest.
 fn scan(stream: &mut impl Read, path: &Path) -> Result<Vec<u8>, Error> {
-    let bad = |reason: String| Error::bad_archive(path, reason);
+    let entry_error = |entry: &str, reason: String| {
+        Error::archive(
+            path,
+            ArchiveErrorKind::Entry {
+                entry: entry.to_string(),
+                reason,
+            },
+        )
+    };
+    let missing = |name| {
+        Error::archive(
+            path,
+            ArchiveErrorKind::MissingFile {
+                container: "archive",
+                name,
+                note: "",
+            },
+        )
+    };
     let mut archive = tar::Archive::new(stream);
     let mut seen: HashSet<String> = HashSet::new();
     let mut manifest: Option<Vec<u8>> = None;
@@ -115,40 +129,47 @@ fn scan(stream: &mut impl Read, path: &Path) -> Result<Vec<u8>, Error> {
         }
         let raw = entry.path_bytes().into_owned();
         let name = normalize(&raw)
-            .map_err(|why| bad(format!("entry {:?} {why}", String::from_utf8_lossy(&raw))))?;
+            .map_err(|why| entry_error(&String::from_utf8_lossy(&raw), why.to_string()))?;
         if name.is_empty() {
             continue; // the archive's own root, "./"
         }
         if !seen.insert(name.clone()) {
-            return Err(bad(format!("entry {name:?} appears twice")));
+            return Err(entry_error(&name, "appears twice".into()));
         }
         if kind.is_hard_link()
             && let Some(target) = entry.link_name_bytes().map(|t| t.into_owned())
         {
             let target = normalize(&target).map_err(|why| {
-                bad(format!(
-                    "hard link {name:?} -> {:?} {why}",
-                    String::from_utf8_lossy(&target)
-                ))
+                entry_error(
+                    &name,
+                    format!(
+                        "is a hard link to {:?}, which {why}",
+                        String::from_utf8_lossy(&target)
+                    ),
+                )
             })?;
             if !target.starts_with("rootfs/") {
-                return Err(bad(format!(
-                    "hard link {name:?} points outside rootfs/ to {target:?}"
-                )));
+                return Err(entry_error(
+                    &name,
+                    format!("is a hard link pointing outside rootfs/ to {target:?}"),
+                ));
             }
         }
         let top = name.split('/').next().unwrap_or_default();
         match top {
             "manifest" if name == "manifest" => {
                 if !kind.is_file() {
-                    return Err(bad("manifest is not a regular file".into()));
+                    return Err(entry_error(&name, "is not a regular file".into()));
                 }
                 if entry.size() > MAX_MANIFEST {
-                    return Err(bad(format!(
-                        "manifest is {} bytes, more than the {} allowed",
-                        entry.size(),
-                        MAX_MANIFEST
-                    )));
+                    return Err(Error::archive(
+                        path,
+                        ArchiveErrorKind::TooLarge {
+                            what: "manifest".into(),
+                            size: entry.size(),
+                            limit: MAX_MANIFEST,
+                        },
+                    ));
                 }
                 let mut bytes = Vec::with_capacity(entry.size() as usize);
                 entry
@@ -158,20 +179,21 @@ fn scan(stream: &mut impl Read, path: &Path) -> Result<Vec<u8>, Error> {
             }
             "rootfs" => {
                 if name == "rootfs" && !kind.is_dir() {
-                    return Err(bad("rootfs is not a directory".into()));
+                    return Err(entry_error(&name, "is not a directory".into()));
                 }
                 has_rootfs = true;
             }
             _ => {
-                return Err(bad(format!(
-                    "unexpected entry {name:?}: an ACI holds only manifest and rootfs/"
-                )));
+                return Err(entry_error(
+                    &name,
+                    "is unexpected: an ACI holds only manifest and rootfs/".into(),
+                ));
             }
         }
     }
-    let manifest = manifest.ok_or_else(|| bad("the archive has no manifest file".into()))?;
+    let manifest = manifest.ok_or_else(|| missing("manifest file"))?;
     if !has_rootfs {
-        return Err(bad("the archive has no rootfs/ directory".into()));
+        return Err(missing("rootfs/ directory"));
     }
     Ok(manifest)
 }

@@ -5,6 +5,7 @@
 use serde_json::{Map, Value};
 
 use crate::digest::Digest;
+use crate::error::ArchiveErrorKind;
 use crate::image::Label;
 
 /// What the store keeps of a valid manifest.
@@ -61,27 +62,50 @@ pub(crate) fn is_ac_identifier(s: &str) -> bool {
     !s.is_empty() && !prev_sep
 }
 
-type Invalid = String;
+type Invalid = ArchiveErrorKind;
+
+/// A manifest field that breaks the spec.
+fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Invalid {
+    ArchiveErrorKind::Manifest {
+        field: Some(field.into()),
+        reason: reason.into(),
+    }
+}
+
+/// A manifest that is not a document at all.
+fn document(reason: String) -> Invalid {
+    ArchiveErrorKind::Manifest {
+        field: None,
+        reason,
+    }
+}
 
 pub(crate) fn parse(bytes: &[u8]) -> Result<AciManifest, Invalid> {
     let value: Value =
-        serde_json::from_slice(bytes).map_err(|e| format!("manifest is not valid JSON: {e}"))?;
-    let obj = value.as_object().ok_or("manifest is not a JSON object")?;
+        serde_json::from_slice(bytes).map_err(|e| document(format!("is not valid JSON: {e}")))?;
+    let obj = value
+        .as_object()
+        .ok_or_else(|| document("is not a JSON object".into()))?;
 
     let kind = string_field(obj, "acKind")?;
     if kind != "ImageManifest" {
-        return Err(format!(
-            "manifest field acKind is {kind:?}, expected \"ImageManifest\""
+        return Err(invalid(
+            "acKind",
+            format!("is {kind:?}, expected \"ImageManifest\""),
         ));
     }
     let version = string_field(obj, "acVersion")?;
     semver::Version::parse(version).map_err(|e| {
-        format!("manifest field acVersion {version:?} is not a semantic version: {e}")
+        invalid(
+            "acVersion",
+            format!("{version:?} is not a semantic version: {e}"),
+        )
     })?;
     let name = string_field(obj, "name")?;
     if !is_ac_identifier(name) {
-        return Err(format!(
-            "manifest field name {name:?} is not an AC identifier (lower-case letters, digits and -._~/)"
+        return Err(invalid(
+            "name",
+            format!("{name:?} is not an AC identifier (lower-case letters, digits and -._~/)"),
         ));
     }
 
@@ -98,12 +122,13 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<AciManifest, Invalid> {
                 match app.get(field) {
                     Some(Value::String(s)) if !s.is_empty() => {}
                     Some(Value::String(_)) => {
-                        return Err(format!("manifest field app.{field} is empty"));
+                        return Err(invalid(format!("app.{field}"), "is empty"));
                     }
-                    Some(_) => return Err(format!("manifest field app.{field} is not a string")),
+                    Some(_) => return Err(invalid(format!("app.{field}"), "is not a string")),
                     None => {
-                        return Err(format!(
-                            "manifest field app.{field} is missing (required when app is present)"
+                        return Err(invalid(
+                            format!("app.{field}"),
+                            "is missing (required when app is present)",
                         ));
                     }
                 }
@@ -114,10 +139,10 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<AciManifest, Invalid> {
                     .as_array()
                     .is_some_and(|a| a.iter().all(Value::is_string))
             {
-                return Err("manifest field app.exec is not an array of strings".into());
+                return Err(invalid("app.exec", "is not an array of strings"));
             }
         }
-        Some(_) => return Err("manifest field app is not an object".into()),
+        Some(_) => return Err(invalid("app", "is not an object")),
     }
 
     let dependencies = match obj.get("dependencies") {
@@ -127,7 +152,7 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<AciManifest, Invalid> {
             .enumerate()
             .map(|(i, d)| parse_dependency(i, d))
             .collect::<Result<_, _>>()?,
-        Some(_) => return Err("manifest field dependencies is not an array".into()),
+        Some(_) => return Err(invalid("dependencies", "is not an array")),
     };
     if let Some(wl) = obj.get("pathWhitelist")
         && !wl.is_null()
@@ -135,7 +160,7 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<AciManifest, Invalid> {
             .as_array()
             .is_some_and(|a| a.iter().all(Value::is_string))
     {
-        return Err("manifest field pathWhitelist is not an array of strings".into());
+        return Err(invalid("pathWhitelist", "is not an array of strings"));
     }
 
     Ok(AciManifest {
@@ -148,51 +173,45 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<AciManifest, Invalid> {
 fn string_field<'a>(obj: &'a Map<String, Value>, field: &str) -> Result<&'a str, Invalid> {
     match obj.get(field) {
         Some(Value::String(s)) => Ok(s),
-        Some(_) => Err(format!("manifest field {field} is not a string")),
-        None => Err(format!("manifest field {field} is missing")),
+        Some(_) => Err(invalid(field, "is not a string")),
+        None => Err(invalid(field, "is missing")),
     }
 }
 
 fn parse_labels(v: &Value, field: &str) -> Result<Vec<Label>, Invalid> {
     let arr = v
         .as_array()
-        .ok_or_else(|| format!("manifest field {field} is not an array"))?;
+        .ok_or_else(|| invalid(field, "is not an array"))?;
     let mut labels: Vec<Label> = Vec::with_capacity(arr.len());
+    let mut seen = std::collections::HashSet::with_capacity(arr.len());
     for (i, item) in arr.iter().enumerate() {
         let at = format!("{field}[{i}]");
         let obj = item
             .as_object()
-            .ok_or_else(|| format!("manifest field {at} is not an object"))?;
+            .ok_or_else(|| invalid(&at, "is not an object"))?;
         let name = match obj.get("name") {
             Some(Value::String(s)) => s,
             _ => {
-                return Err(format!(
-                    "manifest field {at}.name is missing or not a string"
-                ));
+                return Err(invalid(format!("{at}.name"), "is missing or not a string"));
             }
         };
         let value = match obj.get("value") {
             Some(Value::String(s)) => s,
             _ => {
-                return Err(format!(
-                    "manifest field {at}.value is missing or not a string"
-                ));
+                return Err(invalid(format!("{at}.value"), "is missing or not a string"));
             }
         };
         if !is_ac_identifier(name) {
-            return Err(format!(
-                "manifest field {at}.name {name:?} is not an AC identifier"
+            return Err(invalid(
+                format!("{at}.name"),
+                format!("{name:?} is not an AC identifier"),
             ));
         }
         if name == "name" {
-            return Err(format!(
-                "manifest field {at}: a label may not be called \"name\""
-            ));
+            return Err(invalid(at, "may not be called \"name\" (a label)"));
         }
-        if labels.iter().any(|l| &l.name == name) {
-            return Err(format!(
-                "manifest field {field}: label {name:?} appears twice"
-            ));
+        if !seen.insert(name.as_str()) {
+            return Err(invalid(field, format!("label {name:?} appears twice")));
         }
         labels.push(Label::new(name.as_str(), value.as_str()));
     }
@@ -212,8 +231,9 @@ fn check_os_arch(labels: &[Label]) -> Result<(), Invalid> {
         if let Some(arch) = arch
             && !OS_ARCH.iter().any(|(_, archs)| archs.contains(&arch))
         {
-            return Err(format!(
-                "manifest label arch {arch:?} is not a known architecture"
+            return Err(invalid(
+                "labels",
+                format!("arch {arch:?} is not a known architecture"),
             ));
         }
         return Ok(());
@@ -223,14 +243,20 @@ fn check_os_arch(labels: &[Label]) -> Result<(), Invalid> {
         .find(|(o, _)| *o == os)
         .map(|(_, a)| *a)
         .ok_or_else(|| {
-            format!("manifest label os {os:?} is not supported (linux, freebsd or darwin)")
+            invalid(
+                "labels",
+                format!("os {os:?} is not supported (linux, freebsd or darwin)"),
+            )
         })?;
     if let Some(arch) = arch
         && !archs.contains(&arch)
     {
-        return Err(format!(
-            "manifest label arch {arch:?} is not valid for os {os:?} (one of {})",
-            archs.join(", ")
+        return Err(invalid(
+            "labels",
+            format!(
+                "arch {arch:?} is not valid for os {os:?} (one of {})",
+                archs.join(", ")
+            ),
         ));
     }
     Ok(())
@@ -240,26 +266,28 @@ fn parse_dependency(i: usize, v: &Value) -> Result<Dependency, Invalid> {
     let at = format!("dependencies[{i}]");
     let obj = v
         .as_object()
-        .ok_or_else(|| format!("manifest field {at} is not an object"))?;
+        .ok_or_else(|| invalid(&at, "is not an object"))?;
     let image_name = match obj.get("imageName") {
         Some(Value::String(s)) if is_ac_identifier(s) => s.clone(),
         Some(Value::String(s)) => {
-            return Err(format!(
-                "manifest field {at}.imageName {s:?} is not an AC identifier"
+            return Err(invalid(
+                format!("{at}.imageName"),
+                format!("{s:?} is not an AC identifier"),
             ));
         }
         _ => {
-            return Err(format!(
-                "manifest field {at}.imageName is missing or not a string"
+            return Err(invalid(
+                format!("{at}.imageName"),
+                "is missing or not a string",
             ));
         }
     };
     let image_id = match obj.get("imageID") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => {
-            Some(Digest::parse(s).map_err(|e| format!("manifest field {at}.imageID: {e}"))?)
+            Some(Digest::parse(s).map_err(|e| invalid(format!("{at}.imageID"), e.to_string()))?)
         }
-        Some(_) => return Err(format!("manifest field {at}.imageID is not a string")),
+        Some(_) => return Err(invalid(format!("{at}.imageID"), "is not a string")),
     };
     let labels = match obj.get("labels") {
         None | Some(Value::Null) => Vec::new(),
@@ -269,7 +297,7 @@ fn parse_dependency(i: usize, v: &Value) -> Result<Dependency, Invalid> {
         None | Some(Value::Null) => None,
         Some(v) => Some(
             v.as_u64()
-                .ok_or_else(|| format!("manifest field {at}.size is not a non-negative integer"))?,
+                .ok_or_else(|| invalid(format!("{at}.size"), "is not a non-negative integer"))?,
         ),
     };
     Ok(Dependency {
@@ -354,6 +382,7 @@ mod tests {
         ];
         for (input, needle) in cases {
             let err = parse(input.as_bytes()).unwrap_err();
+            let err = err.to_string();
             assert!(err.contains(needle), "{input}: {err}");
         }
     }

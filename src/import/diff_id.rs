@@ -16,6 +16,7 @@ use std::thread::JoinHandle;
 
 use super::pipeline::Compression;
 use crate::digest::{Algorithm, Digest};
+use crate::error::DecompressError;
 
 /// Chunks in flight between the writer and the decompressing thread.
 const IN_FLIGHT: usize = 4;
@@ -24,7 +25,7 @@ const IN_FLIGHT: usize = 4;
 /// thread.
 pub(super) struct DiffHasher {
     tx: Option<SyncSender<Vec<u8>>>,
-    thread: Option<JoinHandle<Result<Digest, String>>>,
+    thread: Option<JoinHandle<Result<Digest, DecompressError>>>,
 }
 
 impl DiffHasher {
@@ -67,13 +68,11 @@ impl DiffHasher {
 
     /// The digest of the decompressed stream, or why it could not be had
     /// (corrupt or truncated compressed data).
-    pub fn finish(mut self) -> Result<Digest, String> {
+    pub fn finish(mut self) -> Result<Digest, DecompressError> {
         self.tx = None;
         match self.thread.take() {
-            Some(thread) => thread
-                .join()
-                .unwrap_or_else(|_| Err("the decompressing thread panicked".into())),
-            None => Err("cannot start a decompressing thread".into()),
+            Some(thread) => thread.join().unwrap_or(Err(DecompressError::Thread)),
+            None => Err(DecompressError::Thread),
         }
     }
 }
@@ -89,30 +88,26 @@ impl Drop for DiffHasher {
 
 /// The diff_id of a layer file on disk (for import, and for anything else
 /// that decompresses a stored layer: unpacking, `fsck --layers`).
-pub(crate) fn of_file(path: &Path, algorithm: Algorithm) -> Result<Digest, String> {
-    let file = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+pub(crate) fn of_file(path: &Path, algorithm: Algorithm) -> Result<Digest, DecompressError> {
+    let file = File::open(path)
+        .map_err(|e| DecompressError::Read(format!("cannot open {}: {e}", path.display())))?;
     hash_decompressed(&mut BufReader::with_capacity(1 << 20, file), algorithm)
 }
 
 fn hash_decompressed(
     input: &mut (dyn Read + Send),
     algorithm: Algorithm,
-) -> Result<Digest, String> {
+) -> Result<Digest, DecompressError> {
     let mut head = Vec::with_capacity(8);
     input
         .take(8)
         .read_to_end(&mut head)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| DecompressError::Read(e.to_string()))?;
     let compression = Compression::sniff(&head);
     let mut decoder = compression
         .decoder(io::Cursor::new(head).chain(input))
-        .map_err(|e| e.to_string())?;
-    let fail = |e: io::Error| {
-        format!(
-            "its {} data cannot be decompressed (truncated or corrupt): {e}",
-            compression.name()
-        )
-    };
+        .map_err(|e| DecompressError::of(compression, &e))?;
+    let fail = |e: io::Error| DecompressError::of(compression, &e);
     // Decompressing and hashing are each about as costly: the hashing gets
     // a thread of its own, fed through a few recycled buffers.
     std::thread::scope(|scope| {
@@ -150,7 +145,7 @@ fn hash_decompressed(
             let Some(mut buf) = buf else {
                 drop(full_tx);
                 let _ = hashing.join();
-                return Err("the hashing thread stopped".to_string());
+                return Err(DecompressError::Thread);
             };
             let n = match fill(&mut *decoder, &mut buf) {
                 Ok(n) => n,
@@ -162,13 +157,11 @@ fn hash_decompressed(
             };
             if n == 0 {
                 drop(full_tx);
-                return hashing
-                    .join()
-                    .map_err(|_| "the hashing thread panicked".to_string());
+                return hashing.join().map_err(|_| DecompressError::Thread);
             }
             if full_tx.send((buf, n)).is_err() {
                 let _ = hashing.join();
-                return Err("the hashing thread stopped".to_string());
+                return Err(DecompressError::Thread);
             }
         }
     })

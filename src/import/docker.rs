@@ -31,7 +31,7 @@ use super::pipeline::{self, Compression};
 use super::spec::{self, Descriptor, ImageConfig};
 use super::{Importer, oci};
 use crate::digest::{Algorithm, Digest};
-use crate::error::{Error, IoContext};
+use crate::error::{ArchiveErrorKind, Error, IoContext};
 use crate::image::ImageInfo;
 use crate::index::NewImage;
 
@@ -58,9 +58,11 @@ struct GeneratedManifest {
 
 pub(super) fn import(ctx: &Importer, path: &Path) -> Result<Vec<ImageInfo>, Error> {
     if path.is_dir() {
-        return Err(Error::bad_archive(
+        return Err(Error::archive(
             path,
-            "a docker archive is a tar file, not a directory (for an OCI layout directory use --format oci)",
+            ArchiveErrorKind::WrongFormat(
+                "a docker archive is a tar file, not a directory (for an OCI layout directory use --format oci)",
+            ),
         ));
     }
     let mut members = members::read(ctx, path, Mode::Docker)?;
@@ -86,9 +88,13 @@ pub(super) fn import(ctx: &Importer, path: &Path) -> Result<Vec<ImageInfo>, Erro
             .collect::<Result<Vec<_>, _>>()?,
         None if members.metadata.contains_key("repositories") => legacy(ctx, path, &mut members)?,
         None => {
-            return Err(Error::bad_archive(
+            return Err(Error::archive(
                 path,
-                "a docker archive needs a manifest.json or a repositories file; this has neither",
+                ArchiveErrorKind::MissingFile {
+                    container: "archive",
+                    name: "manifest.json or repositories file",
+                    note: "a docker archive needs one",
+                },
             ));
         }
     };
@@ -119,24 +125,44 @@ pub(super) fn names_by_config(members: &Members) -> HashMap<Digest, Naming> {
 }
 
 fn parse_manifest_json(path: &Path, bytes: &[u8]) -> Result<Vec<Entry>, Error> {
-    let entries: Option<Vec<Entry>> = graph::parse_json(bytes)
-        .map_err(|e| Error::bad_archive(path, format!("manifest.json is not valid: {e}")))?;
-    let entries = entries
-        .ok_or_else(|| Error::bad_archive(path, "manifest.json is null, not a list of images"))?;
+    let entries: Option<Vec<Entry>> = graph::parse_json(bytes, "manifest.json", "image list")
+        .map_err(|kind| Error::archive(path, kind))?;
+    let entries = entries.ok_or_else(|| {
+        Error::archive(
+            path,
+            ArchiveErrorKind::Malformed {
+                what: "manifest.json".into(),
+                reason: "is null, not a list of images".into(),
+            },
+        )
+    })?;
     if entries.is_empty() {
-        return Err(Error::bad_archive(path, "manifest.json lists no image"));
+        return Err(Error::archive(
+            path,
+            ArchiveErrorKind::NoImages("manifest.json"),
+        ));
     }
     Ok(entries)
 }
 
 /// The digest of the member a path in manifest.json names.
 fn member(members: &Members, path: &Path, name: &str, field: &str) -> Result<Digest, Error> {
-    let normal = members::normalize(name.as_bytes())
-        .map_err(|why| Error::bad_archive(path, format!("manifest.json {field} {name:?} {why}")))?;
-    members.file(&normal).ok_or_else(|| {
-        Error::bad_archive(
+    let normal = members::normalize(name.as_bytes()).map_err(|why| {
+        Error::archive(
             path,
-            format!("manifest.json names {field} {name:?}, which the archive does not hold"),
+            ArchiveErrorKind::Malformed {
+                what: format!("manifest.json {field} {name:?}"),
+                reason: why.to_string(),
+            },
+        )
+    })?;
+    members.file(&normal).ok_or_else(|| {
+        Error::archive(
+            path,
+            ArchiveErrorKind::MissingMember {
+                what: format!("manifest.json {field}"),
+                name: name.to_string(),
+            },
         )
     })
 }
@@ -187,35 +213,33 @@ fn build(
     layers: Vec<Digest>,
     naming: &Naming,
 ) -> Result<NewImage, Error> {
-    let bad = |reason: String| Error::bad_archive(path, reason);
+    let bad = |kind| Error::archive(path, kind);
     let blobs = &members.blobs;
     let config_bytes = blobs.read_json(ctx, &config, "config", path)?;
-    let parsed: ImageConfig = graph::parse_json(&config_bytes).map_err(|e| {
-        bad(format!(
-            "{what}: config {config} is not a valid image config: {e}"
-        ))
-    })?;
+    let parsed: ImageConfig = graph::parse_json(
+        &config_bytes,
+        format!("{what}: config {config}"),
+        "image config",
+    )
+    .map_err(bad)?;
     let diff_ids = parsed
         .rootfs
         .as_ref()
         .map(|r| {
             r.diff_ids
                 .iter()
-                .map(|d| {
-                    Digest::parse(d)
-                        .map_err(|e| bad(format!("config {config} rootfs.diff_ids: {e}")))
-                })
+                .map(|d| Digest::parse(d).map_err(|e| bad(graph::bad_diff_id(&config, e))))
                 .collect::<Result<Vec<_>, _>>()
         })
         .transpose()?;
     if let Some(ids) = &diff_ids
         && ids.len() != layers.len()
     {
-        return Err(bad(format!(
-            "{what} has {} layers but its config lists {} diff_ids",
-            layers.len(),
-            ids.len()
-        )));
+        return Err(bad(ArchiveErrorKind::LayerCount {
+            what: what.to_string(),
+            layers: layers.len(),
+            diff_ids: ids.len(),
+        }));
     }
 
     let checker = LayerChecker { ctx, input: path };
@@ -248,7 +272,7 @@ fn build(
         layers: descriptors,
     };
     let bytes = serde_json::to_vec(&manifest)
-        .map_err(|e| Error::Other(format!("internal: manifest: {e}")))?;
+        .map_err(|e| Error::Internal(format!("cannot serialise a manifest: {e}")))?;
     let mut writer = ctx.tree.writer(Algorithm::Sha256)?;
     writer
         .write_all(&bytes)
@@ -312,11 +336,16 @@ struct LegacyLayer {
 
 /// Images of a legacy archive: one per tag in `repositories`.
 fn legacy(ctx: &Importer, path: &Path, members: &mut Members) -> Result<Vec<NewImage>, Error> {
-    let bad = |reason: String| Error::bad_archive(path, reason);
-    let repositories: Option<HashMap<String, HashMap<String, String>>> =
-        graph::parse_json(&members.metadata["repositories"])
-            .map_err(|e| bad(format!("repositories is not valid: {e}")))?;
-    let repositories = repositories.ok_or_else(|| bad("repositories is null".into()))?;
+    let bad = |what: String, reason: String| {
+        Error::archive(path, ArchiveErrorKind::Malformed { what, reason })
+    };
+    let repositories: Option<HashMap<String, HashMap<String, String>>> = graph::parse_json(
+        &members.metadata["repositories"],
+        "repositories",
+        "map of repositories to tags",
+    )
+    .map_err(|kind| Error::archive(path, kind))?;
+    let repositories = repositories.ok_or_else(|| bad("repositories".into(), "is null".into()))?;
     let mut tags: Vec<(String, String)> = repositories
         .into_iter()
         .flat_map(|(repo, tags)| {
@@ -332,17 +361,25 @@ fn legacy(ctx: &Importer, path: &Path, members: &mut Members) -> Result<Vec<NewI
         let mut top_json: Option<LegacyLayer> = None;
         while let Some(current) = id {
             if chain.len() > 1000 || chain.contains(&current) {
-                return Err(bad(format!("the parent chain of {reference} loops")));
+                return Err(bad(
+                    format!("the parent chain of {reference}"),
+                    "loops".into(),
+                ));
             }
             if !current.bytes().all(|b| b.is_ascii_hexdigit()) || current.is_empty() {
-                return Err(bad(format!(
-                    "layer id {current:?} of {reference} is not hex"
-                )));
+                return Err(bad(
+                    format!("layer id {current:?} of {reference}"),
+                    "is not hex".into(),
+                ));
             }
             let json = member(members, path, &format!("{current}/json"), "layer json")?;
             let bytes = members.blobs.read_json(ctx, &json, "layer json", path)?;
-            let layer: LegacyLayer = graph::parse_json(&bytes)
-                .map_err(|e| bad(format!("{current}/json is not valid: {e}")))?;
+            let layer: LegacyLayer = graph::parse_json(
+                &bytes,
+                format!("{current}/json"),
+                "legacy layer description",
+            )
+            .map_err(|kind| Error::archive(path, kind))?;
             id = layer.parent.clone().filter(|p| !p.is_empty());
             chain.push(current);
             if top_json.is_none() {
@@ -366,7 +403,7 @@ fn legacy(ctx: &Importer, path: &Path, members: &mut Members) -> Result<Vec<NewI
             },
         });
         let bytes = serde_json::to_vec(&config)
-            .map_err(|e| Error::Other(format!("internal: config: {e}")))?;
+            .map_err(|e| Error::Internal(format!("cannot serialise a config: {e}")))?;
         let mut writer = ctx.tree.writer(Algorithm::Sha256)?;
         writer
             .write_all(&bytes)
@@ -387,7 +424,10 @@ fn legacy(ctx: &Importer, path: &Path, members: &mut Members) -> Result<Vec<NewI
         )?);
     }
     if images.is_empty() {
-        return Err(bad("repositories lists no image".into()));
+        return Err(Error::archive(
+            path,
+            ArchiveErrorKind::NoImages("repositories"),
+        ));
     }
     Ok(images)
 }

@@ -22,7 +22,7 @@ use super::spec::{self, Descriptor, ImageConfig, ImageIndex, ImageManifest, Kind
 use super::{Importer, diff_id};
 use crate::blobs::StagedBlob;
 use crate::digest::{Algorithm, Digest};
-use crate::error::{Error, IoContext};
+use crate::error::{ArchiveErrorKind, DecompressError, Error, IoContext};
 use crate::image::{ImageFormat, ImageInfo, Label};
 use crate::index::{Commit, NewBlob, NewImage};
 use crate::publish::Publication;
@@ -36,7 +36,7 @@ pub(super) struct Blobs {
     pub present: HashMap<Digest, u64>,
     /// Uncompressed sha256 digests computed while the bytes streamed in
     /// (with `--verify-layers`), or why decompressing failed.
-    pub diffs: HashMap<Digest, Result<Digest, String>>,
+    pub diffs: HashMap<Digest, Result<Digest, DecompressError>>,
 }
 
 impl Blobs {
@@ -57,12 +57,13 @@ impl Blobs {
     ) -> Result<Vec<u8>, Error> {
         let size = self.size(digest).unwrap_or(0);
         if size > spec::MAX_JSON {
-            return Err(Error::bad_archive(
+            return Err(Error::archive(
                 input,
-                format!(
-                    "{what} {digest} is {size} bytes, more than the {} allowed",
-                    spec::MAX_JSON
-                ),
+                ArchiveErrorKind::TooLarge {
+                    what: format!("{what} {digest}"),
+                    size,
+                    limit: spec::MAX_JSON,
+                },
             ));
         }
         let mut bytes = Vec::with_capacity(size as usize);
@@ -178,8 +179,21 @@ impl<'a, S: Source> Walk<'a, S> {
         }
     }
 
-    fn bad(&self, reason: impl Into<String>) -> Error {
-        Error::bad_archive(self.input, reason)
+    fn bad(&self, kind: ArchiveErrorKind) -> Error {
+        Error::archive(self.input, kind)
+    }
+
+    fn missing(
+        &self,
+        what: impl Into<String>,
+        digest: &Digest,
+        allow_missing_helps: bool,
+    ) -> Error {
+        self.bad(ArchiveErrorKind::MissingBlob {
+            what: what.into(),
+            digest: digest.clone(),
+            allow_missing_helps,
+        })
     }
 
     /// Walks the layout's `index.json`. `fallback` names images whose
@@ -189,8 +203,8 @@ impl<'a, S: Source> Walk<'a, S> {
         index_json: &[u8],
         fallback: &HashMap<Digest, Naming>,
     ) -> Result<(), Error> {
-        let index: ImageIndex = parse_json(index_json)
-            .map_err(|e| self.bad(format!("index.json is not a valid image index: {e}")))?;
+        let index: ImageIndex =
+            parse_json(index_json, "index.json", "image index").map_err(|k| self.bad(k))?;
         for (i, desc) in index.manifests.iter().enumerate() {
             let what = format!("index.json manifests[{i}]");
             let naming = Naming::from_descriptor(desc);
@@ -220,9 +234,7 @@ impl<'a, S: Source> Walk<'a, S> {
             return Ok(None);
         }
         if !self.source.fetch(&digest, desc.size, None)? {
-            return Err(self.bad(format!(
-                "{what} names blob {digest}, which the layout does not hold"
-            )));
+            return Err(self.missing(what, &digest, false));
         }
         let bytes = self
             .source
@@ -240,7 +252,12 @@ impl<'a, S: Source> Walk<'a, S> {
     }
 
     fn descriptor_digest(&self, desc: &Descriptor, what: &str) -> Result<Digest, Error> {
-        Digest::parse(&desc.digest).map_err(|e| self.bad(format!("{what}: {e}")))
+        Digest::parse(&desc.digest).map_err(|e| {
+            self.bad(ArchiveErrorKind::Malformed {
+                what: format!("{what} digest"),
+                reason: format!("is not valid: {e}"),
+            })
+        })
     }
 
     fn index(
@@ -252,8 +269,8 @@ impl<'a, S: Source> Walk<'a, S> {
         naming: Option<&Naming>,
         fallback: &HashMap<Digest, Naming>,
     ) -> Result<Closure, Error> {
-        let index: ImageIndex = parse_json(bytes)
-            .map_err(|e| self.bad(format!("{what} ({digest}) is not a valid image index: {e}")))?;
+        let index: ImageIndex = parse_json(bytes, format!("{what} ({digest})"), "image index")
+            .map_err(|k| self.bad(k))?;
         let mut closure = Closure {
             blobs: vec![new_blob(digest, desc.size, &desc.media_type, None)],
             links: Vec::new(),
@@ -283,20 +300,16 @@ impl<'a, S: Source> Walk<'a, S> {
         naming: Option<&Naming>,
         fallback: &HashMap<Digest, Naming>,
     ) -> Result<Closure, Error> {
-        let manifest: ImageManifest = parse_json(bytes).map_err(|e| {
-            self.bad(format!(
-                "{what} ({digest}) is not a valid image manifest: {e}"
-            ))
-        })?;
+        let manifest: ImageManifest =
+            parse_json(bytes, format!("{what} ({digest})"), "image manifest")
+                .map_err(|k| self.bad(k))?;
         let what = format!("manifest {digest}");
         let config_digest = self.descriptor_digest(&manifest.config, &format!("{what} config"))?;
         if !self
             .source
             .fetch(&config_digest, manifest.config.size, None)?
         {
-            return Err(self.bad(format!(
-                "{what} names config {config_digest}, which the layout does not hold"
-            )));
+            return Err(self.missing(format!("{what} config"), &config_digest, false));
         }
         let config_is_image = spec::is_image_config(&manifest.config.media_type);
         let config: ImageConfig = if config_is_image {
@@ -304,11 +317,8 @@ impl<'a, S: Source> Walk<'a, S> {
                 self.source
                     .blobs()
                     .read_json(self.ctx, &config_digest, "config", self.input)?;
-            parse_json(&bytes).map_err(|e| {
-                self.bad(format!(
-                    "config {config_digest} is not a valid image config: {e}"
-                ))
-            })?
+            parse_json(&bytes, format!("config {config_digest}"), "image config")
+                .map_err(|k| self.bad(k))?
         } else {
             ImageConfig::default()
         };
@@ -317,18 +327,14 @@ impl<'a, S: Source> Walk<'a, S> {
                 let ids = rootfs
                     .diff_ids
                     .iter()
-                    .map(|d| {
-                        Digest::parse(d).map_err(|e| {
-                            self.bad(format!("config {config_digest} rootfs.diff_ids: {e}"))
-                        })
-                    })
+                    .map(|d| Digest::parse(d).map_err(|e| self.bad(bad_diff_id(&config_digest, e))))
                     .collect::<Result<Vec<_>, _>>()?;
                 if ids.len() != manifest.layers.len() {
-                    return Err(self.bad(format!(
-                        "{what} has {} layers but its config lists {} diff_ids",
-                        manifest.layers.len(),
-                        ids.len()
-                    )));
+                    return Err(self.bad(ArchiveErrorKind::LayerCount {
+                        what,
+                        layers: manifest.layers.len(),
+                        diff_ids: ids.len(),
+                    }));
                 }
                 Some(ids)
             }
@@ -363,10 +369,7 @@ impl<'a, S: Source> Walk<'a, S> {
                 if self.ctx.options.allow_missing {
                     continue;
                 }
-                return Err(self.bad(format!(
-                    "{layer_what} is blob {layer_digest}, which the layout does not hold \
-                     (use --allow-missing to import without it)"
-                )));
+                return Err(self.missing(layer_what, &layer_digest, true));
             }
             let diff = match expected {
                 Some(expected) => checker.check(
@@ -476,11 +479,14 @@ impl LayerChecker<'_> {
         what: &str,
     ) -> Result<Option<Digest>, Error> {
         let mismatch = |found: &Digest| {
-            Error::bad_archive(
+            Error::archive(
                 self.input,
-                format!(
-                    "{what} ({digest}) uncompresses to {found}, but the config's rootfs.diff_ids says {expected}"
-                ),
+                ArchiveErrorKind::DiffIdMismatch {
+                    what: what.to_string(),
+                    layer: digest.clone(),
+                    expected: expected.clone(),
+                    found: found.clone(),
+                },
             )
         };
         if spec::is_uncompressed_layer(media_type) && digest.algorithm() == expected.algorithm() {
@@ -507,9 +513,13 @@ impl LayerChecker<'_> {
         match computed {
             Ok(found) if &found == expected => Ok(Some(found)),
             Ok(found) => Err(mismatch(&found)),
-            Err(e) => Err(Error::bad_archive(
+            Err(cause) => Err(Error::archive(
                 self.input,
-                format!("{what} ({digest}): {e}"),
+                ArchiveErrorKind::BadLayer {
+                    what: what.to_string(),
+                    layer: digest.clone(),
+                    cause,
+                },
             )),
         }
     }
@@ -529,10 +539,25 @@ pub(super) fn new_blob(
     }
 }
 
-/// Parses a JSON document; the error is serde's message (which names the
-/// line and column), for the caller to put beside the file name.
-pub(super) fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
-    serde_json::from_slice(bytes).map_err(|e| e.to_string())
+/// Parses a JSON document `what` that should be a `expected`; the error
+/// keeps serde's message, which names the line and column.
+pub(super) fn parse_json<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    what: impl Into<String>,
+    expected: &str,
+) -> Result<T, ArchiveErrorKind> {
+    serde_json::from_slice(bytes).map_err(|e| ArchiveErrorKind::Malformed {
+        what: what.into(),
+        reason: format!("is not a valid {expected}: {e}"),
+    })
+}
+
+/// A diff_id in a config's `rootfs.diff_ids` that is no digest.
+pub(super) fn bad_diff_id(config: &Digest, e: crate::digest::DigestError) -> ArchiveErrorKind {
+    ArchiveErrorKind::Malformed {
+        what: format!("config {config} rootfs.diff_ids"),
+        reason: format!("holds a bad digest: {e}"),
+    }
 }
 
 /// Publishes every staged blob the images name, then commits the images

@@ -30,7 +30,7 @@ use super::pipeline::{self, Compression};
 use super::{Importer, spec};
 use crate::blobs::{FillError, StagedBlob, read_some};
 use crate::digest::{Algorithm, Digest};
-use crate::error::{Error, IoContext};
+use crate::error::{ArchiveErrorKind, DecompressError, Error, IoContext};
 
 /// Metadata files read into memory.
 const METADATA: [&str; 4] = ["oci-layout", "index.json", "manifest.json", "repositories"];
@@ -84,10 +84,7 @@ pub(super) fn read(ctx: &Importer, path: &Path, mode: Mode) -> Result<Members, E
     syncer.finish();
     stream.drain().map_err(|e| stream_error(path, e))?;
     if !stream.ends_in_zero_blocks() {
-        return Err(Error::bad_archive(
-            path,
-            "the tar archive is truncated (it does not end in two zero blocks)",
-        ));
+        return Err(truncated(path));
     }
     Ok(members)
 }
@@ -222,10 +219,13 @@ struct Range {
     size: u64,
 }
 
-fn truncated(path: &Path) -> Error {
-    Error::bad_archive(
+/// A tar archive that ends early.
+pub(super) fn truncated(path: &Path) -> Error {
+    Error::archive(
         path,
-        "the tar archive is truncated (it does not end in two zero blocks)",
+        ArchiveErrorKind::Truncated {
+            compression: Compression::None,
+        },
     )
 }
 
@@ -250,64 +250,39 @@ fn only_zeros(file: &File, path: &Path, from: u64, to: u64) -> Result<bool, Erro
     Ok(true)
 }
 
-type Staged = Result<(Landed, Option<Result<Digest, String>>), Error>;
+type Staged = Result<(Landed, Option<Result<Digest, DecompressError>>), Error>;
 
 /// Stages the ranges on a few threads, largest first; the results come
 /// back in the ranges' order. After a failure the threads take no new
 /// ranges, and those have no result.
 fn stage_ranges(ctx: &Importer, ranges: &[Range], syncer: &Syncer) -> Vec<Option<Staged>> {
-    use std::sync::Mutex;
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-
     let mut order: Vec<usize> = (0..ranges.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(ranges[i].size));
-    let next = AtomicUsize::new(0);
-    let failed = AtomicBool::new(false);
-    let results: Vec<Mutex<Option<Staged>>> = ranges.iter().map(|_| Mutex::new(None)).collect();
-    let workers = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .clamp(1, MAX_WORKERS)
-        .min(ranges.len());
-    std::thread::scope(|scope| {
-        for _ in 0..workers {
-            scope.spawn(|| {
-                // A descriptor per thread, kept while the ranges are of one
-                // file: the kernel keeps readahead state per open file, and
-                // two streams sharing one would defeat it.
-                let mut open: Option<(&Path, File)> = None;
-                loop {
-                    let k = next.fetch_add(1, Ordering::Relaxed);
-                    if k >= order.len() || failed.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    let i = order[k];
-                    let range = &ranges[i];
-                    let result = match &open {
-                        Some((path, file)) if *path == range.file => {
-                            stage_range(ctx, path, file, range)
-                        }
-                        _ => File::open(&range.file)
-                            .ctx("open", &range.file)
-                            .and_then(|file| {
-                                advise_sequential(&file);
-                                let (path, file) = open.insert((&range.file, file));
-                                stage_range(ctx, path, file, range)
-                            }),
-                    };
-                    match &result {
-                        Ok((Landed::Staged(staged), _)) => syncer.sync(staged),
-                        Ok(_) => {}
-                        Err(_) => failed.store(true, Ordering::Relaxed),
-                    }
-                    *results[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(result);
-                }
-            });
-        }
-    });
-    results
-        .into_iter()
-        .map(|slot| slot.into_inner().unwrap_or_else(|p| p.into_inner()))
-        .collect()
+    crate::parallel::run(
+        ranges,
+        order,
+        crate::parallel::workers(MAX_WORKERS),
+        // A descriptor per thread, kept while the ranges are of one file:
+        // the kernel keeps readahead state per open file, and two streams
+        // sharing one would defeat it.
+        || None::<(PathBuf, File)>,
+        |open, range| {
+            let result = match open {
+                Some((path, file)) if *path == range.file => stage_range(ctx, path, file, range),
+                _ => File::open(&range.file)
+                    .ctx("open", &range.file)
+                    .and_then(|file| {
+                        advise_sequential(&file);
+                        let (path, file) = open.insert((range.file.clone(), file));
+                        stage_range(ctx, path, file, range)
+                    }),
+            };
+            if let Ok((Landed::Staged(staged), _)) = &result {
+                syncer.sync(staged);
+            }
+            result
+        },
+    )
 }
 
 /// Stages one member from its byte range.
@@ -370,9 +345,12 @@ fn advise_sequential(file: &File) {
 /// Turns a read error of the decompressed stream into a message about the
 /// archive.
 pub(super) fn stream_error(path: &Path, e: io::Error) -> Error {
-    Error::bad_archive(
+    Error::archive(
         path,
-        format!("cannot read the archive (truncated or corrupt?): {e}"),
+        ArchiveErrorKind::Corrupt {
+            compression: Compression::None,
+            detail: e.to_string(),
+        },
     )
 }
 
@@ -481,14 +459,22 @@ fn classify<R: Read>(
     entry: &mut tar::Entry<'_, R>,
     members: &mut Members,
 ) -> Result<Option<Job>, Error> {
-    let bad = |reason: String| Error::bad_archive(path, reason);
+    let bad = |entry: &str, reason: String| {
+        Error::archive(
+            path,
+            ArchiveErrorKind::Entry {
+                entry: entry.to_string(),
+                reason,
+            },
+        )
+    };
     let kind = entry.header().entry_type();
     if kind.is_pax_global_extensions() || kind.is_pax_local_extensions() {
         return Ok(None);
     }
     let raw = entry.path_bytes().into_owned();
-    let name = normalize(&raw)
-        .map_err(|why| bad(format!("entry {:?} {why}", String::from_utf8_lossy(&raw))))?;
+    let name =
+        normalize(&raw).map_err(|why| bad(&String::from_utf8_lossy(&raw), why.to_string()))?;
     if kind.is_symlink() || kind.is_hard_link() {
         let Some(target) = entry.link_name_bytes().map(|t| t.into_owned()) else {
             return Ok(None);
@@ -501,9 +487,10 @@ fn classify<R: Read>(
             _ => target.clone(),
         };
         let resolved = resolve_dots(&joined).ok_or_else(|| {
-            bad(format!(
-                "link {name:?} -> {target:?} leads outside the archive"
-            ))
+            bad(
+                &name,
+                format!("is a link to {target:?}, which leads outside the archive"),
+            )
         })?;
         members.links.insert(name, resolved);
         return Ok(None);
@@ -513,11 +500,14 @@ fn classify<R: Read>(
     }
     if METADATA.contains(&name.as_str()) {
         if entry.size() > spec::MAX_JSON {
-            return Err(bad(format!(
-                "{name} is {} bytes, more than the {} allowed",
-                entry.size(),
-                spec::MAX_JSON
-            )));
+            return Err(Error::archive(
+                path,
+                ArchiveErrorKind::TooLarge {
+                    what: name,
+                    size: entry.size(),
+                    limit: spec::MAX_JSON,
+                },
+            ));
         }
         let mut bytes = Vec::with_capacity(entry.size() as usize);
         entry
@@ -568,7 +558,7 @@ impl Members {
         path: &Path,
         job: Job,
         landed: Landed,
-        diff: Option<Result<Digest, String>>,
+        diff: Option<Result<Digest, DecompressError>>,
     ) -> Result<(), Error> {
         let digest = match &landed {
             Landed::Staged(s) => s.digest.clone(),
@@ -577,12 +567,13 @@ impl Members {
         if let Some(expected) = &job.claimed
             && expected != &digest
         {
-            return Err(Error::bad_archive(
+            return Err(Error::archive(
                 path,
-                format!(
-                    "{}: the content hashes to {digest}, not to the digest it is named by",
-                    job.name
-                ),
+                ArchiveErrorKind::DigestMismatch {
+                    member: job.name,
+                    expected: expected.clone(),
+                    found: digest,
+                },
             ));
         }
         if let Some(diff) = diff {
@@ -621,7 +612,7 @@ fn stage(
     entry: &mut impl Read,
     alg: Algorithm,
     present: bool,
-) -> Result<(Landed, Option<Result<Digest, String>>), Error> {
+) -> Result<(Landed, Option<Result<Digest, DecompressError>>), Error> {
     let mut writer = if present {
         None
     } else {

@@ -20,7 +20,7 @@ pub(crate) mod spec;
 use std::path::Path;
 
 use crate::blobs::BlobTree;
-use crate::error::Error;
+use crate::error::{ArchiveErrorKind, Error};
 use crate::image::ImageInfo;
 use crate::index::{FileIdentity, Index};
 
@@ -76,9 +76,9 @@ impl Importer<'_> {
         match format {
             ArchiveFormat::Aci => {
                 if meta.is_dir() {
-                    return Err(Error::bad_archive(
+                    return Err(Error::archive(
                         path,
-                        "an ACI must be a file, not a directory",
+                        ArchiveErrorKind::WrongFormat("an ACI must be a file, not a directory"),
                     ));
                 }
                 let image = aci::import(self, path)?;
@@ -132,10 +132,7 @@ fn sniff_archive(path: &Path) -> Result<ArchiveFormat, Error> {
     // whole stream in view; sniffing works with what it got.
     let _ = reader.take(SNIFF_LIMIT).read_to_end(&mut head);
     if head.is_empty() {
-        return Err(Error::bad_archive(
-            path,
-            "the file is empty, not an image archive",
-        ));
+        return Err(Error::archive(path, ArchiveErrorKind::Empty));
     }
     let mut names = Vec::new();
     let mut archive = tar::Archive::new(head.as_slice());
@@ -154,21 +151,12 @@ fn sniff_archive(path: &Path) -> Result<ArchiveFormat, Error> {
     } else if is(&|n| n == "oci-layout" || n == "index.json" || n.starts_with("blobs/")) {
         Ok(ArchiveFormat::Oci)
     } else if names.is_empty() {
-        let what = match compression {
-            Compression::None => "not a tar archive".to_string(),
-            c => format!("{} data that does not hold a tar archive", c.name()),
-        };
-        Err(Error::bad_archive(
+        Err(Error::archive(
             path,
-            format!(
-                "{what}: not an image archive (expected an ACI, OCI or docker archive, plain or gzip/zstd/xz/bzip2)"
-            ),
+            ArchiveErrorKind::NotATar { compression },
         ))
     } else {
-        Err(Error::bad_archive(
-            path,
-            "a tar archive, but not an ACI (no manifest or rootfs/), OCI layout or docker archive; use --format to force one",
-        ))
+        Err(Error::archive(path, ArchiveErrorKind::UnknownFormat))
     }
 }
 

@@ -19,7 +19,7 @@ use super::members::{self, Members, Mode};
 use super::spec::{self, OciLayout};
 use super::{Importer, docker};
 use crate::digest::{Algorithm, Digest};
-use crate::error::{Error, IoContext};
+use crate::error::{ArchiveErrorKind, Error, IoContext};
 use crate::image::ImageInfo;
 
 pub(super) fn import(ctx: &Importer, path: &Path, is_dir: bool) -> Result<Vec<ImageInfo>, Error> {
@@ -40,19 +40,15 @@ pub(super) fn import_members(
     mut members: Members,
     fallback: &HashMap<Digest, Naming>,
 ) -> Result<Vec<ImageInfo>, Error> {
-    let layout = members.metadata.remove("oci-layout").ok_or_else(|| {
-        Error::bad_archive(
-            path,
-            "the archive has no oci-layout file: not an OCI image layout",
-        )
-    })?;
+    let layout = members
+        .metadata
+        .remove("oci-layout")
+        .ok_or_else(|| not_a_layout(path, "archive", "oci-layout file"))?;
     check_layout_file(path, &layout)?;
-    let index = members.metadata.remove("index.json").ok_or_else(|| {
-        Error::bad_archive(
-            path,
-            "the archive has no index.json: not an OCI image layout",
-        )
-    })?;
+    let index = members
+        .metadata
+        .remove("index.json")
+        .ok_or_else(|| not_a_layout(path, "archive", "index.json"))?;
     let source = ArchiveSource {
         ctx,
         input: path,
@@ -70,22 +66,30 @@ fn finish(
     images: Vec<crate::index::NewImage>,
 ) -> Result<Vec<ImageInfo>, Error> {
     if images.is_empty() {
-        return Err(Error::bad_archive(
+        return Err(Error::archive(
             path,
-            "index.json lists no image manifest",
+            ArchiveErrorKind::NoImages("index.json"),
         ));
     }
     graph::commit(ctx, blobs, images)
 }
 
 fn import_dir(ctx: &Importer, dir: &Path) -> Result<Vec<ImageInfo>, Error> {
-    let bad = |reason: &str| Error::bad_archive(dir, reason.to_string());
+    let not_regular = |name: &str, expected| {
+        Error::archive(
+            dir,
+            ArchiveErrorKind::NotRegular {
+                name: name.to_string(),
+                expected,
+            },
+        )
+    };
     let layout_path = dir.join("oci-layout");
     match fs::metadata(&layout_path) {
         Ok(m) if m.is_file() => {}
-        Ok(_) => return Err(bad("oci-layout is not a regular file")),
+        Ok(_) => return Err(not_regular("oci-layout", "regular file")),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(bad("there is no oci-layout file: not an OCI image layout"));
+            return Err(not_a_layout(dir, "layout directory", "oci-layout file"));
         }
         Err(e) => return Err(Error::io("read", &layout_path, e)),
     }
@@ -94,18 +98,18 @@ fn import_dir(ctx: &Importer, dir: &Path) -> Result<Vec<ImageInfo>, Error> {
     let blobs_dir = dir.join("blobs");
     match fs::metadata(&blobs_dir) {
         Ok(m) if m.is_dir() => {}
-        Ok(_) => return Err(bad("blobs is not a directory")),
+        Ok(_) => return Err(not_regular("blobs", "directory")),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(bad("there is no blobs directory: not an OCI image layout"));
+            return Err(not_a_layout(dir, "layout directory", "blobs directory"));
         }
         Err(e) => return Err(Error::io("read", &blobs_dir, e)),
     }
     let index_path = dir.join("index.json");
     match fs::metadata(&index_path) {
         Ok(m) if m.is_file() => {}
-        Ok(_) => return Err(bad("index.json is not a regular file")),
+        Ok(_) => return Err(not_regular("index.json", "regular file")),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(bad("there is no index.json: not an OCI image layout"));
+            return Err(not_a_layout(dir, "layout directory", "index.json"));
         }
         Err(e) => return Err(Error::io("read", &index_path, e)),
     }
@@ -189,9 +193,13 @@ fn read_small(path: &Path) -> Result<Vec<u8>, Error> {
         .and_then(|f| f.take(spec::MAX_JSON + 1).read_to_end(&mut bytes))
         .ctx("read", path)?;
     if bytes.len() as u64 > spec::MAX_JSON {
-        return Err(Error::bad_archive(
+        return Err(Error::archive(
             path,
-            format!("larger than the {} bytes allowed", spec::MAX_JSON),
+            ArchiveErrorKind::TooLarge {
+                what: "the file".into(),
+                size: bytes.len() as u64,
+                limit: spec::MAX_JSON,
+            },
         ));
     }
     Ok(bytes)
@@ -200,29 +208,38 @@ fn read_small(path: &Path) -> Result<Vec<u8>, Error> {
 /// `oci-layout` must be a JSON object with a version string (umoci refuses
 /// `{}` too).
 fn check_layout_file(input: &Path, bytes: &[u8]) -> Result<(), Error> {
-    let layout: OciLayout = graph::parse_json(bytes)
-        .map_err(|e| Error::bad_archive(input, format!("oci-layout is not valid: {e}")))?;
+    let layout: OciLayout = graph::parse_json(bytes, "oci-layout", "layout file")
+        .map_err(|kind| Error::archive(input, kind))?;
     // Versions 1.x are compatible by semver; anything else may lay blobs
     // out differently.
     if layout.image_layout_version.split('.').next() != Some("1") {
-        return Err(Error::bad_archive(
+        return Err(Error::archive(
             input,
-            format!(
-                "oci-layout has imageLayoutVersion {:?}; only 1.x layouts are supported",
-                layout.image_layout_version
-            ),
+            ArchiveErrorKind::UnsupportedLayoutVersion(layout.image_layout_version),
         ));
     }
     Ok(())
 }
 
-/// Checks a blob the store has against a descriptor's size; `Ok(false)` if
-/// the store does not have it.
 /// Where a layout directory keeps a blob: `blobs/<alg>/<hex>`.
 fn layout_blob(dir: &Path, digest: &Digest) -> PathBuf {
-    dir.join("blobs")
-        .join(digest.algorithm().name())
-        .join(digest.hex())
+    dir.join(layout_blob_name(digest))
+}
+
+fn layout_blob_name(digest: &Digest) -> String {
+    format!("blobs/{}/{}", digest.algorithm().name(), digest.hex())
+}
+
+/// An input without a file every OCI layout has.
+fn not_a_layout(input: &Path, container: &'static str, name: &'static str) -> Error {
+    Error::archive(
+        input,
+        ArchiveErrorKind::MissingFile {
+            container,
+            name,
+            note: "not an OCI image layout",
+        },
+    )
 }
 
 /// Whether the blob is at hand already, staged from the input or in the
@@ -263,9 +280,13 @@ fn from_store(
 
 fn check_size(input: &Path, digest: &Digest, expected: u64, found: u64) -> Result<(), Error> {
     if expected != found {
-        return Err(Error::bad_archive(
+        return Err(Error::archive(
             input,
-            format!("blob {digest} has {found} bytes, but its descriptor says {expected}"),
+            ArchiveErrorKind::SizeMismatch {
+                digest: digest.clone(),
+                expected,
+                found,
+            },
         ));
     }
     Ok(())
@@ -322,7 +343,13 @@ impl Source for DirSource<'_> {
         };
         let meta = file.metadata().ctx("read", &path)?;
         if !meta.is_file() {
-            return Err(Error::bad_archive(&path, "a blob must be a regular file"));
+            return Err(Error::archive(
+                &path,
+                ArchiveErrorKind::NotRegular {
+                    name: "a blob".into(),
+                    expected: "regular file",
+                },
+            ));
         }
         // A wrong size is told without reading the blob.
         check_size(self.dir, digest, size, meta.len())?;
@@ -349,12 +376,13 @@ impl Source for DirSource<'_> {
         }
         let staged = writer.finish()?;
         if &staged.digest != digest {
-            return Err(Error::bad_archive(
-                &path,
-                format!(
-                    "the content hashes to {}, not to the digest {digest} it is named by",
-                    staged.digest
-                ),
+            return Err(Error::archive(
+                self.dir,
+                ArchiveErrorKind::DigestMismatch {
+                    member: layout_blob_name(digest),
+                    expected: digest.clone(),
+                    found: staged.digest.clone(),
+                },
             ));
         }
         check_size(self.dir, digest, size, staged.size)?;

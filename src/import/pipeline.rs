@@ -30,6 +30,12 @@ pub enum Compression {
     Bzip2,
 }
 
+impl std::fmt::Display for Compression {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 impl Compression {
     pub fn sniff(head: &[u8]) -> Compression {
         match head {

@@ -10,7 +10,7 @@
 use rusqlite::{Transaction, params};
 
 use super::{Index, Owner};
-use crate::digest::Digest;
+use crate::digest::{Algorithm, Digest};
 use crate::error::Error;
 use crate::image::ImageInfo;
 
@@ -57,14 +57,24 @@ fn parse_digest(s: &str) -> Result<Digest, Error> {
 }
 
 impl Index {
-    /// Every blob row, in id order.
-    pub fn all_blobs(&self) -> Result<Vec<BlobRow>, Error> {
+    /// The rows of the blobs in one shard of the tree (digests starting
+    /// with `algorithm:prefix`), by digest, through one range scan.
+    pub fn blob_rows_in_shard(
+        &self,
+        algorithm: Algorithm,
+        prefix: &str,
+    ) -> Result<Vec<BlobRow>, Error> {
         let conn = self.conn()?;
+        let low = format!("{algorithm}:{prefix}");
+        let high = format!("{low}g");
         let mut stmt = conn
-            .prepare("SELECT digest, size, diff_id FROM blobs ORDER BY id")
-            .map_err(Error::sql("list blobs"))?;
+            .prepare_cached(
+                "SELECT digest, size, diff_id FROM blobs \
+                 WHERE digest >= ?1 AND digest < ?2 ORDER BY digest",
+            )
+            .map_err(Error::sql("list a shard's blobs"))?;
         let rows = stmt
-            .query_map([], |r| {
+            .query_map([&low, &high], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
                     r.get::<_, i64>(1)?,
@@ -72,7 +82,7 @@ impl Index {
                 ))
             })
             .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
-            .map_err(Error::sql("list blobs"))?;
+            .map_err(Error::sql(format!("list blobs under {low}")))?;
         rows.into_iter()
             .map(|(d, size, diff)| {
                 Ok(BlobRow {

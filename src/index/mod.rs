@@ -107,12 +107,13 @@ impl Index {
             .max_size(8)
             .min_idle(Some(0))
             .connection_timeout(POOL_TIMEOUT)
-            .build(manager)?;
+            .build(manager)
+            .map_err(crate::error::pool_error)?;
         Ok(Index { pool })
     }
 
     pub fn conn(&self) -> Result<Conn, Error> {
-        Ok(self.pool.get()?)
+        self.pool.get().map_err(crate::error::pool_error)
     }
 
     /// A connection whose commits are durable on power loss, not only
