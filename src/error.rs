@@ -235,14 +235,16 @@ impl IndexError {
 #[error("{input}: {kind}")]
 pub struct ArchiveError {
     input: String,
-    kind: ArchiveErrorKind,
+    // Boxed: kinds carry digests and names, and every Result of the crate
+    // carries an Error.
+    kind: Box<ArchiveErrorKind>,
 }
 
 impl ArchiveError {
     pub(crate) fn new(input: &Path, kind: ArchiveErrorKind) -> ArchiveError {
         ArchiveError {
             input: input.display().to_string(),
-            kind,
+            kind: Box::new(kind),
         }
     }
 
