@@ -50,10 +50,7 @@ fn fsck(c: &mut Criterion) {
     let (docker, _) = bench_docker_archive(&dir, megabytes);
     let stores = dir.join("bench-fsck-stores");
     fs::create_dir_all(&stores).expect("create store directory");
-    let verify = ImportOptions {
-        verify_layers: true,
-        ..ImportOptions::default()
-    };
+    let verify = ImportOptions::new().verify_layers(true);
 
     let mut group = c.benchmark_group("fsck");
     group.sample_size(10);

@@ -94,10 +94,7 @@ fn import(c: &mut Criterion) {
     let megabytes = common::env_size("IMGSTORE_BENCH_OCI_MB", 120, 2);
     let (oci, layer_bytes) = bench_oci_archive(&dir, megabytes);
     group.throughput(Throughput::Bytes(layer_bytes));
-    let verify = ImportOptions {
-        verify_layers: true,
-        ..ImportOptions::default()
-    };
+    let verify = ImportOptions::new().verify_layers(true);
     bench_fresh(
         &mut group,
         "oci_archive_gzip/fresh_store",

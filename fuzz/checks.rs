@@ -40,7 +40,7 @@ pub fn parse_keys(data: &[u8]) {
             let (low, high) = p.range(alg);
             assert!(low < high, "{s:?}: empty range");
             assert!(
-                p.hex.len() <= alg.hex_len() || p.algorithm.is_none(),
+                p.hex().len() <= alg.hex_len() || p.algorithm().is_none(),
                 "{s:?}"
             );
         }

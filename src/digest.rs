@@ -48,11 +48,12 @@ impl Algorithm {
         }
     }
 
+    /// A new running hash of this algorithm.
     pub fn hasher(self) -> Hasher {
-        match self {
-            Algorithm::Sha256 => Hasher::Sha256(sha2::Sha256::new()),
-            Algorithm::Sha512 => Hasher::Sha512(sha2::Sha512::new()),
-        }
+        Hasher(match self {
+            Algorithm::Sha256 => HashState::Sha256(sha2::Sha256::new()),
+            Algorithm::Sha512 => HashState::Sha512(sha2::Sha512::new()),
+        })
     }
 }
 
@@ -62,32 +63,50 @@ impl fmt::Display for Algorithm {
     }
 }
 
-/// A running hash of one algorithm.
+/// A running hash of one algorithm, ending in a [`Digest`]. The hash
+/// implementation behind it is not part of the API.
 #[derive(Clone)]
-pub enum Hasher {
+pub struct Hasher(HashState);
+
+#[derive(Clone)]
+enum HashState {
     Sha256(sha2::Sha256),
     Sha512(sha2::Sha512),
 }
 
 impl Hasher {
+    /// Hashes more bytes.
     pub fn update(&mut self, bytes: &[u8]) {
-        match self {
-            Hasher::Sha256(h) => h.update(bytes),
-            Hasher::Sha512(h) => h.update(bytes),
+        match &mut self.0 {
+            HashState::Sha256(h) => h.update(bytes),
+            HashState::Sha512(h) => h.update(bytes),
         }
     }
 
+    /// The digest of every byte hashed.
     pub fn finish(self) -> Digest {
-        match self {
-            Hasher::Sha256(h) => Digest {
+        match self.0 {
+            HashState::Sha256(h) => Digest {
                 algorithm: Algorithm::Sha256,
                 hex: hex::encode(h.finalize()),
             },
-            Hasher::Sha512(h) => Digest {
+            HashState::Sha512(h) => Digest {
                 algorithm: Algorithm::Sha512,
                 hex: hex::encode(h.finalize()),
             },
         }
+    }
+}
+
+impl fmt::Debug for Hasher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let algorithm = match self.0 {
+            HashState::Sha256(_) => Algorithm::Sha256,
+            HashState::Sha512(_) => Algorithm::Sha512,
+        };
+        f.debug_struct("Hasher")
+            .field("algorithm", &algorithm)
+            .finish()
     }
 }
 
@@ -192,9 +211,9 @@ impl<'de> serde::Deserialize<'de> for Digest {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyPrefix {
     /// `None` for a bare prefix, which may match any algorithm.
-    pub algorithm: Option<Algorithm>,
+    algorithm: Option<Algorithm>,
     /// Lower-case hex, at most the algorithm's full length.
-    pub hex: String,
+    hex: String,
 }
 
 /// Fewest hex digits accepted after an explicit algorithm.
@@ -237,6 +256,16 @@ impl KeyPrefix {
         Ok(KeyPrefix { algorithm, hex })
     }
 
+    /// The algorithm given, if any (a bare prefix may match any).
+    pub fn algorithm(&self) -> Option<Algorithm> {
+        self.algorithm
+    }
+
+    /// The hex digits given, in lower case.
+    pub fn hex(&self) -> &str {
+        &self.hex
+    }
+
     /// Whether the input looks like a key at all (used to decide whether an
     /// IMAGE argument should be tried as a key before as a name).
     pub fn looks_like_key(input: &str) -> bool {
@@ -261,6 +290,16 @@ impl KeyPrefix {
         let low = format!("{algorithm}:{}", self.hex);
         let high = format!("{low}g");
         (low, high)
+    }
+}
+
+impl From<&Digest> for KeyPrefix {
+    /// The prefix that is the whole digest.
+    fn from(digest: &Digest) -> KeyPrefix {
+        KeyPrefix {
+            algorithm: Some(digest.algorithm),
+            hex: digest.hex.clone(),
+        }
     }
 }
 

@@ -32,6 +32,7 @@ use crate::store::{Store, remove_path};
 
 /// Settings of a garbage collection.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct GcOptions {
     /// Report what would be removed, remove nothing.
     pub dry_run: bool,
@@ -44,6 +45,38 @@ pub struct GcOptions {
     /// file records (files put there by hand or by another program). Costs
     /// time in proportion to the store, not the garbage.
     pub full: bool,
+}
+
+impl GcOptions {
+    /// The defaults: remove everything unreferenced, orphans after an hour,
+    /// waiting for running imports.
+    pub fn new() -> GcOptions {
+        GcOptions::default()
+    }
+
+    /// Report what would be removed, remove nothing.
+    pub fn dry_run(mut self, dry_run: bool) -> GcOptions {
+        self.dry_run = dry_run;
+        self
+    }
+
+    /// Leave orphan files younger than `grace`.
+    pub fn grace(mut self, grace: Duration) -> GcOptions {
+        self.grace = grace;
+        self
+    }
+
+    /// Wait for running imports (else fail at once with [`Error::Locked`]).
+    pub fn wait(mut self, wait: bool) -> GcOptions {
+        self.wait = wait;
+        self
+    }
+
+    /// Walk the whole blob tree for orphans no intent records.
+    pub fn full(mut self, full: bool) -> GcOptions {
+        self.full = full;
+        self
+    }
 }
 
 impl Default for GcOptions {

@@ -41,6 +41,7 @@ impl fmt::Display for ImageFormat {
 
 /// One image as the index records it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct ImageInfo {
     /// Digest of the ACI tar, or of the OCI manifest.
     pub key: Digest,
@@ -151,6 +152,7 @@ impl NameSelector {
 
 /// Where a blob was downloaded from, with its HTTP cache facts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct Remote {
     pub url: String,
     pub etag: Option<String>,
@@ -164,6 +166,7 @@ pub struct Remote {
 
 /// What `gc` did or, with a dry run, would do.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct GcReport {
     pub dry_run: bool,
     /// Unreferenced blobs whose rows and files were removed.
@@ -189,6 +192,7 @@ impl GcReport {
 
 /// Disk use by category, from the index (and a walk of `tmp/`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct DiskUsage {
     pub images: u64,
     /// Bytes of blobs held by some owner.
@@ -206,6 +210,7 @@ pub struct DiskUsage {
 
 /// A blob as `inspect` lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct BlobInfo {
     pub digest: Digest,
     pub size: u64,
@@ -216,6 +221,7 @@ pub struct BlobInfo {
 
 /// An image with the blobs it needs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct ImageDetails {
     #[serde(flatten)]
     pub info: ImageInfo,

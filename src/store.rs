@@ -14,6 +14,7 @@ use crate::image::{DiskUsage, ImageDetails, ImageInfo, Label, NameSelector, Remo
 use crate::import::{ImportOptions, Importer};
 use crate::index::{Commit, ImageFilter, Index, NewBlob, NewRemote};
 use crate::lock::{self, LockMode};
+use crate::progress::Counter;
 use crate::publish::Publication;
 use crate::reserve;
 
@@ -66,12 +67,24 @@ impl Store {
         options: &ImportOptions,
     ) -> Result<Vec<ImageInfo>, Error> {
         let _lock = self.lock(LockMode::Shared, true)?;
+        let path = path.as_ref();
+        // A file's length is what will be read; a layout directory's is
+        // not known ahead.
+        let total = std::fs::metadata(path)
+            .ok()
+            .filter(|m| m.is_file())
+            .map(|m| m.len());
+        let label = path
+            .file_name()
+            .unwrap_or(path.as_os_str())
+            .to_string_lossy();
         Importer {
             tree: &self.tree,
             index: &self.index,
             options,
+            progress: Counter::begin(options.progress.as_deref(), &label, total),
         }
-        .import(path.as_ref())
+        .import(path)
     }
 
     /// Resolves an IMAGE argument (DESIGN.md §4): an existing tag
@@ -334,10 +347,7 @@ pub(crate) fn remove_path(path: &Path) -> Result<(), Error> {
 }
 
 fn full_prefix(key: &Digest) -> KeyPrefix {
-    KeyPrefix {
-        algorithm: Some(key.algorithm()),
-        hex: key.hex().to_string(),
-    }
+    KeyPrefix::from(key)
 }
 
 /// A tag is `NAME:TAG` with both parts non-empty and no spaces or commas.

@@ -197,10 +197,7 @@ fn orphans_wait_for_the_grace_period_and_temp_files_go_at_once() {
     let temp = t.path().join("tmp/999-0-0.tmp");
     std::fs::write(&temp, b"half").unwrap();
 
-    let full = GcOptions {
-        full: true,
-        ..GcOptions::default()
-    };
+    let full = GcOptions::new().full(true);
     let report = s.gc(&full).unwrap();
     assert_eq!((report.orphans, report.temp_files), (0, 1));
     assert!(path.exists() && stray.exists(), "young orphans must stay");

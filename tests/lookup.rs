@@ -28,10 +28,7 @@ fn import_with(
 ) -> Digest {
     let tar = AciBuilder::image(name, labels, content);
     let path = write_file(dir, "img.aci", &tar);
-    let options = ImportOptions {
-        latest,
-        ..ImportOptions::default()
-    };
+    let options = ImportOptions::new().latest(latest);
     store.import(&path, &options).unwrap().remove(0).key
 }
 

@@ -14,10 +14,7 @@ use common::{AciBuilder, TestStore, sha512_key, write_file};
 use imgstore::{Algorithm, Digest, FsckOptions, GcOptions};
 
 fn gc_now() -> GcOptions {
-    GcOptions {
-        grace: Duration::ZERO,
-        ..GcOptions::default()
-    }
+    GcOptions::new().grace(Duration::ZERO)
 }
 
 #[test]
@@ -45,12 +42,7 @@ fn pins_and_links_count_references() {
     assert!(store.read_blob(&child).is_ok());
     // Unpinning the parent makes it garbage, and removing it frees the child.
     assert_eq!(store.deref_blob(&parent).unwrap(), 0);
-    let dry = store
-        .gc(&GcOptions {
-            dry_run: true,
-            ..gc_now()
-        })
-        .unwrap();
+    let dry = store.gc(&gc_now().dry_run(true)).unwrap();
     assert_eq!(
         (dry.blobs, dry.blob_bytes),
         (2, 11),
@@ -154,16 +146,8 @@ fn gc_sweeps_old_orphans_and_temp_files_and_checkpoints() {
 
     // Planted by hand, the orphans are recorded nowhere: only a walk of
     // the whole tree finds them.
-    let full = GcOptions {
-        full: true,
-        ..GcOptions::default()
-    };
-    let dry = store
-        .gc(&GcOptions {
-            dry_run: true,
-            ..full.clone()
-        })
-        .unwrap();
+    let full = GcOptions::new().full(true);
+    let dry = store.gc(&full.clone().dry_run(true)).unwrap();
     assert_eq!((dry.orphans, dry.temp_files), (1, 1), "{dry:?}");
     assert!(old.exists() && temp.exists());
 

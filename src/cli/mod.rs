@@ -4,8 +4,9 @@
 
 mod duration;
 mod output;
+mod progress;
 
-use std::io::{self, IsTerminal, Write};
+use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -182,27 +183,21 @@ pub fn run(args: Args) -> Result<ExitCode> {
             verify_layers,
             allow_missing,
         } => {
-            let mut options = ImportOptions {
-                latest,
-                format: match format {
+            let mut options = ImportOptions::new()
+                .latest(latest)
+                .format(match format {
                     FormatArg::Auto => ArchiveFormat::Auto,
                     FormatArg::Aci => ArchiveFormat::Aci,
                     FormatArg::Oci => ArchiveFormat::Oci,
                     FormatArg::Docker => ArchiveFormat::Docker,
-                },
-                verify_layers,
-                allow_missing,
-                progress: None,
-            };
+                })
+                .verify_layers(verify_layers)
+                .allow_missing(allow_missing);
+            options.progress = progress::Bars::on_terminal();
             let mut imported = Vec::new();
             for path in &paths {
-                options.progress = progress_bar(path);
-                let images = store.import(path, &options);
-                if let Some(bar) = &options.progress {
-                    bar.finish_and_clear();
-                }
                 // Library errors name the file already.
-                let images = images?;
+                let images = store.import(path, &options)?;
                 if !args.json {
                     for image in &images {
                         out.line(&image.key.to_string())?;
@@ -282,12 +277,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
             no_wait,
             full,
         } => {
-            let report = store.gc(&GcOptions {
-                dry_run,
-                grace,
-                wait: !no_wait,
-                full,
-            })?;
+            let report = store.gc(&GcOptions::new()
+                .dry_run(dry_run)
+                .grace(grace)
+                .wait(!no_wait)
+                .full(full))?;
             out.gc(&report)?;
         }
         Command::Prune { unused_for, keep } => {
@@ -335,25 +329,4 @@ fn read_error(e: io::Error) -> anyhow::Error {
         return anyhow::Error::new(*inner.downcast::<imgstore::Error>().expect("checked above"));
     }
     anyhow::Error::new(e)
-}
-
-fn progress_bar(path: &std::path::Path) -> Option<indicatif::ProgressBar> {
-    if !io::stderr().is_terminal() {
-        return None;
-    }
-    let len = std::fs::metadata(path).ok().filter(|m| m.is_file())?.len();
-    let bar = indicatif::ProgressBar::new(len);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    );
-    bar.set_message(
-        path.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-    );
-    Some(bar)
 }

@@ -34,7 +34,7 @@ pub(super) fn import(ctx: &Importer, path: &Path) -> Result<ImageInfo, Error> {
         })
     };
     let scanned = {
-        let mut stream = pipeline::start(path, ctx.options.progress.clone(), Some(&mut sink))?;
+        let mut stream = pipeline::start(path, ctx.progress.clone(), Some(&mut sink))?;
         let scanned = scan(&mut stream, path).and_then(|manifest| {
             stream.drain().map_err(|e| stream_error(path, e))?;
             if !stream.ends_in_zero_blocks() {

@@ -78,7 +78,7 @@ pub(super) fn read(ctx: &Importer, path: &Path, mode: Mode) -> Result<Members, E
     if let Some(members) = read_seekable(ctx, path, mode)? {
         return Ok(members);
     }
-    let mut stream = pipeline::start(path, ctx.options.progress.clone(), None)?;
+    let mut stream = pipeline::start(path, ctx.progress.clone(), None)?;
     let syncer = Syncer::start();
     let members = scan(ctx, path, mode, &mut stream, &syncer)?;
     syncer.finish();
@@ -292,16 +292,13 @@ fn stage_range(ctx: &Importer, path: &Path, file: &File, range: &Range) -> Stage
         pos: range.offset,
         end: range.offset + range.size,
     };
-    let (landed, diff) = match &ctx.options.progress {
-        Some(bar) => stage(
-            ctx,
-            path,
-            &mut bar.wrap_read(reader),
-            range.job.alg,
-            range.job.present,
-        )?,
-        None => stage(ctx, path, &mut reader, range.job.alg, range.job.present)?,
-    };
+    let (landed, diff) = stage(
+        ctx,
+        path,
+        &mut ctx.progress.reader(&mut reader),
+        range.job.alg,
+        range.job.present,
+    )?;
     let size = match &landed {
         Landed::Staged(s) => s.size,
         Landed::Present { size, .. } => *size,

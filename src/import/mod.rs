@@ -18,11 +18,13 @@ pub(crate) mod pipeline;
 pub(crate) mod spec;
 
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::blobs::BlobTree;
 use crate::error::{ArchiveErrorKind, Error};
 use crate::image::ImageInfo;
 use crate::index::{FileIdentity, Index};
+use crate::progress::{Counter, Progress};
 
 pub use pipeline::Compression;
 
@@ -41,17 +43,68 @@ pub enum ArchiveFormat {
 }
 
 /// Settings of one import.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
+#[non_exhaustive]
 pub struct ImportOptions {
     /// Flag the image as the latest of its name.
     pub latest: bool,
+    /// Which reader to use; told by the contents by default.
     pub format: ArchiveFormat,
     /// Decompress each layer while importing and check its diff_id.
     pub verify_layers: bool,
     /// Accept an OCI layout that leaves referenced blobs to another store.
     pub allow_missing: bool,
-    /// Progress of the bytes read, drawn by the caller's choice of target.
-    pub progress: Option<indicatif::ProgressBar>,
+    /// Where to report the bytes read (one task per input).
+    pub progress: Option<Arc<dyn Progress>>,
+}
+
+impl ImportOptions {
+    /// The defaults: format told by the contents, nothing flagged latest.
+    pub fn new() -> ImportOptions {
+        ImportOptions::default()
+    }
+
+    /// Flag the images as the latest of their names.
+    pub fn latest(mut self, latest: bool) -> ImportOptions {
+        self.latest = latest;
+        self
+    }
+
+    /// Use this reader instead of telling the format by the contents.
+    pub fn format(mut self, format: ArchiveFormat) -> ImportOptions {
+        self.format = format;
+        self
+    }
+
+    /// Decompress each layer and check its diff_id.
+    pub fn verify_layers(mut self, verify: bool) -> ImportOptions {
+        self.verify_layers = verify;
+        self
+    }
+
+    /// Accept an OCI layout that leaves referenced blobs to another store.
+    pub fn allow_missing(mut self, allow: bool) -> ImportOptions {
+        self.allow_missing = allow;
+        self
+    }
+
+    /// Report the bytes read to `progress`.
+    pub fn progress(mut self, progress: Arc<dyn Progress>) -> ImportOptions {
+        self.progress = Some(progress);
+        self
+    }
+}
+
+impl std::fmt::Debug for ImportOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImportOptions")
+            .field("latest", &self.latest)
+            .field("format", &self.format)
+            .field("verify_layers", &self.verify_layers)
+            .field("allow_missing", &self.allow_missing)
+            .field("progress", &self.progress.is_some())
+            .finish()
+    }
 }
 
 /// What an import needs of the store.
@@ -59,6 +112,8 @@ pub(crate) struct Importer<'a> {
     pub tree: &'a BlobTree,
     pub index: &'a Index,
     pub options: &'a ImportOptions,
+    /// The bytes read of the input.
+    pub progress: Counter,
 }
 
 impl Importer<'_> {

@@ -355,10 +355,7 @@ impl Source for DirSource<'_> {
         check_size(self.dir, digest, size, meta.len())?;
         let mut writer = self.ctx.tree.writer(digest.algorithm())?;
         let mut diff = diff_alg.map(DiffHasher::start);
-        let mut reader = match &self.ctx.options.progress {
-            Some(bar) => Box::new(bar.wrap_read(file)) as Box<dyn Read>,
-            None => Box::new(file),
-        };
+        let mut reader = self.ctx.progress.reader(file);
         let mut buf = vec![0u8; 1 << 20];
         loop {
             let n = match reader.read(&mut buf) {

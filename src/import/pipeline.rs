@@ -16,6 +16,7 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
 use crate::error::{Error, IoContext};
+use crate::progress::Counter;
 
 const CHUNK: usize = 1 << 20;
 const CHUNKS_IN_FLIGHT: usize = 4;
@@ -115,7 +116,7 @@ pub struct ChunkReader<'s> {
 /// whole and in order, before the parser does.
 pub fn start<'s>(
     path: &Path,
-    progress: Option<indicatif::ProgressBar>,
+    progress: Counter,
     sink: Option<ChunkSink<'s>>,
 ) -> Result<ChunkReader<'s>, Error> {
     let compression = Compression::sniff(&read_head(path, 8)?);
@@ -125,10 +126,7 @@ pub fn start<'s>(
     let producer = std::thread::Builder::new()
         .name("decompress".into())
         .spawn(move || {
-            let input: Box<dyn Read + Send> = match progress {
-                Some(bar) => Box::new(bar.wrap_read(BufReader::with_capacity(CHUNK, file))),
-                None => Box::new(BufReader::with_capacity(CHUNK, file)),
-            };
+            let input = progress.reader(BufReader::with_capacity(CHUNK, file));
             let mut reader = match compression.decoder(input) {
                 Ok(r) => r,
                 Err(e) => {
