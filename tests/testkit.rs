@@ -52,6 +52,25 @@ fn noise() -> Vec<u8> {
     (0..1000u32).map(|i| (i * 7 + i / 256) as u8).collect()
 }
 
+/// An OCI layout `DIR/layout` holding one image without layers, tagged
+/// `v1`, made by umoci; and its manifest's digest.
+fn tiny_layout(dir: &Path) -> (std::path::PathBuf, String) {
+    let umoci = testkit::require_program("/usr/bin/umoci", "umoci");
+    let layout = dir.join("layout");
+    run(Command::new(&umoci)
+        .arg("init")
+        .arg("--layout")
+        .arg(&layout));
+    run(Command::new(&umoci)
+        .arg("new")
+        .arg("--image")
+        .arg(format!("{}:v1", layout.display())));
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let manifest = index["manifests"][0]["digest"].as_str().unwrap().to_owned();
+    (layout, manifest)
+}
+
 fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
     payload
         .downcast_ref::<String>()
@@ -200,25 +219,12 @@ fn registry_answers_v2_and_takes_a_push_from_skopeo() {
     assert_eq!(registry.host(), format!("127.0.0.1:{}", registry.port()));
 
     let dir = tempfile::tempdir().unwrap();
-    let layout = dir.path().join("layout");
-    let umoci = testkit::require_program("/usr/bin/umoci", "umoci");
+    let (layout, pushed) = tiny_layout(dir.path());
     let skopeo = testkit::require_program("/usr/bin/skopeo", "skopeo");
-    run(Command::new(&umoci)
-        .arg("init")
-        .arg("--layout")
-        .arg(&layout));
-    run(Command::new(&umoci)
-        .arg("new")
-        .arg("--image")
-        .arg(format!("{}:v1", layout.display())));
     run(Command::new(&skopeo)
         .args(["--insecure-policy", "copy", "--dest-tls-verify=false"])
         .arg(format!("oci:{}:v1", layout.display()))
         .arg(format!("docker://{}/testkit/tiny:v1", registry.host())));
-
-    let index: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
-    let pushed = index["manifests"][0]["digest"].as_str().unwrap().to_owned();
 
     let mut tags = agent
         .get(registry.url("/v2/testkit/tiny/tags/list"))
@@ -278,7 +284,7 @@ fn htpasswd_registry_answers_401_without_and_200_with_credentials() {
 }
 
 #[test]
-fn containerd_answers_ctr_and_keeps_content_per_namespace() {
+fn containerd_answers_ctr_and_keeps_images_per_namespace() {
     let containerd = Containerd::start();
     let version = run(containerd.ctr().arg("version"));
     assert!(
@@ -294,37 +300,70 @@ fn containerd_answers_ctr_and_keeps_content_per_namespace() {
         "a fresh store lists nothing: {listed}"
     );
 
-    let content = b"hello, containerd";
-    let digest = format!("sha256:{}", sha256_hex(content));
+    // Its content store checks what it is given.
+    let wrong_digest = format!("sha256:{}", sha256_hex(b"something else"));
     let mut ingest = containerd
         .ctr_in("test")
-        .args(["content", "ingest", "--expected-size"])
-        .arg(content.len().to_string())
-        .arg("--expected-digest")
-        .arg(&digest)
-        .arg("testkit-ref")
+        .args([
+            "content",
+            "ingest",
+            "--expected-digest",
+            &wrong_digest,
+            "testkit-ref",
+        ])
         .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    ingest.stdin.take().unwrap().write_all(content).unwrap();
+    ingest
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"hello, containerd")
+        .unwrap();
     assert!(
-        ingest.wait().unwrap().success(),
-        "ctr content ingest failed"
+        !ingest.wait().unwrap().success(),
+        "ctr took content under a wrong digest"
     );
 
-    let listed = run(containerd.ctr_in("test").args(["content", "ls", "-q"]));
-    assert_eq!(listed.trim(), digest);
-    let elsewhere = run(containerd.ctr_in("other").args(["content", "ls", "-q"]));
-    assert_eq!(
-        elsewhere.trim(),
-        "",
-        "namespaces do not share content listings"
+    let dir = tempfile::tempdir().unwrap();
+    let (layout, manifest) = tiny_layout(dir.path());
+    let archive = dir.path().join("layout.tar");
+    let mut tar = tar::Builder::new(std::fs::File::create(&archive).unwrap());
+    tar.append_dir_all(".", &layout).unwrap();
+    tar.into_inner().unwrap().sync_all().unwrap();
+    run(containerd
+        .ctr_in("test")
+        .args([
+            "images",
+            "import",
+            "--no-unpack",
+            "--base-name",
+            "example.com/tiny",
+        ])
+        .arg(&archive));
+
+    let images = run(containerd.ctr_in("test").args(["images", "ls", "-q"]));
+    assert_eq!(images.trim(), "example.com/tiny:v1");
+    let content = run(containerd.ctr_in("test").args(["content", "ls", "-q"]));
+    assert!(
+        content.lines().any(|d| d == manifest),
+        "{manifest} not in {content}"
     );
-    let blob = containerd
+    let elsewhere = run(containerd.ctr_in("other").args(["images", "ls", "-q"]));
+    assert_eq!(elsewhere.trim(), "", "namespaces do not share images");
+
+    let hex = &manifest["sha256:".len()..];
+    let stored = containerd
         .root_dir()
         .join("io.containerd.content.v1.content/blobs/sha256")
-        .join(&digest["sha256:".len()..]);
-    assert_eq!(std::fs::read(&blob).unwrap(), content, "{}", blob.display());
+        .join(hex);
+    assert_eq!(
+        std::fs::read(&stored).unwrap(),
+        std::fs::read(layout.join("blobs/sha256").join(hex)).unwrap(),
+        "{}",
+        stored.display()
+    );
 }
 
 #[test]

@@ -9,7 +9,9 @@
 //! (unbuffered) in the same event-loop step that sends its last byte, so
 //! `access_log()` first makes a request of its own to a second, unlogged
 //! listener on a unix socket: once that is answered, the loop has finished
-//! every step before it.
+//! every step before it. (One exception: a request whose body nginx did
+//! not read, such as a PUT to a static file, is logged when its lingering
+//! connection closes.)
 
 use std::fmt::Write as _;
 use std::os::unix::net::UnixStream;
@@ -95,11 +97,7 @@ impl Nginx {
     /// why nothing answered is missing).
     pub fn access_log(&self) -> Vec<Access> {
         let sync = self.prefix.path().join("sync.sock");
-        let answered = UnixStream::connect(&sync).and_then(|stream| {
-            stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-            process::status_over(stream, "localhost", "/")
-        });
-        match answered {
+        match sync_status(&sync) {
             Ok(204) => {}
             other => panic!(
                 "nginx's sync listener {} did not answer 204: {other:?}; the end of its log:\n{}",
@@ -185,13 +183,11 @@ impl NginxBuilder {
             .arg(&conf)
             .args(["-g", "daemon off; master_process off;"]);
         let sync = dir.join("sync.sock");
+        // The unix socket answering proves the TCP port is ours too: nginx
+        // opens all its listeners before it serves any, and exits if one
+        // cannot be bound.
         let process = ServerProcess::start("nginx", command, &dir.join("nginx.log"), || {
-            // The unix socket answering proves the TCP port is ours: nginx
-            // opens all its listeners before it serves any.
-            process::tcp_accepts(port)
-                && UnixStream::connect(&sync)
-                    .and_then(|s| process::status_over(s, "localhost", "/"))
-                    .is_ok_and(|status| status == 204)
+            sync_status(&sync).is_ok_and(|status| status == 204)
         })?;
         Ok(Nginx {
             process,
@@ -268,6 +264,13 @@ http {{
 
 fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The status nginx's unlogged unix-socket listener answers.
+fn sync_status(socket: &Path) -> std::io::Result<u16> {
+    let stream = UnixStream::connect(socket)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    process::get_over(stream, "localhost", "/").map(|(status, _)| status)
 }
 
 fn parse_access(line: &str) -> Option<Access> {

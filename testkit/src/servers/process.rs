@@ -318,36 +318,42 @@ pub fn tcp_accepts(port: u16) -> bool {
 /// The status code of a plain-HTTP `GET path` to 127.0.0.1:`port`, or
 /// `None` if there is no HTTP answer (yet).
 pub fn http_status(port: u16, path: &str) -> Option<u16> {
+    http_head(port, path).map(|(status, _)| status)
+}
+
+/// The status code and the head (status line and headers) of a plain-HTTP
+/// `GET path` to 127.0.0.1:`port`.
+pub(crate) fn http_head(port: u16, path: &str) -> Option<(u16, String)> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
     stream
         .set_write_timeout(Some(Duration::from_secs(2)))
         .ok()?;
-    status_over(stream, &format!("127.0.0.1:{port}"), path).ok()
+    get_over(stream, &format!("127.0.0.1:{port}"), path).ok()
 }
 
 /// Sends `GET path` over `stream` (HTTP/1.0, so the server closes the
-/// connection) and returns the status code of the answer.
-pub(crate) fn status_over(
+/// connection) and returns the status code and the head of the answer.
+pub(crate) fn get_over(
     mut stream: impl Read + Write,
     host: &str,
     path: &str,
-) -> io::Result<u16> {
+) -> io::Result<(u16, String)> {
     write!(stream, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n")?;
     let mut answer = Vec::new();
     stream.read_to_end(&mut answer)?;
-    let status_line = answer.split(|&b| b == b'\n').next().unwrap_or_default();
-    let status_line = String::from_utf8_lossy(status_line);
-    let mut words = status_line.split_whitespace();
+    let answer = String::from_utf8_lossy(&answer);
+    let head = answer.split("\r\n\r\n").next().unwrap_or_default();
+    let mut words = head.lines().next().unwrap_or_default().split_whitespace();
     match (
         words.next(),
         words.next().and_then(|code| code.parse().ok()),
     ) {
-        (Some(version), Some(code)) if version.starts_with("HTTP/") => Ok(code),
+        (Some(version), Some(code)) if version.starts_with("HTTP/") => Ok((code, head.to_owned())),
         _ => Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("not an HTTP answer: {status_line:?}"),
+            format!("not an HTTP answer: {head:?}"),
         )),
     }
 }

@@ -91,12 +91,23 @@ impl Registry {
             }
         }
         let answered = if credentials.is_some() { 401 } else { 200 };
+        // Only ours sends this header: another process that took the port
+        // does not pass for it.
+        let ours = format!("x-testkit-registry: {}", server_id(dir.path()));
         let log = dir.path().join("registry.log");
         let process = ServerProcess::start("docker-registry", command, &log, || {
-            process::http_status(port, "/v2/") == Some(answered)
+            process::http_head(port, "/v2/").is_some_and(|(status, head)| {
+                status == answered && head.to_ascii_lowercase().contains(&ours)
+            })
         })?;
         Ok(Registry { process, dir, port })
     }
+}
+
+/// What tells this registry from any other: its directory's name.
+fn server_id(dir: &Path) -> String {
+    let name = dir.file_name().expect("a temp dir has a name");
+    name.to_string_lossy().to_ascii_lowercase()
 }
 
 fn write_htpasswd(dir: &Path, user: &str, password: &str) -> PathBuf {
@@ -140,8 +151,11 @@ storage:
       enabled: false
 http:
   addr: 127.0.0.1:{port}
-  secret: testkit-{port}
+  secret: testkit-{id}
+  headers:
+    X-Testkit-Registry: [{id}]
 {auth}"#,
         storage = quoted(&dir.join("storage")),
+        id = server_id(dir),
     )
 }
