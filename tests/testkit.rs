@@ -5,6 +5,8 @@
 //! of their own; a dropped server is gone; a server that cannot start says
 //! why.
 
+mod common;
+
 use std::io::Write;
 use std::net::TcpListener;
 use std::path::Path;
@@ -47,11 +49,6 @@ fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// 1000 bytes that differ at every offset a range might start.
-fn noise() -> Vec<u8> {
-    (0..1000u32).map(|i| (i * 7 + i / 256) as u8).collect()
-}
-
 /// An OCI layout `DIR/layout` holding one image without layers, tagged
 /// `v1`, made by umoci; and its manifest's digest.
 fn tiny_layout(dir: &Path) -> (std::path::PathBuf, String) {
@@ -82,7 +79,7 @@ fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
 #[test]
 fn nginx_serves_etags_ranges_added_headers_and_logs_each_request() {
     let docroot = tempfile::tempdir().unwrap();
-    let data = noise();
+    let data = common::noise(1000, 1);
     std::fs::write(docroot.path().join("blob"), &data).unwrap();
     let nginx = Nginx::builder(docroot.path())
         .config(r#"add_header Cache-Control "max-age=60";"#)
