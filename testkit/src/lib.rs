@@ -9,3 +9,8 @@
 
 pub mod fault;
 pub mod servers;
+
+pub use servers::{
+    Access, Containerd, Nginx, NginxBuilder, Registry, ServerProcess, StartError, free_port,
+    on_free_port, require_program,
+};
