@@ -279,6 +279,20 @@ pub(crate) fn lookup(
 }
 
 fn read_config(path: &Path) -> Result<Option<ConfigFile>, AuthError> {
+    let Some(value) = read_json(path)? else {
+        return Ok(None);
+    };
+    serde_json::from_value(value)
+        .map(Some)
+        .map_err(|e| AuthError::BadFile {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })
+}
+
+/// An auth file's JSON; `None` when it is missing, and `{}` when it is
+/// empty (as `touch` leaves it).
+fn read_json(path: &Path) -> Result<Option<serde_json::Value>, AuthError> {
     let bytes = match std::fs::read(path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -291,7 +305,7 @@ fn read_config(path: &Path) -> Result<Option<ConfigFile>, AuthError> {
         }
     };
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Some(ConfigFile::default()));
+        return Ok(Some(serde_json::json!({})));
     }
     serde_json::from_slice(&bytes)
         .map(Some)
@@ -608,25 +622,7 @@ fn login_key(registry: &str) -> Result<&str, AuthError> {
 }
 
 fn read_document(path: &Path) -> Result<serde_json::Value, AuthError> {
-    let bytes = match std::fs::read(path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-        Err(cause) => {
-            return Err(AuthError::Io {
-                action: "read",
-                path: path.to_path_buf(),
-                cause,
-            });
-        }
-    };
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(serde_json::json!({}));
-    }
-    let value: serde_json::Value =
-        serde_json::from_slice(&bytes).map_err(|e| AuthError::BadFile {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
+    let value = read_json(path)?.unwrap_or_else(|| serde_json::json!({}));
     if !value.is_object() {
         return Err(AuthError::BadFile {
             path: path.to_path_buf(),
