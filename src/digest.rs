@@ -18,13 +18,17 @@ use sha2::Digest as _;
 /// A hash algorithm the store accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Algorithm {
+    /// SHA-256, as OCI images use.
     Sha256,
+    /// SHA-512, as appc images use.
     Sha512,
 }
 
 impl Algorithm {
+    /// Every algorithm, in the order prefixes are resolved.
     pub const ALL: [Algorithm; 2] = [Algorithm::Sha256, Algorithm::Sha512];
 
+    /// The name in a digest: `sha256`, `sha512`.
     pub fn name(self) -> &'static str {
         match self {
             Algorithm::Sha256 => "sha256",
@@ -40,6 +44,7 @@ impl Algorithm {
         }
     }
 
+    /// The algorithm of a name, if the store supports it.
     pub fn from_name(name: &str) -> Option<Algorithm> {
         match name {
             "sha256" => Some(Algorithm::Sha256),
@@ -115,11 +120,29 @@ impl fmt::Debug for Hasher {
 #[non_exhaustive]
 pub enum DigestError {
     #[error("malformed digest {input:?}: {reason}")]
-    Malformed { input: String, reason: &'static str },
+    /// Not of the form `algorithm:hex` with the right hex.
+    Malformed {
+        /// The input.
+        input: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     #[error("unsupported digest algorithm {algorithm:?} in {input:?} (expected sha256 or sha512)")]
-    UnknownAlgorithm { input: String, algorithm: String },
+    /// An algorithm other than sha256 and sha512.
+    UnknownAlgorithm {
+        /// The input.
+        input: String,
+        /// The algorithm it names.
+        algorithm: String,
+    },
     #[error("key prefix {input:?} is too short: give at least {min} hex digits")]
-    TooShort { input: String, min: usize },
+    /// A key prefix with too few hex digits to be taken for a key.
+    TooShort {
+        /// The input.
+        input: String,
+        /// The fewest hex digits accepted.
+        min: usize,
+    },
 }
 
 /// A full-length digest.
@@ -161,10 +184,12 @@ impl Digest {
         h.finish()
     }
 
+    /// The hash algorithm.
     pub fn algorithm(&self) -> Algorithm {
         self.algorithm
     }
 
+    /// The hash, in lower-case hex, full length.
     pub fn hex(&self) -> &str {
         &self.hex
     }
@@ -223,6 +248,8 @@ pub const MIN_PREFIX_WITH_ALGORITHM: usize = 2;
 pub const MIN_BARE_PREFIX: usize = 4;
 
 impl KeyPrefix {
+    /// Parses `sha512-ab12`, `sha256:ab12` or bare `ab12…` (at least
+    /// [`MIN_PREFIX_WITH_ALGORITHM`] or [`MIN_BARE_PREFIX`] hex digits).
     pub fn parse(input: &str) -> Result<KeyPrefix, DigestError> {
         let malformed = |reason| DigestError::Malformed {
             input: input.to_string(),

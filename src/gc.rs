@@ -111,6 +111,17 @@ impl Store {
     /// records (or, with `options.full` or when the store needs it, any
     /// file in the tree no row names) once older than the grace period,
     /// and leftover temp files.
+    ///
+    /// ```
+    /// use imgstore::{GcOptions, ImportOptions, Store};
+    /// # let dir = tempfile::tempdir()?;
+    /// let store = Store::open(dir.path().join("store"))?;
+    /// let image = store.import("tests/data/hello.aci", &ImportOptions::new())?.remove(0);
+    /// store.remove(&image.key)?;
+    /// let report = store.gc(&GcOptions::new())?;
+    /// assert_eq!(report.blobs, 2); // the ACI's tar and its manifest
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn gc(&self, options: &GcOptions) -> Result<GcReport, Error> {
         let _lock = self.lock(LockMode::Exclusive, options.wait)?;
         let mut sweep = Sweep {

@@ -12,11 +12,14 @@ use crate::error::Error;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ImageFormat {
+    /// An appc ACI: the key is the sha512 of its tar.
     Aci,
+    /// An OCI image (or docker image, stored as OCI): the key is its manifest's digest.
     Oci,
 }
 
 impl ImageFormat {
+    /// The format's name: `aci` or `oci`.
     pub fn as_str(self) -> &'static str {
         match self {
             ImageFormat::Aci => "aci",
@@ -45,12 +48,17 @@ impl fmt::Display for ImageFormat {
 pub struct ImageInfo {
     /// Digest of the ACI tar, or of the OCI manifest.
     pub key: Digest,
+    /// The image's name: the appc name, or the OCI reference's name part.
     pub name: String,
+    /// Where it came from.
     pub format: ImageFormat,
     /// Sorted by name.
     pub labels: Vec<Label>,
+    /// When it was first imported (a re-import keeps it).
     pub imported_at: DateTime<Utc>,
+    /// When it was last used, to the minute (for `prune`).
     pub last_used: DateTime<Utc>,
+    /// Whether it was imported with `--latest`.
     pub latest: bool,
     /// Bytes of every blob the image needs.
     pub size: u64,
@@ -59,6 +67,7 @@ pub struct ImageInfo {
 }
 
 impl ImageInfo {
+    /// The value of a label, if the image has it.
     pub fn label(&self, name: &str) -> Option<&str> {
         self.labels
             .iter()
@@ -70,11 +79,14 @@ impl ImageInfo {
 /// A `name=value` pair.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub struct Label {
+    /// The label's name.
     pub name: String,
+    /// The label's value.
     pub value: String,
 }
 
 impl Label {
+    /// A label from its name and value.
     pub fn new(name: impl Into<String>, value: impl Into<String>) -> Label {
         Label {
             name: name.into(),
@@ -110,11 +122,14 @@ impl fmt::Display for Label {
 /// `name[:version][,label=value]…`: an image chosen by name and labels.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NameSelector {
+    /// The image name.
     pub name: String,
+    /// Labels the image must carry (`version` from `:VERSION`).
     pub labels: Vec<Label>,
 }
 
 impl NameSelector {
+    /// Parses `name[:version][,label=value]…`.
     pub fn parse(input: &str) -> Result<NameSelector, Error> {
         let mut parts = input.split(',');
         let head = parts.next().unwrap_or_default();
@@ -154,11 +169,15 @@ impl NameSelector {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct Remote {
+    /// The URL fetched.
     pub url: String,
+    /// The ETag the server gave, for the next conditional request.
     pub etag: Option<String>,
     /// Seconds the download stays fresh (Cache-Control: max-age).
     pub max_age: Option<u64>,
+    /// When it was last downloaded or found unchanged.
     pub downloaded_at: DateTime<Utc>,
+    /// The blob the URL was fetched as, which the remote holds.
     pub blob: Digest,
     /// The image imported from the blob, if any.
     pub image: Option<Digest>,
@@ -168,15 +187,19 @@ pub struct Remote {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct GcReport {
+    /// Whether nothing was removed (`--dry-run`).
     pub dry_run: bool,
     /// Unreferenced blobs whose rows and files were removed.
     pub blobs: u64,
+    /// Their bytes.
     pub blob_bytes: u64,
     /// Files in the tree that no row names.
     pub orphans: u64,
+    /// Their bytes.
     pub orphan_bytes: u64,
     /// Leftover files in `tmp/`.
     pub temp_files: u64,
+    /// Their bytes.
     pub temp_bytes: u64,
     /// Whether the whole blob tree was walked for orphans (`gc --full`, or
     /// once for a store made by an older imgstore); otherwise orphans were
@@ -185,6 +208,7 @@ pub struct GcReport {
 }
 
 impl GcReport {
+    /// Every byte freed (or, with a dry run, that would be).
     pub fn bytes(&self) -> u64 {
         self.blob_bytes + self.orphan_bytes + self.temp_bytes
     }
@@ -194,17 +218,23 @@ impl GcReport {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct DiskUsage {
+    /// Images recorded.
     pub images: u64,
     /// Bytes of blobs held by some owner.
     pub referenced_blobs: u64,
+    /// Their bytes.
     pub referenced_bytes: u64,
     /// Blobs held by more than one owner (counted once in referenced).
     pub shared_blobs: u64,
+    /// Their bytes.
     pub shared_bytes: u64,
     /// Blobs no owner holds: what gc would free.
     pub garbage_blobs: u64,
+    /// Their bytes.
     pub garbage_bytes: u64,
+    /// Bytes in `tmp/`: imports in flight, partial downloads, leftovers.
     pub temp_bytes: u64,
+    /// Bytes of the index database (with its WAL).
     pub index_bytes: u64,
 }
 
@@ -212,10 +242,15 @@ pub struct DiskUsage {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct BlobInfo {
+    /// The blob's digest.
     pub digest: Digest,
+    /// Its length in bytes.
     pub size: u64,
+    /// Its media type, as the manifest that named it said.
     pub media_type: Option<String>,
+    /// How many references hold it.
     pub refcount: u64,
+    /// For a layer: the digest of its uncompressed bytes, once checked.
     pub diff_id: Option<Digest>,
 }
 
@@ -224,8 +259,11 @@ pub struct BlobInfo {
 #[non_exhaustive]
 pub struct ImageDetails {
     #[serde(flatten)]
+    /// The image's record.
     pub info: ImageInfo,
+    /// Tags `NAME:TAG` pointing at it.
     pub tags: Vec<String>,
+    /// Every blob of its closure.
     pub blobs: Vec<BlobInfo>,
 }
 

@@ -1,21 +1,26 @@
 //! imgstore: a content-addressable store for container images.
 //!
-//! [`Store`] is the whole public surface: open a store directory, import
-//! appc ACI archives (and, later, OCI layouts and docker archives), look
-//! images up by key prefix, tag or name and labels, read verified blobs and
-//! manifests, remove images and collect garbage.
+//! [`Store`] is the public surface: open a store directory, import appc
+//! ACIs, OCI image layouts (directories and archives) and docker archives,
+//! look images up by key prefix, tag or name and labels, read verified
+//! blobs and manifests, export OCI layouts, remove images, collect garbage
+//! and check the store. The blob tree, the SQL and the archive parsers are
+//! modules a user never names; errors are [`Error`], with kinds to match.
 //!
-//! ```no_run
+//! ```
 //! use imgstore::{ImportOptions, Store};
-//! let store = Store::open("/tmp/store")?;
-//! let images = store.import("hello.aci", &ImportOptions::default())?;
+//! # let dir = tempfile::tempdir()?;
+//! let store = Store::open(dir.path().join("store"))?;
+//! let images = store.import("tests/data/hello.aci", &ImportOptions::new())?;
 //! let best = store.latest("example.com/hello", &[])?;
 //! assert_eq!(images[0].key, best.key);
-//! # Ok::<(), imgstore::Error>(())
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! The on-disk layout and the invariants the store keeps are described in
-//! README.md's architecture section.
+//! The on-disk format and the invariants the store keeps, with the tests
+//! that prove each, are in `docs/design.md`.
+
+#![warn(missing_docs)]
 
 mod blobs;
 pub mod digest;

@@ -28,6 +28,13 @@ pub struct Store {
 impl Store {
     /// Opens the store at `root`, creating it if needed. A store written by
     /// a newer imgstore is refused without being modified.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// let store = imgstore::Store::open(dir.path().join("store"))?;
+    /// assert!(store.images(None, &[])?.is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn open(root: impl AsRef<Path>) -> Result<Store, Error> {
         let root = root.as_ref().to_path_buf();
         fs::create_dir_all(&root).ctx("create store directory", &root)?;
@@ -52,6 +59,7 @@ impl Store {
             .join("imgstore")
     }
 
+    /// The store's directory.
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -60,7 +68,22 @@ impl Store {
         lock::acquire(&self.root.join("lock"), mode, wait)
     }
 
-    /// Imports an archive or OCI layout directory; returns its images.
+    /// Imports an archive or OCI layout directory; returns its images. Bad
+    /// input changes nothing: the error names the input and what is wrong.
+    ///
+    /// ```
+    /// use imgstore::{ArchiveErrorKind, ImportOptions, Store};
+    /// # let dir = tempfile::tempdir()?;
+    /// let store = Store::open(dir.path().join("store"))?;
+    /// let images = store.import("tests/data/hello.aci", &ImportOptions::new().latest(true))?;
+    /// assert_eq!(images[0].name, "example.com/hello");
+    ///
+    /// let empty = dir.path().join("empty.tar");
+    /// std::fs::write(&empty, b"")?;
+    /// let err = store.import(&empty, &ImportOptions::new()).unwrap_err();
+    /// assert_eq!(err.archive_kind(), Some(&ArchiveErrorKind::Empty));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn import(
         &self,
         path: impl AsRef<Path>,
@@ -90,6 +113,18 @@ impl Store {
     /// Resolves an IMAGE argument (DESIGN.md §4): an existing tag
     /// `NAME:TAG`, else a key or key prefix, else
     /// `name[:version][,label=value]…` by the latest-by-name rule.
+    ///
+    /// ```
+    /// use imgstore::{ImportOptions, Store};
+    /// # let dir = tempfile::tempdir()?;
+    /// let store = Store::open(dir.path().join("store"))?;
+    /// let key = store.import("tests/data/hello.aci", &ImportOptions::new())?[0].key.clone();
+    /// store.tag(&key, "hello:stable", None)?;
+    /// assert_eq!(store.resolve("hello:stable")?, key);
+    /// assert_eq!(store.resolve(&key.hex()[..8])?, key);
+    /// assert_eq!(store.resolve("example.com/hello:1.0.0")?, key);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn resolve(&self, arg: &str) -> Result<Digest, Error> {
         if arg.contains(':')
             && let Some(key) = self.index.tag_target(arg)?
@@ -142,6 +177,19 @@ impl Store {
 
     /// The best image of a name with every given label (DESIGN.md §4), and
     /// records its use.
+    ///
+    /// ```
+    /// use imgstore::{ImportOptions, Label, Store};
+    /// # let dir = tempfile::tempdir()?;
+    /// let store = Store::open(dir.path().join("store"))?;
+    /// store.import("tests/data/hello.aci", &ImportOptions::new())?;
+    /// store.import("tests/data/hello-2.0.0.aci", &ImportOptions::new())?;
+    /// let newest = store.latest("example.com/hello", &[])?;
+    /// assert_eq!(newest.label("version"), Some("2.0.0"));
+    /// let one = store.latest("example.com/hello", &[Label::new("version", "1.0.0")])?;
+    /// assert_eq!(one.label("version"), Some("1.0.0"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn latest(&self, name: &str, labels: &[Label]) -> Result<ImageInfo, Error> {
         let info = self.latest_image(name, labels)?;
         self.index.touch_image(&info)?;
@@ -219,6 +267,7 @@ impl Store {
         self.index.set_tag(tag, key, expect)
     }
 
+    /// Removes a tag `NAME:TAG`; its image stays.
     pub fn untag(&self, tag: &str) -> Result<(), Error> {
         check_tag(tag)?;
         if self.index.remove_tag(tag)? {
@@ -276,6 +325,7 @@ impl Store {
         self.index.link(parent, child, true)
     }
 
+    /// Removes an edge made by [`Store::link_blobs`].
     pub fn unlink_blobs(&self, parent: &Digest, child: &Digest) -> Result<(), Error> {
         self.index.link(parent, child, false)
     }
@@ -305,10 +355,12 @@ impl Store {
         })
     }
 
+    /// The remote of a URL, if it was fetched.
     pub fn remote(&self, url: &str) -> Result<Option<Remote>, Error> {
         self.index.remote(url)
     }
 
+    /// Every remote, by URL.
     pub fn remotes(&self) -> Result<Vec<Remote>, Error> {
         self.index.remotes()
     }

@@ -24,10 +24,15 @@ const CHUNKS_IN_FLIGHT: usize = 4;
 /// Compression of an archive, told by its magic bytes (never by its name).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
+    /// Not compressed.
     None,
+    /// gzip (also multi-member, as `pigz` writes).
     Gzip,
+    /// Zstandard.
     Zstd,
+    /// xz.
     Xz,
+    /// bzip2 (also multi-stream, as `pbzip2` writes).
     Bzip2,
 }
 
@@ -38,6 +43,7 @@ impl std::fmt::Display for Compression {
 }
 
 impl Compression {
+    /// The compression the first bytes of a stream show.
     pub fn sniff(head: &[u8]) -> Compression {
         match head {
             [0x1f, 0x8b, ..] => Compression::Gzip,
@@ -48,6 +54,7 @@ impl Compression {
         }
     }
 
+    /// The compression's name: `none`, `gzip`, `zstd`, `xz`, `bzip2`.
     pub fn name(self) -> &'static str {
         match self {
             Compression::None => "none",
