@@ -13,8 +13,8 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::compression::Compression;
 use crate::digest::{Digest, DigestError, KeyPrefix};
-use crate::import::Compression;
 
 /// Everything that can go wrong in the store.
 #[derive(Debug, thiserror::Error)]

@@ -23,7 +23,7 @@ use crate::blobs::sync_dir;
 use crate::digest::Digest;
 use crate::error::{Error, IoContext};
 use crate::image::{ImageFormat, ImageInfo};
-use crate::import::spec::{self, Descriptor, Kind, Platform};
+use crate::oci::{self, Descriptor, Kind, Platform};
 use crate::store::Store;
 
 #[derive(Serialize)]
@@ -69,7 +69,7 @@ impl Store {
             // closure, but a manifest still names them: a layout without
             // them would be refused by every reader.
             for blob in &closure {
-                if blob.media_type.as_deref().and_then(spec::kind_of) == Some(Kind::Manifest) {
+                if blob.media_type.as_deref().and_then(oci::kind_of) == Some(Kind::Manifest) {
                     self.check_manifest_complete(key, &blob.digest, &blobs)?;
                 }
             }
@@ -77,17 +77,17 @@ impl Store {
             let media_type = row
                 .and_then(|b| b.media_type.clone())
                 .or_else(|| {
-                    spec::kind_by_shape(&manifest).map(|k| match k {
-                        Kind::Index => spec::OCI_INDEX.to_string(),
-                        Kind::Manifest => spec::OCI_MANIFEST.to_string(),
+                    oci::kind_by_shape(&manifest).map(|k| match k {
+                        Kind::Index => oci::OCI_INDEX.to_string(),
+                        Kind::Manifest => oci::OCI_MANIFEST.to_string(),
                     })
                 })
-                .unwrap_or_else(|| spec::OCI_MANIFEST.to_string());
+                .unwrap_or_else(|| oci::OCI_MANIFEST.to_string());
             descriptors.push(descriptor(&info, media_type, manifest.len() as u64));
         }
         let index = IndexJson {
             schema_version: 2,
-            media_type: spec::OCI_INDEX,
+            media_type: oci::OCI_INDEX,
             manifests: descriptors,
         };
         let index_json = serde_json::to_vec(&index)
@@ -127,7 +127,7 @@ impl Store {
         have: &BTreeSet<Digest>,
     ) -> Result<(), Error> {
         let bytes = self.read_blob(manifest)?;
-        let Ok(m) = serde_json::from_slice::<spec::ImageManifest>(&bytes) else {
+        let Ok(m) = serde_json::from_slice::<oci::ImageManifest>(&bytes) else {
             return Ok(());
         };
         for layer in std::iter::once(&m.config).chain(&m.layers) {
@@ -246,13 +246,13 @@ fn descriptor(info: &ImageInfo, media_type: String, size: u64) -> Descriptor {
         None => info.name.clone(),
     };
     let mut annotations = BTreeMap::new();
-    if spec::is_valid_ref_name(&reference) {
-        annotations.insert(spec::REF_NAME.to_string(), reference);
-    } else if spec::is_valid_ref_name(&info.name) {
-        annotations.insert(spec::REF_NAME.to_string(), info.name.clone());
+    if oci::is_valid_ref_name(&reference) {
+        annotations.insert(oci::REF_NAME.to_string(), reference);
+    } else if oci::is_valid_ref_name(&info.name) {
+        annotations.insert(oci::REF_NAME.to_string(), info.name.clone());
     }
     let platform = match (info.label("os"), info.label("arch")) {
-        (Some(os), Some(arch)) if spec::kind_of(&media_type) == Some(Kind::Manifest) => {
+        (Some(os), Some(arch)) if oci::kind_of(&media_type) == Some(Kind::Manifest) => {
             Some(Platform {
                 architecture: arch.to_string(),
                 os: os.to_string(),

@@ -482,7 +482,7 @@ fn check_file(path: &Path, digest: &Digest, diff_id: Option<&Digest>) -> FileChe
     // it, and reading the file a second time would only repeat it.
     let diff = diff_id.and_then(|expected| match expected == digest {
         true => found.as_ref().ok().cloned().map(Ok),
-        false => Some(crate::import::diff_id::of_file(path, expected.algorithm())),
+        false => Some(crate::layer::of_file(path, expected.algorithm())),
     });
     FileCheck { len, found, diff }
 }

@@ -23,6 +23,7 @@
 #![warn(missing_docs)]
 
 mod blobs;
+mod compression;
 pub mod digest;
 mod error;
 mod export;
@@ -33,7 +34,9 @@ mod image;
 mod import;
 mod index;
 mod intents;
+mod layer;
 mod lock;
+mod oci;
 mod parallel;
 mod progress;
 mod prune;
@@ -44,6 +47,7 @@ mod reserve;
 mod store;
 
 pub use blobs::VerifiedReader;
+pub use compression::Compression;
 pub use digest::{Algorithm, Digest, DigestError, KeyPrefix};
 pub use error::{ArchiveError, ArchiveErrorKind, DecompressError, Error, IndexError, ResolveError};
 pub use fsck::{FsckOptions, FsckReport, Problem, ProblemKind};
@@ -52,7 +56,7 @@ pub use image::{
     BlobInfo, DiskUsage, GcReport, ImageDetails, ImageFormat, ImageInfo, Label, NameSelector,
     Remote,
 };
-pub use import::{ArchiveFormat, Compression, ImportOptions};
+pub use import::{ArchiveFormat, ImportOptions};
 pub use index::SCHEMA_VERSION;
 pub use progress::{Progress, ProgressTask};
 pub use store::Store;

@@ -27,13 +27,13 @@ use serde::{Deserialize, Serialize};
 
 use super::graph::{self, Closure, LayerChecker, Naming, new_blob};
 use super::members::{self, Members, Mode};
-use super::pipeline::{self, Compression};
-use super::spec::{self, Descriptor, ImageConfig};
-use super::{Importer, oci};
+use super::{Importer, layout};
+use crate::compression::Compression;
 use crate::digest::{Algorithm, Digest};
 use crate::error::{ArchiveErrorKind, Error, IoContext};
 use crate::image::ImageInfo;
 use crate::index::NewImage;
+use crate::oci::{self, Descriptor, ImageConfig};
 
 /// One entry of `manifest.json`.
 #[derive(Debug, Deserialize)]
@@ -78,7 +78,7 @@ pub(super) fn import(ctx: &Importer, path: &Path) -> Result<Vec<ImageInfo>, Erro
                 fallback.insert(config, Naming::from_reference(tag));
             }
         }
-        return oci::import_members(ctx, path, members, &fallback);
+        return layout::import_members(ctx, path, members, &fallback);
     }
     let images = match entries {
         Some(entries) => entries
@@ -194,7 +194,7 @@ fn from_entry(
         members,
         &what,
         config,
-        spec::OCI_CONFIG,
+        oci::OCI_CONFIG,
         layers,
         &naming,
     )
@@ -267,7 +267,7 @@ fn build(
     let config_size = blobs.size(&config).unwrap_or(0);
     let manifest = GeneratedManifest {
         schema_version: 2,
-        media_type: spec::OCI_MANIFEST,
+        media_type: oci::OCI_MANIFEST,
         config: descriptor(config_media_type, &config, config_size),
         layers: descriptors,
     };
@@ -283,7 +283,7 @@ fn build(
     let mut closure = Closure::default();
     closure
         .blobs
-        .push(new_blob(&key, staged.size, spec::OCI_MANIFEST, None));
+        .push(new_blob(&key, staged.size, oci::OCI_MANIFEST, None));
     closure
         .blobs
         .push(new_blob(&config, config_size, config_media_type, None));
@@ -311,11 +311,11 @@ fn descriptor(media_type: &str, digest: &Digest, size: u64) -> Descriptor {
 
 /// The OCI layer media type for a layer file, by its magic bytes.
 fn layer_media_type(file: &Path) -> Result<String, Error> {
-    let head = pipeline::read_head(file, 8)?;
+    let head = crate::compression::read_head(file, 8)?;
     Ok(match Compression::sniff(&head) {
-        Compression::Gzip => format!("{}+gzip", spec::OCI_LAYER),
-        Compression::Zstd => format!("{}+zstd", spec::OCI_LAYER),
-        _ => spec::OCI_LAYER.to_string(),
+        Compression::Gzip => format!("{}+gzip", oci::OCI_LAYER),
+        Compression::Zstd => format!("{}+zstd", oci::OCI_LAYER),
+        _ => oci::OCI_LAYER.to_string(),
     })
 }
 
@@ -418,7 +418,7 @@ fn legacy(ctx: &Importer, path: &Path, members: &mut Members) -> Result<Vec<NewI
             members,
             &format!("legacy image {reference}"),
             config_digest,
-            spec::OCI_CONFIG,
+            oci::OCI_CONFIG,
             layers,
             &naming,
         )?);
@@ -430,4 +430,13 @@ fn legacy(ctx: &Importer, path: &Path, members: &mut Members) -> Result<Vec<NewI
         ));
     }
     Ok(images)
+}
+
+/// The digest a docker archive member named `<sha256 hex>.json` or
+/// `<sha256 hex>.tar` claims to have.
+pub(super) fn digest_name(name: &str) -> Option<Digest> {
+    let hex = name
+        .strip_suffix(".tar")
+        .or_else(|| name.strip_suffix(".json"))?;
+    Digest::parse(&format!("sha256:{hex}")).ok()
 }

@@ -18,13 +18,14 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Read;
 use std::path::Path;
 
-use super::spec::{self, Descriptor, ImageConfig, ImageIndex, ImageManifest, Kind};
-use super::{Importer, diff_id};
+use super::Importer;
 use crate::blobs::StagedBlob;
 use crate::digest::{Algorithm, Digest};
 use crate::error::{ArchiveErrorKind, DecompressError, Error, IoContext};
 use crate::image::{ImageFormat, ImageInfo, Label};
 use crate::index::{Commit, NewBlob, NewImage};
+use crate::layer;
+use crate::oci::{self, Descriptor, ImageConfig, ImageIndex, ImageManifest, Kind};
 use crate::publish::Publication;
 
 /// Blobs made available for an import: staged in temp files, or already in
@@ -56,13 +57,13 @@ impl Blobs {
         input: &Path,
     ) -> Result<Vec<u8>, Error> {
         let size = self.size(digest).unwrap_or(0);
-        if size > spec::MAX_JSON {
+        if size > oci::MAX_JSON {
             return Err(Error::archive(
                 input,
                 ArchiveErrorKind::TooLarge {
                     what: format!("{what} {digest}"),
                     size,
-                    limit: spec::MAX_JSON,
+                    limit: oci::MAX_JSON,
                 },
             ));
         }
@@ -122,13 +123,13 @@ impl Naming {
     /// version, since the layout does not say what it is a tag of.
     pub fn from_descriptor(desc: &Descriptor) -> Option<Naming> {
         let reference = desc
-            .annotation(spec::CONTAINERD_NAME)
-            .or_else(|| desc.annotation(spec::REF_NAME))?;
+            .annotation(oci::CONTAINERD_NAME)
+            .or_else(|| desc.annotation(oci::REF_NAME))?;
         Some(Naming::from_reference(reference))
     }
 
     pub fn from_reference(reference: &str) -> Naming {
-        let (name, tag) = spec::split_reference(reference);
+        let (name, tag) = oci::split_reference(reference);
         Naming { name, tag }
     }
 }
@@ -229,8 +230,7 @@ impl<'a, S: Source> Walk<'a, S> {
         // A descriptor whose media type says it is neither an index nor a
         // manifest (nor JSON that could be one) is accepted and left alone.
         let may_be_json = desc.media_type.is_empty() || desc.media_type.ends_with("json");
-        if spec::kind_of(&desc.media_type).is_none() && (!may_be_json || desc.size > spec::MAX_JSON)
-        {
+        if oci::kind_of(&desc.media_type).is_none() && (!may_be_json || desc.size > oci::MAX_JSON) {
             return Ok(None);
         }
         if !self.source.fetch(&digest, desc.size, None)? {
@@ -240,7 +240,7 @@ impl<'a, S: Source> Walk<'a, S> {
             .source
             .blobs()
             .read_json(self.ctx, &digest, what, self.input)?;
-        let kind = spec::kind_of(&desc.media_type).or_else(|| spec::kind_by_shape(&bytes));
+        let kind = oci::kind_of(&desc.media_type).or_else(|| oci::kind_by_shape(&bytes));
         let closure = match kind {
             Some(Kind::Index) => self.index(desc, &digest, &bytes, what, naming, fallback)?,
             Some(Kind::Manifest) => self.manifest(desc, &digest, &bytes, what, naming, fallback)?,
@@ -311,7 +311,7 @@ impl<'a, S: Source> Walk<'a, S> {
         {
             return Err(self.missing(format!("{what} config"), &config_digest, false));
         }
-        let config_is_image = spec::is_image_config(&manifest.config.media_type);
+        let config_is_image = oci::is_image_config(&manifest.config.media_type);
         let config: ImageConfig = if config_is_image {
             let bytes =
                 self.source
@@ -406,7 +406,7 @@ impl<'a, S: Source> Walk<'a, S> {
 
 /// The labels of an image: the config's labels, then `os`, `arch` and
 /// `variant` from the config (or the platform its index gives).
-pub(super) fn image_labels(config: &ImageConfig, platform: Option<&spec::Platform>) -> Vec<Label> {
+pub(super) fn image_labels(config: &ImageConfig, platform: Option<&oci::Platform>) -> Vec<Label> {
     let mut labels = Vec::new();
     if let Some(config_labels) = config.config.as_ref().and_then(|c| c.labels.as_ref()) {
         labels.extend(config_labels.iter().map(|(k, v)| Label::new(k, v)));
@@ -489,7 +489,7 @@ impl LayerChecker<'_> {
                 },
             )
         };
-        if spec::is_uncompressed_layer(media_type) && digest.algorithm() == expected.algorithm() {
+        if oci::is_uncompressed_layer(media_type) && digest.algorithm() == expected.algorithm() {
             if digest != expected {
                 return Err(mismatch(digest));
             }
@@ -506,7 +506,7 @@ impl LayerChecker<'_> {
                 // needs no second decompression.
                 match self.ctx.index.blob(digest)?.and_then(|b| b.diff_id) {
                     Some(d) if d.algorithm() == expected.algorithm() => Ok(d),
-                    _ => diff_id::of_file(&blobs.file(self.ctx, digest), expected.algorithm()),
+                    _ => layer::of_file(&blobs.file(self.ctx, digest), expected.algorithm()),
                 }
             }
         };

@@ -11,8 +11,11 @@
 //!   its path, since `manifest.json` (which may come last) names layers and
 //!   configs by path; in an OCI archive other files are skipped.
 //!
-//! With `--verify-layers`, a member whose first bytes look like a gzip or
-//! zstd stream also feeds a [`DiffHasher`] on its own thread.
+//! A plain archive that is a regular file is not streamed: one pass over
+//! its headers finds the members, which are then staged from their byte
+//! ranges in parallel ([`staging`]). With `--verify-layers`, a member whose
+//! first bytes look like a gzip or zstd stream is also decompressed for its
+//! diff_id.
 //!
 //! Symbolic and hard links (docker's legacy `<id>/layer.tar` often is one)
 //! are recorded and resolved by [`Members::file`].
@@ -20,17 +23,16 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read};
-use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Sender, channel};
-use std::thread::JoinHandle;
+use std::path::Path;
 
-use super::diff_id::DiffHasher;
+use super::Importer;
 use super::graph::Blobs;
-use super::pipeline::{self, Compression};
-use super::{Importer, spec};
-use crate::blobs::{FillError, StagedBlob, read_some};
+use super::pipeline;
+use super::staging::{self, Landed, Range, Syncer};
+use crate::compression::Compression;
 use crate::digest::{Algorithm, Digest};
 use crate::error::{ArchiveErrorKind, DecompressError, Error, IoContext};
+use crate::oci;
 
 /// Metadata files read into memory.
 const METADATA: [&str; 4] = ["oci-layout", "index.json", "manifest.json", "repositories"];
@@ -89,12 +91,9 @@ pub(super) fn read(ctx: &Importer, path: &Path, mode: Mode) -> Result<Members, E
     Ok(members)
 }
 
-/// Most workers staging the members of a plain archive at once.
-const MAX_WORKERS: usize = 4;
-
 /// Reads a plain (uncompressed) tar file by seeking instead of streaming:
 /// one pass over the headers only, then the members are staged from their
-/// byte ranges by up to [`MAX_WORKERS`] threads, largest first. Hashing
+/// byte ranges on several threads, largest first. Hashing
 /// dominates a plain import and the layers of an image are independent, so
 /// hashing two of them at once uses both cores where one stream would
 /// leave one idle. `None` if the input is compressed, not a regular file or
@@ -145,7 +144,7 @@ fn read_seekable(ctx: &Importer, path: &Path, mode: Mode) -> Result<Option<Membe
         return Err(truncated(path));
     }
     let syncer = Syncer::start();
-    let results = stage_ranges(ctx, &jobs, &syncer);
+    let results = staging::stage_ranges(ctx, &jobs, &syncer);
     syncer.finish();
     // After a failure the ranges not yet taken have no result: report the
     // first failure in archive order, not their absence.
@@ -169,54 +168,6 @@ fn read_seekable(ctx: &Importer, path: &Path, mode: Mode) -> Result<Option<Membe
         members.record(path, range.job, landed, diff)?;
     }
     Ok(Some(members))
-}
-
-/// Stages whole files (the layers of a layout directory) on several
-/// threads, largest first, each held to the digest it is named by. Only a
-/// head start for a walk that asks for blobs one at a time: a file that
-/// cannot be read or does not hash to its name is left out, for the walk
-/// to meet and report.
-pub(super) fn stage_files(ctx: &Importer, files: Vec<(PathBuf, Digest, u64)>) -> Blobs {
-    let ranges: Vec<Range> = files
-        .into_iter()
-        .map(|(file, digest, size)| Range {
-            file,
-            offset: 0,
-            size,
-            job: Job {
-                name: String::new(),
-                named: None,
-                alg: digest.algorithm(),
-                claimed: Some(digest),
-                present: false,
-            },
-        })
-        .collect();
-    let syncer = Syncer::start();
-    let results = stage_ranges(ctx, &ranges, &syncer);
-    syncer.finish();
-    let mut blobs = Blobs::default();
-    for (range, result) in ranges.iter().zip(results) {
-        let Some(Ok((Landed::Staged(staged), diff))) = result else {
-            continue;
-        };
-        if range.job.claimed.as_ref() != Some(&staged.digest) {
-            continue;
-        }
-        if let Some(diff) = diff {
-            blobs.diffs.insert(staged.digest.clone(), diff);
-        }
-        blobs.staged.insert(staged.digest.clone(), staged);
-    }
-    blobs
-}
-
-/// A member's bytes: a range of a plain archive, or a whole file.
-struct Range {
-    file: PathBuf,
-    job: Job,
-    offset: u64,
-    size: u64,
 }
 
 /// A tar archive that ends early.
@@ -250,95 +201,6 @@ fn only_zeros(file: &File, path: &Path, from: u64, to: u64) -> Result<bool, Erro
     Ok(true)
 }
 
-type Staged = Result<(Landed, Option<Result<Digest, DecompressError>>), Error>;
-
-/// Stages the ranges on a few threads, largest first; the results come
-/// back in the ranges' order. After a failure the threads take no new
-/// ranges, and those have no result.
-fn stage_ranges(ctx: &Importer, ranges: &[Range], syncer: &Syncer) -> Vec<Option<Staged>> {
-    let mut order: Vec<usize> = (0..ranges.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(ranges[i].size));
-    crate::parallel::run(
-        ranges,
-        order,
-        crate::parallel::workers(MAX_WORKERS),
-        // A descriptor per thread, kept while the ranges are of one file:
-        // the kernel keeps readahead state per open file, and two streams
-        // sharing one would defeat it.
-        || None::<(PathBuf, File)>,
-        |open, range| {
-            let result = match open {
-                Some((path, file)) if *path == range.file => stage_range(ctx, path, file, range),
-                _ => File::open(&range.file)
-                    .ctx("open", &range.file)
-                    .and_then(|file| {
-                        advise_sequential(&file);
-                        let (path, file) = open.insert((range.file.clone(), file));
-                        stage_range(ctx, path, file, range)
-                    }),
-            };
-            if let Ok((Landed::Staged(staged), _)) = &result {
-                syncer.sync(staged);
-            }
-            result
-        },
-    )
-}
-
-/// Stages one member from its byte range.
-fn stage_range(ctx: &Importer, path: &Path, file: &File, range: &Range) -> Staged {
-    let mut reader = RangeReader {
-        file,
-        pos: range.offset,
-        end: range.offset + range.size,
-    };
-    let (landed, diff) = stage(
-        ctx,
-        path,
-        &mut ctx.progress.reader(&mut reader),
-        range.job.alg,
-        range.job.present,
-    )?;
-    let size = match &landed {
-        Landed::Staged(s) => s.size,
-        Landed::Present { size, .. } => *size,
-    };
-    if size != range.size {
-        // The file shrank under us.
-        return Err(truncated(path));
-    }
-    Ok((landed, diff))
-}
-
-/// Reads a byte range of a file with `pread`, so threads share no offset.
-struct RangeReader<'f> {
-    file: &'f File,
-    pos: u64,
-    end: u64,
-}
-
-impl Read for RangeReader<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        use std::os::unix::fs::FileExt;
-        let want = buf.len().min((self.end - self.pos) as usize);
-        if want == 0 {
-            return Ok(0);
-        }
-        let n = self.file.read_at(&mut buf[..want], self.pos)?;
-        self.pos += n as u64;
-        Ok(n)
-    }
-}
-
-/// Tells the kernel a file is read front to back (a larger readahead).
-fn advise_sequential(file: &File) {
-    use std::os::unix::io::AsRawFd;
-    // SAFETY: a plain syscall on a descriptor we own; only a hint.
-    unsafe {
-        libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL);
-    }
-}
-
 /// Turns a read error of the decompressed stream into a message about the
 /// archive.
 pub(super) fn stream_error(path: &Path, e: io::Error) -> Error {
@@ -349,64 +211,6 @@ pub(super) fn stream_error(path: &Path, e: io::Error) -> Error {
             detail: e.to_string(),
         },
     )
-}
-
-/// Flushes staged temp files to disk on a thread of its own while the
-/// archive is still being read, so that the disk writes of one member
-/// overlap the reading of the next instead of all waiting for the fsyncs at
-/// publish. Only a head start: publish still fsyncs every blob before
-/// renaming it (DESIGN.md §3.2), and finds little left to do.
-struct Syncer {
-    tx: Option<Sender<PathBuf>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Syncer {
-    fn start() -> Syncer {
-        let (tx, rx) = channel::<PathBuf>();
-        let thread = std::thread::Builder::new()
-            .name("early-fsync".into())
-            .spawn(move || {
-                for path in rx {
-                    // A failure is left for publish to find and report.
-                    let _ = File::open(&path).and_then(|f| f.sync_all());
-                }
-            });
-        match thread {
-            Ok(thread) => Syncer {
-                tx: Some(tx),
-                thread: Some(thread),
-            },
-            Err(_) => Syncer {
-                tx: None,
-                thread: None,
-            },
-        }
-    }
-
-    fn sync(&self, staged: &StagedBlob) {
-        if let Some(tx) = &self.tx {
-            let _ = tx.send(staged.temp_path().to_path_buf());
-        }
-    }
-
-    /// Waits for the fsyncs asked for so far.
-    fn finish(mut self) {
-        self.stop();
-    }
-
-    fn stop(&mut self) {
-        self.tx = None;
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-impl Drop for Syncer {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }
 
 fn scan(
@@ -423,7 +227,7 @@ fn scan(
         match classify(ctx, path, mode, &mut entry, &mut members)? {
             None => {}
             Some(job) => {
-                let (landed, diff) = stage(ctx, path, &mut entry, job.alg, job.present)?;
+                let (landed, diff) = staging::stage(ctx, path, &mut entry, job.alg, job.present)?;
                 if let Landed::Staged(staged) = &landed {
                     syncer.sync(staged);
                 }
@@ -435,15 +239,15 @@ fn scan(
 }
 
 /// A member to stage: a blob or (in a docker archive) any other file.
-struct Job {
-    name: String,
+pub(super) struct Job {
+    pub name: String,
     /// The digest its path names (`blobs/<alg>/<hex>`).
-    named: Option<Digest>,
+    pub named: Option<Digest>,
     /// The digest it must hash to: its path's, or docker's `<hex>.tar`.
-    claimed: Option<Digest>,
-    alg: Algorithm,
+    pub claimed: Option<Digest>,
+    pub alg: Algorithm,
     /// The store has the claimed blob already: hash, do not write.
-    present: bool,
+    pub present: bool,
 }
 
 /// Deals with one entry's header: links and metadata files are recorded
@@ -496,13 +300,13 @@ fn classify<R: Read>(
         return Ok(None);
     }
     if METADATA.contains(&name.as_str()) {
-        if entry.size() > spec::MAX_JSON {
+        if entry.size() > oci::MAX_JSON {
             return Err(Error::archive(
                 path,
                 ArchiveErrorKind::TooLarge {
                     what: name,
                     size: entry.size(),
-                    limit: spec::MAX_JSON,
+                    limit: oci::MAX_JSON,
                 },
             ));
         }
@@ -532,7 +336,7 @@ fn classify<R: Read>(
     // Docker names configs and layers `<sha256 hex>.json|.tar` by
     // their digests: use that to skip writing what the store has, and
     // hold the member to it.
-    let claimed = named.clone().or_else(|| docker_digest_name(&name));
+    let claimed = named.clone().or_else(|| super::docker::digest_name(&name));
     let alg = named.as_ref().map_or(Algorithm::Sha256, Digest::algorithm);
     let present = match &claimed {
         Some(d) => ctx.index.has_blob(d)? && ctx.tree.contains(d),
@@ -589,115 +393,6 @@ impl Members {
         }
         Ok(())
     }
-}
-
-/// Where a member's bytes went.
-enum Landed {
-    Staged(StagedBlob),
-    /// The store has the blob: hashed only.
-    Present {
-        digest: Digest,
-        size: u64,
-    },
-}
-
-/// Streams one member into a blob writer (or only a hasher, if the store
-/// has it already), feeding a diff hasher when layers are verified.
-fn stage(
-    ctx: &Importer,
-    path: &Path,
-    entry: &mut impl Read,
-    alg: Algorithm,
-    present: bool,
-) -> Result<(Landed, Option<Result<Digest, DecompressError>>), Error> {
-    let mut writer = if present {
-        None
-    } else {
-        Some(ctx.tree.writer(alg)?)
-    };
-    let mut hasher = alg.hasher();
-    let mut size = 0u64;
-    let mut diff: Option<DiffHasher> = None;
-    // With --verify-layers, the first bytes until there are enough to tell
-    // a compressed layer by its magic (a read may return only a few).
-    let mut head: Option<Vec<u8>> = ctx.options.verify_layers.then(Vec::new);
-    let mut buf = Vec::new();
-    loop {
-        let chunk = match writer.as_mut() {
-            Some(w) => w.fill_from(entry).map_err(|e| match e {
-                FillError::Read(e) => stream_error(path, e),
-                FillError::Write(e) => Error::io("write temp file", ctx.tree.tmp_dir(), e),
-            })?,
-            None => {
-                buf.resize(1 << 20, 0);
-                let n = read_some(entry, &mut buf).map_err(|e| stream_error(path, e))?;
-                hasher.update(&buf[..n]);
-                &buf[..n]
-            }
-        };
-        if chunk.is_empty() {
-            break;
-        }
-        size += chunk.len() as u64;
-        match head.as_mut() {
-            Some(h) => {
-                h.extend_from_slice(chunk);
-                if h.len() >= SNIFF_BYTES {
-                    diff = start_diff(h);
-                    head = None;
-                }
-            }
-            None => {
-                if let Some(d) = diff.as_mut() {
-                    d.feed(chunk);
-                }
-            }
-        }
-    }
-    if let Some(h) = head {
-        diff = start_diff(&h);
-    }
-    let diff = diff.map(DiffHasher::finish);
-    let landed = match writer {
-        Some(w) => Landed::Staged(w.finish()?),
-        None => Landed::Present {
-            digest: hasher.finish(),
-            size,
-        },
-    };
-    Ok((landed, diff))
-}
-
-/// Bytes enough to tell gzip and zstd data by their magic.
-const SNIFF_BYTES: usize = 8;
-
-/// A diff hasher fed with a member's first bytes, if they look like a
-/// compressed layer.
-fn start_diff(head: &[u8]) -> Option<DiffHasher> {
-    looks_like_layer(head).then(|| {
-        let mut d = DiffHasher::start(Algorithm::Sha256);
-        d.feed(head);
-        d
-    })
-}
-
-/// Whether the first bytes of a member look like a compressed layer (gzip
-/// or zstd data). A plain tar needs no decompressing: its diff_id is its
-/// digest, which the writer computes anyway.
-fn looks_like_layer(head: &[u8]) -> bool {
-    matches!(
-        Compression::sniff(head),
-        Compression::Gzip | Compression::Zstd
-    )
-}
-
-/// The digest a docker archive member named `<sha256 hex>.json` or
-/// `<sha256 hex>.tar` claims to have.
-fn docker_digest_name(name: &str) -> Option<Digest> {
-    let hex = name
-        .strip_suffix(".tar")
-        .or_else(|| name.strip_suffix(".json"))?;
-    Digest::parse(&format!("sha256:{hex}")).ok()
 }
 
 /// The digest a path under `blobs/` names, if it is `blobs/<alg>/<hex>` with

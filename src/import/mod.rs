@@ -9,13 +9,12 @@
 
 mod aci;
 pub(crate) mod appc;
-pub(crate) mod diff_id;
 mod docker;
 mod graph;
+mod layout;
 mod members;
-mod oci;
 pub(crate) mod pipeline;
-pub(crate) mod spec;
+mod staging;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -25,8 +24,6 @@ use crate::error::{ArchiveErrorKind, Error};
 use crate::image::ImageInfo;
 use crate::index::{FileIdentity, Index};
 use crate::progress::{Counter, Progress};
-
-pub use pipeline::Compression;
 
 /// Which reader to use for an input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -141,7 +138,7 @@ impl Importer<'_> {
                     .record_source(&FileIdentity::of(&meta), &image.key)?;
                 Ok(vec![image])
             }
-            ArchiveFormat::Oci => oci::import(self, path, meta.is_dir()),
+            ArchiveFormat::Oci => layout::import(self, path, meta.is_dir()),
             ArchiveFormat::Docker => docker::import(self, path),
             ArchiveFormat::Auto => unreachable!("resolved above"),
         }
@@ -181,7 +178,7 @@ const SNIFF_LIMIT: u64 = 1 << 20;
 /// Tells the archive format from the names of its first entries.
 fn sniff_archive(path: &Path) -> Result<ArchiveFormat, Error> {
     use std::io::Read;
-    let (compression, reader) = pipeline::open_decompressed(path)?;
+    let (compression, reader) = crate::compression::open_decompressed(path)?;
     let mut head = Vec::new();
     // A decompression error here is reported by the real import, with the
     // whole stream in view; sniffing works with what it got.

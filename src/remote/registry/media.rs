@@ -8,30 +8,13 @@
 //! nothing useful, so [`classify_manifest`] falls back to the document's own
 //! `mediaType` and then its shape, as containers/image does.
 
-use crate::import::Compression;
-pub(crate) use crate::import::spec::{
-    DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_LAYER, OCI_MANIFEST,
+use crate::compression::Compression;
+pub(crate) use crate::oci::{
+    DOCKER_FOREIGN_LAYER, DOCKER_LAYER, DOCKER_LAYER_GZIP, DOCKER_LIST, DOCKER_MANIFEST,
+    DOCKER_SCHEMA1, DOCKER_SCHEMA1_SIGNED, OCI_INDEX, OCI_LAYER, OCI_LAYER_GZIP,
+    OCI_LAYER_NONDISTRIBUTABLE, OCI_LAYER_NONDISTRIBUTABLE_GZIP, OCI_LAYER_NONDISTRIBUTABLE_ZSTD,
+    OCI_LAYER_ZSTD, OCI_MANIFEST,
 };
-
-// Not (yet) in `spec`: layer variants, the empty descriptor and schema 1.
-pub(crate) const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
-pub(crate) const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
-pub(crate) const OCI_LAYER_NONDISTRIBUTABLE: &str =
-    "application/vnd.oci.image.layer.nondistributable.v1.tar";
-pub(crate) const OCI_LAYER_NONDISTRIBUTABLE_GZIP: &str =
-    "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip";
-pub(crate) const OCI_LAYER_NONDISTRIBUTABLE_ZSTD: &str =
-    "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd";
-/// The empty JSON `{}` that artifacts use as a config.
-pub(crate) const OCI_EMPTY: &str = "application/vnd.oci.empty.v1+json";
-pub(crate) const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar";
-pub(crate) const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
-/// Windows base layers, served from Microsoft's URLs rather than the registry.
-pub(crate) const DOCKER_FOREIGN_LAYER: &str =
-    "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
-pub(crate) const DOCKER_SCHEMA1: &str = "application/vnd.docker.distribution.manifest.v1+json";
-pub(crate) const DOCKER_SCHEMA1_SIGNED: &str =
-    "application/vnd.docker.distribution.manifest.v1+prettyjws";
 
 /// The manifest types a pull asks for, most wanted first.
 pub(crate) const PULL_MANIFEST_TYPES: [&str; 4] =
@@ -163,9 +146,9 @@ pub(crate) fn classify_manifest(
             media_type: DOCKER_SCHEMA1.into(),
         });
     }
-    match crate::import::spec::kind_by_shape(body) {
-        Some(crate::import::spec::Kind::Index) => Ok(ManifestKind::OciIndex),
-        Some(crate::import::spec::Kind::Manifest) => Ok(ManifestKind::OciManifest),
+    match crate::oci::kind_by_shape(body) {
+        Some(crate::oci::Kind::Index) => Ok(ManifestKind::OciIndex),
+        Some(crate::oci::Kind::Manifest) => Ok(ManifestKind::OciManifest),
         None => Err(MediaError::NotAManifest {
             media_type: if header.is_empty() {
                 "no media type".into()
@@ -227,13 +210,13 @@ pub(crate) fn is_nondistributable(media_type: &str) -> bool {
 
 /// An image config (as opposed to an artifact's config).
 pub(crate) fn is_image_config(media_type: &str) -> bool {
-    crate::import::spec::is_image_config(&essence(media_type))
+    crate::oci::is_image_config(&essence(media_type))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::import::spec::{DOCKER_CONFIG, OCI_CONFIG};
+    use crate::oci::{DOCKER_CONFIG, OCI_CONFIG};
 
     #[test]
     fn accept_names_all_four_and_no_schema1() {
@@ -389,15 +372,15 @@ mod tests {
             Some(Compression::Zstd)
         );
         assert_eq!(layer_compression(OCI_CONFIG), None);
-        assert_eq!(layer_compression(OCI_EMPTY), None);
+        assert_eq!(layer_compression("application/vnd.oci.empty.v1+json"), None);
         assert!(is_nondistributable(DOCKER_FOREIGN_LAYER));
         assert!(is_nondistributable(OCI_LAYER_NONDISTRIBUTABLE_GZIP));
         assert!(!is_nondistributable(OCI_LAYER_GZIP));
         assert!(is_image_config(OCI_CONFIG) && is_image_config(DOCKER_CONFIG));
-        assert!(!is_image_config(OCI_EMPTY));
+        assert!(!is_image_config("application/vnd.oci.empty.v1+json"));
         // The types spec knows as uncompressed, this file agrees with.
         for t in [OCI_LAYER, OCI_LAYER_NONDISTRIBUTABLE, DOCKER_LAYER] {
-            assert!(crate::import::spec::is_uncompressed_layer(t), "{t}");
+            assert!(crate::oci::is_uncompressed_layer(t), "{t}");
         }
     }
 }

@@ -23,7 +23,7 @@
 
 use std::fmt;
 
-use crate::import::spec::{self, Descriptor, Kind};
+use crate::oci::{self, Descriptor, Kind};
 
 /// The annotation BuildKit marks attestation manifests with.
 pub(crate) const REFERENCE_TYPE: &str = "vnd.docker.reference.type";
@@ -136,7 +136,7 @@ impl Platform {
     }
 
     /// The platform an index entry declares.
-    pub(crate) fn of(platform: &spec::Platform) -> Platform {
+    pub(crate) fn of(platform: &oci::Platform) -> Platform {
         Platform::new(
             &platform.os,
             &platform.architecture,
@@ -309,7 +309,7 @@ pub(crate) fn is_attestation(descriptor: &Descriptor) -> bool {
 /// (by media type, or with none given) that are not attestations.
 pub(crate) fn image_entries(manifests: &[Descriptor]) -> impl Iterator<Item = &Descriptor> {
     manifests.iter().filter(|d| {
-        (d.media_type.is_empty() || spec::kind_of(&d.media_type) == Some(Kind::Manifest))
+        (d.media_type.is_empty() || oci::kind_of(&d.media_type) == Some(Kind::Manifest))
             && !is_attestation(d)
     })
 }
@@ -349,11 +349,11 @@ mod tests {
 
     fn entry(n: u8, platform: Option<(&str, &str, Option<&str>)>) -> Descriptor {
         Descriptor {
-            media_type: spec::OCI_MANIFEST.into(),
+            media_type: oci::OCI_MANIFEST.into(),
             digest: format!("sha256:{}", format!("{n:02x}").repeat(32)),
             size: 100 + u64::from(n),
             annotations: None,
-            platform: platform.map(|(os, architecture, variant)| spec::Platform {
+            platform: platform.map(|(os, architecture, variant)| oci::Platform {
                 os: os.into(),
                 architecture: architecture.into(),
                 variant: variant.map(str::to_string),
@@ -596,11 +596,11 @@ mod tests {
     #[test]
     fn skips_nested_indexes_and_non_manifests() {
         let mut nested = entry(1, Some(("linux", "amd64", None)));
-        nested.media_type = spec::OCI_INDEX.into();
+        nested.media_type = oci::OCI_INDEX.into();
         let mut layer = entry(2, Some(("linux", "amd64", None)));
         layer.media_type = "application/vnd.oci.image.layer.v1.tar".into();
         let mut docker = entry(3, Some(("linux", "amd64", None)));
-        docker.media_type = spec::DOCKER_MANIFEST.into();
+        docker.media_type = oci::DOCKER_MANIFEST.into();
         let mut untyped = entry(4, Some(("linux", "arm64", None)));
         untyped.media_type = String::new();
         let index = [nested, layer, docker, untyped];

@@ -13,14 +13,15 @@ use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
-use super::diff_id::DiffHasher;
 use super::graph::{self, Blobs, Naming, Source, Walk};
 use super::members::{self, Members, Mode};
-use super::spec::{self, OciLayout};
+use super::staging;
 use super::{Importer, docker};
 use crate::digest::{Algorithm, Digest};
 use crate::error::{ArchiveErrorKind, Error, IoContext};
 use crate::image::ImageInfo;
+use crate::layer::DiffHasher;
+use crate::oci::{self, OciLayout};
 
 pub(super) fn import(ctx: &Importer, path: &Path, is_dir: bool) -> Result<Vec<ImageInfo>, Error> {
     if is_dir {
@@ -117,7 +118,7 @@ fn import_dir(ctx: &Importer, dir: &Path) -> Result<Vec<ImageInfo>, Error> {
     let source = DirSource {
         ctx,
         dir,
-        blobs: members::stage_files(ctx, layers_to_stage(ctx, dir, &index)),
+        blobs: staging::stage_files(ctx, layers_to_stage(ctx, dir, &index)),
     };
     let mut walk = Walk::new(ctx, dir, source);
     walk.walk_layout_index(&index, &HashMap::new())?;
@@ -135,7 +136,7 @@ const PREFETCH_DOCUMENTS: usize = 4096;
 /// walk that follows checks everything and reports it.
 fn layers_to_stage(ctx: &Importer, dir: &Path, index: &[u8]) -> Vec<(PathBuf, Digest, u64)> {
     let stored = |d: &Digest| ctx.index.has_blob(d).unwrap_or(false) && ctx.tree.contains(d);
-    let Ok(index) = serde_json::from_slice::<spec::ImageIndex>(index) else {
+    let Ok(index) = serde_json::from_slice::<oci::ImageIndex>(index) else {
         return Vec::new();
     };
     let mut queue = index.manifests;
@@ -149,7 +150,7 @@ fn layers_to_stage(ctx: &Importer, dir: &Path, index: &[u8]) -> Vec<(PathBuf, Di
         // A manifest or index the store has comes with its closure: none of
         // it is read again (a re-import of a stored layout reads nothing).
         if read.len() >= PREFETCH_DOCUMENTS
-            || desc.size > spec::MAX_JSON
+            || desc.size > oci::MAX_JSON
             || stored(&digest)
             || !read.insert(digest.clone())
         {
@@ -158,14 +159,14 @@ fn layers_to_stage(ctx: &Importer, dir: &Path, index: &[u8]) -> Vec<(PathBuf, Di
         let Ok(bytes) = read_small(&layout_blob(dir, &digest)) else {
             continue;
         };
-        match spec::kind_of(&desc.media_type).or_else(|| spec::kind_by_shape(&bytes)) {
-            Some(spec::Kind::Index) => {
-                if let Ok(nested) = serde_json::from_slice::<spec::ImageIndex>(&bytes) {
+        match oci::kind_of(&desc.media_type).or_else(|| oci::kind_by_shape(&bytes)) {
+            Some(oci::Kind::Index) => {
+                if let Ok(nested) = serde_json::from_slice::<oci::ImageIndex>(&bytes) {
                     queue.extend(nested.manifests);
                 }
             }
-            Some(spec::Kind::Manifest) => {
-                let Ok(manifest) = serde_json::from_slice::<spec::ImageManifest>(&bytes) else {
+            Some(oci::Kind::Manifest) => {
+                let Ok(manifest) = serde_json::from_slice::<oci::ImageManifest>(&bytes) else {
                     continue;
                 };
                 for layer in manifest.layers {
@@ -190,15 +191,15 @@ fn layers_to_stage(ctx: &Importer, dir: &Path, index: &[u8]) -> Vec<(PathBuf, Di
 fn read_small(path: &Path) -> Result<Vec<u8>, Error> {
     let mut bytes = Vec::new();
     File::open(path)
-        .and_then(|f| f.take(spec::MAX_JSON + 1).read_to_end(&mut bytes))
+        .and_then(|f| f.take(oci::MAX_JSON + 1).read_to_end(&mut bytes))
         .ctx("read", path)?;
-    if bytes.len() as u64 > spec::MAX_JSON {
+    if bytes.len() as u64 > oci::MAX_JSON {
         return Err(Error::archive(
             path,
             ArchiveErrorKind::TooLarge {
                 what: "the file".into(),
                 size: bytes.len() as u64,
-                limit: spec::MAX_JSON,
+                limit: oci::MAX_JSON,
             },
         ));
     }

@@ -14,7 +14,7 @@ use std::path::Path;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
-use super::pipeline::Compression;
+use crate::compression::Compression;
 use crate::digest::{Algorithm, Digest};
 use crate::error::DecompressError;
 
