@@ -188,28 +188,17 @@ fn from_entry(
         .next()
         .map(|t| Naming::from_reference(t))
         .unwrap_or_default();
-    build(
-        ctx,
-        path,
-        members,
-        &what,
-        config,
-        oci::OCI_CONFIG,
-        layers,
-        &naming,
-    )
+    build(ctx, path, members, &what, config, layers, &naming)
 }
 
 /// Writes the manifest for a config and layers already staged, checks the
 /// layers against the config, and makes the image record.
-#[allow(clippy::too_many_arguments)]
 fn build(
     ctx: &Importer,
     path: &Path,
     members: &mut Members,
     what: &str,
     config: Digest,
-    config_media_type: &str,
     layers: Vec<Digest>,
     naming: &Naming,
 ) -> Result<NewImage, Error> {
@@ -222,25 +211,7 @@ fn build(
         "image config",
     )
     .map_err(bad)?;
-    let diff_ids = parsed
-        .rootfs
-        .as_ref()
-        .map(|r| {
-            r.diff_ids
-                .iter()
-                .map(|d| Digest::parse(d).map_err(|e| bad(graph::bad_diff_id(&config, e))))
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .transpose()?;
-    if let Some(ids) = &diff_ids
-        && ids.len() != layers.len()
-    {
-        return Err(bad(ArchiveErrorKind::LayerCount {
-            what: what.to_string(),
-            layers: layers.len(),
-            diff_ids: ids.len(),
-        }));
-    }
+    let diff_ids = graph::config_diff_ids(&parsed, &config, what, layers.len()).map_err(bad)?;
 
     let checker = LayerChecker { ctx, input: path };
     let mut descriptors = Vec::with_capacity(layers.len());
@@ -268,7 +239,7 @@ fn build(
     let manifest = GeneratedManifest {
         schema_version: 2,
         media_type: oci::OCI_MANIFEST,
-        config: descriptor(config_media_type, &config, config_size),
+        config: descriptor(oci::OCI_CONFIG, &config, config_size),
         layers: descriptors,
     };
     let bytes = serde_json::to_vec(&manifest)
@@ -280,20 +251,16 @@ fn build(
     let staged = writer.finish()?;
     let key = staged.digest.clone();
 
-    let mut closure = Closure::default();
-    closure
-        .blobs
-        .push(new_blob(&key, staged.size, oci::OCI_MANIFEST, None));
-    closure
-        .blobs
-        .push(new_blob(&config, config_size, config_media_type, None));
-    closure.links.push((key.clone(), config.clone()));
-    for ((layer, desc), diff) in layers.iter().zip(&manifest.layers).zip(checked) {
-        closure
-            .blobs
-            .push(new_blob(layer, desc.size, &desc.media_type, diff));
-        closure.links.push((key.clone(), layer.clone()));
-    }
+    let closure = Closure::of_manifest(
+        new_blob(&key, staged.size, oci::OCI_MANIFEST, None),
+        new_blob(&config, config_size, oci::OCI_CONFIG, None),
+        layers
+            .iter()
+            .zip(&manifest.layers)
+            .zip(checked)
+            .map(|((layer, desc), diff)| new_blob(layer, desc.size, &desc.media_type, diff))
+            .collect(),
+    );
     members.blobs.staged.insert(key.clone(), staged);
     let labels = graph::image_labels(&parsed, None);
     Ok(graph::new_image(ctx, &key, naming, labels, &closure))
@@ -418,7 +385,6 @@ fn legacy(ctx: &Importer, path: &Path, members: &mut Members) -> Result<Vec<NewI
             members,
             &format!("legacy image {reference}"),
             config_digest,
-            oci::OCI_CONFIG,
             layers,
             &naming,
         )?);

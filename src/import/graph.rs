@@ -142,6 +142,20 @@ pub(super) struct Closure {
 }
 
 impl Closure {
+    /// The closure of an image manifest: the manifest, its config and its
+    /// layers, with an edge from the manifest to each.
+    pub fn of_manifest(manifest: NewBlob, config: NewBlob, layers: Vec<NewBlob>) -> Closure {
+        let key = manifest.digest.clone();
+        let mut links = Vec::with_capacity(layers.len() + 1);
+        links.push((key.clone(), config.digest.clone()));
+        links.extend(layers.iter().map(|l| (key.clone(), l.digest.clone())));
+        let mut blobs = Vec::with_capacity(layers.len() + 2);
+        blobs.push(manifest);
+        blobs.push(config);
+        blobs.extend(layers);
+        Closure { blobs, links }
+    }
+
     fn add(&mut self, other: &Closure) {
         self.blobs.extend(other.blobs.iter().cloned());
         self.links.extend(other.links.iter().cloned());
@@ -322,36 +336,14 @@ impl<'a, S: Source> Walk<'a, S> {
         } else {
             ImageConfig::default()
         };
-        let diff_ids = match &config.rootfs {
-            Some(rootfs) if config_is_image => {
-                let ids = rootfs
-                    .diff_ids
-                    .iter()
-                    .map(|d| Digest::parse(d).map_err(|e| self.bad(bad_diff_id(&config_digest, e))))
-                    .collect::<Result<Vec<_>, _>>()?;
-                if ids.len() != manifest.layers.len() {
-                    return Err(self.bad(ArchiveErrorKind::LayerCount {
-                        what,
-                        layers: manifest.layers.len(),
-                        diff_ids: ids.len(),
-                    }));
-                }
-                Some(ids)
-            }
-            _ => None,
+        let diff_ids = if config_is_image {
+            config_diff_ids(&config, &config_digest, &what, manifest.layers.len())
+                .map_err(|k| self.bad(k))?
+        } else {
+            None
         };
 
-        let mut closure = Closure::default();
-        closure
-            .blobs
-            .push(new_blob(digest, desc.size, &desc.media_type, None));
-        closure.blobs.push(new_blob(
-            &config_digest,
-            manifest.config.size,
-            &manifest.config.media_type,
-            None,
-        ));
-        closure.links.push((digest.clone(), config_digest.clone()));
+        let mut layers = Vec::with_capacity(manifest.layers.len());
         let checker = LayerChecker {
             ctx: self.ctx,
             input: self.input,
@@ -381,11 +373,18 @@ impl<'a, S: Source> Walk<'a, S> {
                 )?,
                 None => None,
             };
-            closure
-                .blobs
-                .push(new_blob(&layer_digest, layer.size, &layer.media_type, diff));
-            closure.links.push((digest.clone(), layer_digest));
+            layers.push(new_blob(&layer_digest, layer.size, &layer.media_type, diff));
         }
+        let closure = Closure::of_manifest(
+            new_blob(digest, desc.size, &desc.media_type, None),
+            new_blob(
+                &config_digest,
+                manifest.config.size,
+                &manifest.config.media_type,
+                None,
+            ),
+            layers,
+        );
 
         let naming = naming
             .cloned()
@@ -552,8 +551,34 @@ pub(super) fn parse_json<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// The diff_ids an image config names, one per layer of the manifest
+/// `what` with `layers` layers; `None` if the config has no rootfs.
+pub(super) fn config_diff_ids(
+    config: &ImageConfig,
+    config_digest: &Digest,
+    what: &str,
+    layers: usize,
+) -> Result<Option<Vec<Digest>>, ArchiveErrorKind> {
+    let Some(rootfs) = &config.rootfs else {
+        return Ok(None);
+    };
+    let ids = rootfs
+        .diff_ids
+        .iter()
+        .map(|d| Digest::parse(d).map_err(|e| bad_diff_id(config_digest, e)))
+        .collect::<Result<Vec<_>, _>>()?;
+    if ids.len() != layers {
+        return Err(ArchiveErrorKind::LayerCount {
+            what: what.to_string(),
+            layers,
+            diff_ids: ids.len(),
+        });
+    }
+    Ok(Some(ids))
+}
+
 /// A diff_id in a config's `rootfs.diff_ids` that is no digest.
-pub(super) fn bad_diff_id(config: &Digest, e: crate::digest::DigestError) -> ArchiveErrorKind {
+fn bad_diff_id(config: &Digest, e: crate::digest::DigestError) -> ArchiveErrorKind {
     ArchiveErrorKind::Malformed {
         what: format!("config {config} rootfs.diff_ids"),
         reason: format!("holds a bad digest: {e}"),
