@@ -76,44 +76,11 @@ fn finish(
 }
 
 fn import_dir(ctx: &Importer, dir: &Path) -> Result<Vec<ImageInfo>, Error> {
-    let not_regular = |name: &str, expected| {
-        Error::archive(
-            dir,
-            ArchiveErrorKind::NotRegular {
-                name: name.to_string(),
-                expected,
-            },
-        )
-    };
-    let layout_path = dir.join("oci-layout");
-    match fs::metadata(&layout_path) {
-        Ok(m) if m.is_file() => {}
-        Ok(_) => return Err(not_regular("oci-layout", "regular file")),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(not_a_layout(dir, "layout directory", "oci-layout file"));
-        }
-        Err(e) => return Err(Error::io("read", &layout_path, e)),
-    }
+    let layout_path = require(dir, "oci-layout", "oci-layout file", false)?;
     let layout = read_small(&layout_path)?;
     check_layout_file(dir, &layout)?;
-    let blobs_dir = dir.join("blobs");
-    match fs::metadata(&blobs_dir) {
-        Ok(m) if m.is_dir() => {}
-        Ok(_) => return Err(not_regular("blobs", "directory")),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(not_a_layout(dir, "layout directory", "blobs directory"));
-        }
-        Err(e) => return Err(Error::io("read", &blobs_dir, e)),
-    }
-    let index_path = dir.join("index.json");
-    match fs::metadata(&index_path) {
-        Ok(m) if m.is_file() => {}
-        Ok(_) => return Err(not_regular("index.json", "regular file")),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(not_a_layout(dir, "layout directory", "index.json"));
-        }
-        Err(e) => return Err(Error::io("read", &index_path, e)),
-    }
+    require(dir, "blobs", "blobs directory", true)?;
+    let index_path = require(dir, "index.json", "index.json", false)?;
     let index = read_small(&index_path)?;
     let source = DirSource {
         ctx,
@@ -123,6 +90,26 @@ fn import_dir(ctx: &Importer, dir: &Path) -> Result<Vec<ImageInfo>, Error> {
     let mut walk = Walk::new(ctx, dir, source);
     walk.walk_layout_index(&index, &HashMap::new())?;
     finish(ctx, dir, walk.source.blobs, walk.images)
+}
+
+/// The path of `name` in a layout directory, which must be there as a
+/// regular file (or, with `dir`, a directory); `what` names it when not.
+fn require(layout: &Path, name: &str, what: &'static str, dir: bool) -> Result<PathBuf, Error> {
+    let path = layout.join(name);
+    match fs::metadata(&path) {
+        Ok(m) if (dir && m.is_dir()) || (!dir && m.is_file()) => Ok(path),
+        Ok(_) => Err(Error::archive(
+            layout,
+            ArchiveErrorKind::NotRegular {
+                name: name.to_string(),
+                expected: if dir { "directory" } else { "regular file" },
+            },
+        )),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            Err(not_a_layout(layout, "layout directory", what))
+        }
+        Err(e) => Err(Error::io("read", &path, e)),
+    }
 }
 
 /// Most manifests and indexes [`layers_to_stage`] reads.
