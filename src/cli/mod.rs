@@ -36,7 +36,7 @@ pub struct Args {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Import image archives (ACI, plain or gzip/zstd/xz/bzip2); prints each image key
+    /// Import ACIs, OCI layouts (directories or archives) and docker archives, plain or gzip/zstd/xz/bzip2; prints each image key
     Import {
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
