@@ -50,6 +50,8 @@ pub enum Error {
     Digest(#[from] DigestError),
     #[error(transparent)]
     Resolve(#[from] ResolveError),
+    #[error(transparent)]
+    Remote(#[from] crate::remote::http::RemoteError),
     #[error("{}: {reason}", path.display())]
     BadArchive { path: PathBuf, reason: String },
     #[error("blob {0} is not in the store")]

@@ -9,3 +9,4 @@
 
 pub mod fault;
 pub mod servers;
+pub mod tls;
