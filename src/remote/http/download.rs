@@ -36,6 +36,17 @@ pub(crate) trait DownloadSink {
     fn restart(&mut self) -> io::Result<()>;
     /// How many bytes the sink holds.
     fn len(&self) -> u64;
+    /// A response's body is about to be appended at byte `self.len()`.
+    /// `validator` is what a later download may pass as
+    /// [`resume_validator`](DownloadOptions::resume_validator) to continue
+    /// from what the sink then holds (`None`: it cannot be, unless the
+    /// content is immutable); `total` is the whole body's size, when known.
+    /// Called once per response, before its first byte: a sink that keeps
+    /// partial downloads across runs records these with them.
+    fn begin(&mut self, validator: Option<&str>, total: Option<u64>) -> io::Result<()> {
+        let _ = (validator, total);
+        Ok(())
+    }
 }
 
 impl DownloadSink for Vec<u8> {
@@ -188,7 +199,9 @@ impl Client {
                     if offset > 0 {
                         sink.restart().map_err(sink_error)?;
                     }
+                    // A new body: what was known of the old one is void.
                     validator = strong_validator(&answer.headers);
+                    known_total = opts.expected_size;
                     let len = answer.headers.content_length();
                     (len, len)
                 }
@@ -242,6 +255,8 @@ impl Client {
                 p.set_total(advanced + t.saturating_sub(sink.len()));
             }
 
+            sink.begin(validator.as_deref(), known_total)
+                .map_err(sink_error)?;
             let limit = body_len.or_else(|| known_total.map(|t| t.saturating_sub(sink.len())));
             let host = host_of(&answer.url);
             let mut body = response.into_reader();

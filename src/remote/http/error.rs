@@ -153,8 +153,18 @@ pub enum RemoteErrorKind {
     BadContentRange { value: String, asked: u64 },
     #[error("too many redirects (more than {max})")]
     TooManyRedirects { max: u32 },
-    #[error("invalid URL {url:?}: {reason}")]
-    InvalidUrl { url: String, reason: &'static str },
+    /// The URL asked for cannot be requested.
+    #[error("not a valid URL: {reason}")]
+    InvalidUrl { reason: &'static str },
+    /// A redirect led to a URL that cannot be requested.
+    #[error("redirected to {location:?}, which is not a valid URL: {reason}")]
+    BadRedirect {
+        location: String,
+        reason: &'static str,
+    },
+    /// A request header (named; its value may be a secret) is not valid HTTP.
+    #[error("request header {name:?} is not valid HTTP")]
+    InvalidHeader { name: String },
     /// A request body file could not be read.
     #[error("cannot read {}", .path.display())]
     BodyFile {
