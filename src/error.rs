@@ -76,6 +76,9 @@ pub enum Error {
     /// An input (archive, layout, download) was refused.
     #[error(transparent)]
     Archive(#[from] ArchiveError),
+    /// A server or registry refused, failed or lied.
+    #[error(transparent)]
+    Remote(#[from] crate::remote::http::RemoteError),
     /// The store has no such blob.
     #[error("blob {0} is not in the store")]
     BlobNotFound(Digest),

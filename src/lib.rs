@@ -59,4 +59,5 @@ pub use image::{
 pub use import::{ArchiveFormat, ImportOptions};
 pub use index::SCHEMA_VERSION;
 pub use progress::{Progress, ProgressTask};
+pub use remote::http::{Op, RateLimit, RemoteError, RemoteErrorKind};
 pub use store::Store;

@@ -9,6 +9,7 @@
 
 pub mod fault;
 pub mod servers;
+pub mod tls;
 
 pub use servers::{
     Access, Containerd, Nginx, NginxBuilder, Registry, ServerProcess, StartError, free_port,
