@@ -55,8 +55,21 @@ impl BlobTree {
         })
     }
 
+    /// Temp files of running writers: stale once no writer holds the
+    /// store lock, so gc removes them all.
     pub fn tmp_dir(&self) -> &Path {
         &self.tmp
+    }
+
+    /// A directory under `tmp/` for files that outlive a process on
+    /// purpose (`partial`: downloads to resume; `uploads`: upload sessions
+    /// of `serve`); gc removes what is older than its grace period.
+    /// Created on first use.
+    #[allow(dead_code)] // for fetch and serve, which come next
+    pub fn kept_dir(&self, name: &str) -> Result<PathBuf, Error> {
+        let dir = self.tmp.join(name);
+        fs::create_dir_all(&dir).ctx("create directory", &dir)?;
+        Ok(dir)
     }
 
     /// Where writers record the blobs they may leave without a row

@@ -290,9 +290,13 @@ impl Store {
             .for_each_shard(|shard| self.check_shard(shard, options, &mut f))?;
         let tmp = self.tree.tmp_dir();
         for entry in std::fs::read_dir(tmp).map_err(|e| Error::io("read directory", tmp, e))? {
-            let path = entry
-                .map_err(|e| Error::io("read directory", tmp, e))?
-                .path();
+            let entry = entry.map_err(|e| Error::io("read directory", tmp, e))?;
+            // Subdirectories hold partial downloads and upload sessions,
+            // which live on purpose until gc's grace period ends.
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let path = entry.path();
             f.problem(
                 ProblemKind::Orphan,
                 None,

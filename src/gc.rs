@@ -145,10 +145,35 @@ impl Store {
         let mut report = sweep.report;
 
         // Every writer holds the store lock shared while its temp files
-        // live, so under the exclusive lock every temp file is stale.
-        for entry in fs::read_dir(self.tree.tmp_dir()).ctx("read directory", self.tree.tmp_dir())? {
-            let entry = entry.ctx("read directory", self.tree.tmp_dir())?;
+        // live, so under the exclusive lock every temp file is stale. The
+        // subdirectories of tmp/ hold what outlives a process on purpose
+        // (partial downloads to resume, upload sessions of `serve`): those
+        // files go once older than the grace period.
+        let now = SystemTime::now();
+        let tmp = self.tree.tmp_dir();
+        for entry in fs::read_dir(tmp).ctx("read directory", tmp)? {
+            let entry = entry.ctx("read directory", tmp)?;
             let path = entry.path();
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                for kept in fs::read_dir(&path).ctx("read directory", &path)? {
+                    let kept = kept.ctx("read directory", &path)?;
+                    let Ok(meta) = kept.metadata() else { continue };
+                    let age = meta
+                        .modified()
+                        .ok()
+                        .and_then(|m| now.duration_since(m).ok())
+                        .unwrap_or_default();
+                    if age < options.grace {
+                        continue;
+                    }
+                    if !options.dry_run {
+                        remove_path(&kept.path())?;
+                    }
+                    report.temp_files += 1;
+                    report.temp_bytes += meta.len();
+                }
+                continue;
+            }
             let len = entry.metadata().map(|m| m.len()).unwrap_or(0);
             if !options.dry_run {
                 remove_path(&path)?;

@@ -5,6 +5,8 @@
 mod common;
 
 use common::{AciBuilder, TestStore, manifest, write_file};
+use std::time::Duration;
+
 use imgstore::{Algorithm, Digest, GcOptions, ImportOptions};
 
 fn blob_path(t: &TestStore, d: &Digest) -> std::path::PathBuf {
@@ -313,4 +315,37 @@ fn gc_keeps_blobs_pinned_or_held_by_a_remote() {
     assert_eq!(s.gc(&GcOptions::default()).unwrap().blobs, 1);
     assert!(!blob_path(&t, &pinned).exists());
     assert!(s.deref_blob(&held).is_err(), "held has no pin left");
+}
+
+#[test]
+fn kept_temp_files_wait_for_the_grace_period_and_fsck_leaves_them_alone() {
+    let t = TestStore::new();
+    let s = t.open();
+    // What a killed fetch leaves to resume from, and an upload session of
+    // `serve`: one old, one young; beside them a writer's stale temp file.
+    let kept = t.path().join("tmp/partial");
+    std::fs::create_dir_all(&kept).unwrap();
+    let old = kept.join("old.partial");
+    let young = kept.join("young.partial");
+    std::fs::write(&old, b"half a download").unwrap();
+    std::fs::write(&young, b"a download under way").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&old)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - Duration::from_secs(7200))
+        .unwrap();
+    let stale = t.path().join("tmp/999-0-0.tmp");
+    std::fs::write(&stale, b"half").unwrap();
+
+    let fsck = s.fsck(&imgstore::FsckOptions::new()).unwrap();
+    assert_eq!(fsck.problems.len(), 1, "only the stale temp file: {fsck}");
+
+    let report = s
+        .gc(&GcOptions::new().grace(Duration::from_secs(3600)))
+        .unwrap();
+    assert_eq!(report.temp_files, 2, "{report:?}");
+    assert_eq!(report.temp_bytes, 4 + 15);
+    assert!(!old.exists() && !stale.exists());
+    assert!(young.exists(), "a young partial download must stay");
 }

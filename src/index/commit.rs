@@ -8,6 +8,7 @@ use std::collections::HashSet;
 use super::blobs::{NewBlob, add_pin, upsert_blob};
 use super::images::insert_image;
 use super::remotes::{NewRemote, insert_remote};
+use super::tags::set_tag;
 use super::{Index, now_micros};
 use crate::digest::Digest;
 use crate::error::Error;
@@ -24,6 +25,8 @@ pub(crate) struct Commit {
     pub pins: Vec<NewBlob>,
     /// Where images came from, recorded after them.
     pub remotes: Vec<NewRemote>,
+    /// Tags `NAME:TAG` to point at images (set, or moved), after them.
+    pub tags: Vec<(String, Digest)>,
 }
 
 impl Commit {
@@ -66,6 +69,9 @@ impl Index {
         }
         for remote in &rows.remotes {
             insert_remote(&tx, remote, now)?;
+        }
+        for (tag, key) in &rows.tags {
+            set_tag(&tx, tag, key, now)?;
         }
         crate::failpoint::hit("import-before-commit");
         tx.commit().map_err(Error::sql("commit import"))?;

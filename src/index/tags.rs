@@ -2,11 +2,29 @@
 //! compare-and-set inside one write transaction, so concurrent updates
 //! serialise and none is lost.
 
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{Index, now_micros};
 use crate::digest::Digest;
 use crate::error::Error;
+
+/// Points `tag` at the image `key` inside the caller's transaction.
+pub(super) fn set_tag(tx: &Connection, tag: &str, key: &Digest, now: i64) -> Result<(), Error> {
+    let image_id: i64 = tx
+        .query_row(
+            "SELECT id FROM images WHERE key = ?",
+            [key.to_string()],
+            |r| r.get(0),
+        )
+        .map_err(Error::sql(format!("look up image {key}")))?;
+    tx.prepare_cached(
+        "INSERT INTO tags (name, image_id, updated_at) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (name) DO UPDATE SET image_id = ?2, updated_at = ?3",
+    )
+    .and_then(|mut s| s.execute(params![tag, image_id, now]))
+    .map_err(Error::sql(format!("set tag {tag}")))?;
+    Ok(())
+}
 
 impl Index {
     pub fn tag_target(&self, tag: &str) -> Result<Option<Digest>, Error> {
@@ -49,19 +67,7 @@ impl Index {
                 });
             }
         }
-        let image_id: i64 = tx
-            .query_row(
-                "SELECT id FROM images WHERE key = ?",
-                [key.to_string()],
-                |r| r.get(0),
-            )
-            .map_err(Error::sql(format!("look up image {key}")))?;
-        tx.execute(
-            "INSERT INTO tags (name, image_id, updated_at) VALUES (?1, ?2, ?3) \
-             ON CONFLICT (name) DO UPDATE SET image_id = ?2, updated_at = ?3",
-            params![tag, image_id, now_micros()],
-        )
-        .map_err(Error::sql(format!("set tag {tag}")))?;
+        set_tag(&tx, tag, key, now_micros())?;
         tx.commit().map_err(Error::sql("commit tag"))
     }
 
