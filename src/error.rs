@@ -68,6 +68,8 @@ pub enum Error {
     TagNotFound(String),
     #[error("the store is locked by another process (pid {pid}): {what}")]
     Locked { pid: String, what: &'static str },
+    #[error(transparent)]
+    Render(#[from] crate::render::RenderError),
     #[error("{0}")]
     Other(String),
 }
