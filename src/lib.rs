@@ -49,7 +49,7 @@ pub use import::{ArchiveFormat, Compression, ImportOptions};
 pub use index::SCHEMA_VERSION;
 pub use progress::{Progress, ProgressTask};
 pub use render::{
-    LayerName, LayerProblem, MemberProblem, Platform, RenderError, RenderOptions, RenderReport,
-    Resolver,
+    DependencySpec, LayerName, LayerProblem, MemberProblem, Platform, RenderError, RenderOptions,
+    RenderReport, Resolver,
 };
 pub use store::Store;

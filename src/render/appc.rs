@@ -20,7 +20,7 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::error::{LayerName, RenderError};
+use super::error::{DependencySpec, LayerName, RenderError};
 use super::names;
 use super::oci::read_json;
 use crate::digest::Digest;
@@ -138,13 +138,18 @@ impl Planner<'_> {
         manifest: &AciManifest,
         dep: &Dependency,
     ) -> Result<ImageInfo, Error> {
+        let spec = || {
+            Box::new(DependencySpec {
+                name: dep.image_name.clone(),
+                labels: dep.labels.clone(),
+                image_id: dep.image_id.clone(),
+            })
+        };
         let missing = || -> Error {
             RenderError::MissingDependency {
                 image: of.key.clone(),
                 name: manifest.name.clone(),
-                dependency: dep.image_name.clone(),
-                labels: dep.labels.clone(),
-                image_id: dep.image_id.clone(),
+                dependency: spec(),
             }
             .into()
         };
@@ -155,8 +160,7 @@ impl Planner<'_> {
                     return Err(RenderError::DependencyNameMismatch {
                         image: of.key.clone(),
                         name: manifest.name.clone(),
-                        dependency: dep.image_name.clone(),
-                        image_id: id.clone(),
+                        dependency: spec(),
                         found: found.name,
                     }
                     .into());

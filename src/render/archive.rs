@@ -121,9 +121,16 @@ impl<'s, 'a> TarReader<'s, 'a> {
     /// or the end of the bytes at a member boundary: the layer's digest
     /// tells a cut archive from a whole one).
     pub fn next(&mut self) -> Result<Option<Member>, TarError> {
-        self.stream.skip(self.remaining + self.padding)?;
+        self.stream.skip(self.remaining)?;
         self.remaining = 0;
-        self.padding = 0;
+        // A tar whose bytes end right after its last member's data, without
+        // the padding and zero blocks (umoci 0.4 writes such layers), has
+        // lost nothing: Go's reader takes it, and the layer's digest still
+        // vouches for every byte.
+        match self.stream.skip(std::mem::take(&mut self.padding)) {
+            Err(StreamError::Truncated) => return Ok(None),
+            other => other?,
+        }
         let mut ext = Extended::default();
         loop {
             let offset = self.stream.offset;
@@ -145,9 +152,8 @@ impl<'s, 'a> TarReader<'s, 'a> {
             check_checksum(header, offset)?;
             let bad = |reason| TarError::BadHeader { offset, reason };
             let flag = header.entry_type().as_byte();
-            let header_size = header
-                .size()
-                .map_err(|_| bad("its size field is not a number"))?;
+            let old = header.as_old();
+            let header_size = number(&old.size, header.size(), offset, "its size is not a number")?;
             match flag {
                 b'x' | b'g' | b'L' | b'K' => {
                     if header_size > MAX_EXTENDED {
@@ -249,14 +255,19 @@ impl<'s, 'a> TarReader<'s, 'a> {
                 link,
                 kind,
                 size: data_size,
-                mode: header.mode().map_err(|_| bad("its mode is not a number"))?,
+                mode: number(
+                    &old.mode,
+                    header.mode().map(u64::from),
+                    offset,
+                    "its mode is not a number",
+                )? as u32,
                 uid: match ext.uid {
                     Some(u) => u,
-                    None => header.uid().map_err(|_| bad("its uid is not a number"))?,
+                    None => number(&old.uid, header.uid(), offset, "its uid is not a number")?,
                 },
                 gid: match ext.gid {
                     Some(g) => g,
-                    None => header.gid().map_err(|_| bad("its gid is not a number"))?,
+                    None => number(&old.gid, header.gid(), offset, "its gid is not a number")?,
                 },
                 mtime,
                 atime: ext.atime.or(gnu_atime),
@@ -279,6 +290,21 @@ impl<'s, 'a> TarReader<'s, 'a> {
         let len = self.remaining;
         self.remaining = 0;
         Ok(self.stream.feed(len, sink)?)
+    }
+}
+
+/// A numeric header field: what the `tar` crate made of it, or 0 for a
+/// field left blank (NULs or spaces), as Go's reader takes it.
+fn number(
+    field: &[u8],
+    parsed: io::Result<u64>,
+    offset: u64,
+    reason: &'static str,
+) -> Result<u64, TarError> {
+    match parsed {
+        Ok(n) => Ok(n),
+        Err(_) if field.iter().all(|&b| b == 0 || b == b' ') => Ok(0),
+        Err(_) => Err(TarError::BadHeader { offset, reason }),
     }
 }
 

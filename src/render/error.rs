@@ -95,26 +95,17 @@ pub enum RenderError {
         action: &'static str,
         cause: io::Error,
     },
-    #[error(
-        "image {image} ({name}) depends on {dependency}{}{}, which is not in the store",
-        labels_suffix(.labels),
-        .image_id.as_ref().map(|id| format!(" with image ID {id}")).unwrap_or_default()
-    )]
+    #[error("image {image} ({name}) depends on {dependency}, which is not in the store")]
     MissingDependency {
         image: Digest,
         name: String,
-        dependency: String,
-        labels: Vec<Label>,
-        image_id: Option<Digest>,
+        dependency: Box<DependencySpec>,
     },
-    #[error(
-        "image {image} ({name}): dependency {dependency} has image ID {image_id}, but that image is named {found}"
-    )]
+    #[error("image {image} ({name}): dependency {dependency} is an image named {found}")]
     DependencyNameMismatch {
         image: Digest,
         name: String,
-        dependency: String,
-        image_id: Digest,
+        dependency: Box<DependencySpec>,
         found: String,
     },
     #[error("image {image} ({name}): its dependencies {reason}")]
@@ -123,6 +114,28 @@ pub enum RenderError {
         name: String,
         reason: &'static str,
     },
+}
+
+/// A dependency as an appc image manifest names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DependencySpec {
+    pub name: String,
+    pub labels: Vec<Label>,
+    pub image_id: Option<Digest>,
+}
+
+impl fmt::Display for DependencySpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name)?;
+        if !self.labels.is_empty() {
+            let labels: Vec<String> = self.labels.iter().map(Label::to_string).collect();
+            write!(f, " with labels {}", labels.join(","))?;
+        }
+        if let Some(id) = &self.image_id {
+            write!(f, " and image ID {id}")?;
+        }
+        Ok(())
+    }
 }
 
 /// What is wrong with a layer as a whole.
@@ -169,12 +182,4 @@ fn or_none(list: &[String]) -> String {
     } else {
         list.join(", ")
     }
-}
-
-fn labels_suffix(labels: &[Label]) -> String {
-    if labels.is_empty() {
-        return String::new();
-    }
-    let parts: Vec<String> = labels.iter().map(Label::to_string).collect();
-    format!(" with labels {}", parts.join(","))
 }

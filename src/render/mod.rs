@@ -63,7 +63,7 @@ use crate::image::{ImageFormat, ImageInfo};
 use crate::lock::LockMode;
 use crate::store::Store;
 
-pub use self::error::{LayerName, LayerProblem, MemberProblem, RenderError};
+pub use self::error::{DependencySpec, LayerName, LayerProblem, MemberProblem, RenderError};
 pub use self::platform::Platform;
 pub use self::root::Resolver;
 
