@@ -260,7 +260,7 @@ impl Store {
                 })
                 .collect(),
         };
-        apply_all(&mut applier, &steps)?;
+        apply_all(&mut applier, &steps, &rootfs)?;
         applier.finish().map_err(|f| {
             let last = steps
                 .last()
@@ -292,7 +292,7 @@ impl Store {
 
 /// Streams every step through the decompressing and hashing threads and
 /// applies it; checks each one's digest once its bytes have all passed.
-fn apply_all(applier: &mut Applier, steps: &[Step]) -> Result<(), Error> {
+fn apply_all(applier: &mut Applier, steps: &[Step], rootfs: &Path) -> Result<(), Error> {
     std::thread::scope(|scope| {
         let inputs = steps
             .iter()
@@ -302,8 +302,8 @@ fn apply_all(applier: &mut Applier, steps: &[Step]) -> Result<(), Error> {
             })
             .collect();
         let streams = stream::start(scope, inputs).map_err(|cause| RenderError::Target {
-            action: "start the threads of a render in",
-            path: PathBuf::from("."),
+            action: "start the decompressing threads for",
+            path: rootfs.to_path_buf(),
             cause,
         })?;
         let result = (|| {

@@ -120,8 +120,14 @@ fn hash(algorithms: Vec<Algorithm>, chunks: Receiver<Option<Chunk>>, digests: Se
 
 fn decompress(inputs: Vec<Input>, events: SyncSender<Event>, hashes: SyncSender<Option<Chunk>>) {
     let pool: Pool = Arc::default();
-    for input in inputs {
-        let mut reader = match open(&input) {
+    if let Some(first) = inputs.first() {
+        read_ahead(&first.path);
+    }
+    for (i, input) in inputs.iter().enumerate() {
+        if let Some(next) = inputs.get(i + 1) {
+            read_ahead(&next.path);
+        }
+        let mut reader = match open(input) {
             Ok(r) => r,
             Err(e) => {
                 let _ = events.send(Event::Failed(e));
@@ -160,6 +166,15 @@ fn decompress(inputs: Vec<Input>, events: SyncSender<Event>, hashes: SyncSender<
         if hashes.send(None).is_err() || events.send(Event::End).is_err() {
             return;
         }
+    }
+}
+
+/// Asks the kernel to read a layer file into the page cache ahead of the
+/// decompressor, so that a cold read overlaps decompressing instead of
+/// stalling it (one thread does both). Only a hint: a failure is ignored.
+fn read_ahead(path: &std::path::Path) {
+    if let Ok(file) = File::open(path) {
+        let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::WillNeed);
     }
 }
 
