@@ -2019,6 +2019,46 @@ fn xattrs_are_set_where_the_filesystem_takes_them() {
     );
 }
 
+/// A default ACL giving others nothing: under it, new files lose their
+/// other bits whatever the umask says.
+fn closed_default_acl() -> Vec<u8> {
+    let mut acl = 2u32.to_le_bytes().to_vec();
+    for (tag, perm) in [(0x01u16, 7u16), (0x04, 5), (0x20, 0)] {
+        acl.extend_from_slice(&tag.to_le_bytes());
+        acl.extend_from_slice(&perm.to_le_bytes());
+        acl.extend_from_slice(&u32::MAX.to_le_bytes());
+    }
+    acl
+}
+
+#[test]
+fn modes_are_exact_under_a_default_acl() {
+    let s = store();
+    let acl = closed_default_acl();
+    let layer = Layer::new()
+        .file("top", b"t")
+        .xattrs(&[("system.posix_acl_default", &acl)])
+        .dir("shared")
+        .file("shared/f", b"f")
+        .file("implied/g", b"g")
+        .build();
+    let key = import_layout(&s, &image_of(&[layer], LayerCompression::Gzip, "acl:1"));
+    let tmp = tempfile::tempdir().unwrap();
+    let parent = tmp.path().join("acl");
+    std::fs::create_dir(&parent).unwrap();
+    assert!(
+        xattr_set(&parent, "system.posix_acl_default", &acl),
+        "this filesystem must take POSIX ACLs for the test (ext4 does)"
+    );
+    let dir = parent.join("out");
+    render(&s, &key, &dir);
+    let tree = scan(&dir);
+    for path in ["top", "shared/f", "implied/g"] {
+        assert_eq!(tree[path].mode, 0o644, "{path}");
+    }
+    assert_eq!(tree["implied"].mode, 0o755);
+}
+
 fn xattr_set(path: &Path, name: &str, value: &[u8]) -> bool {
     let p = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
     let n = std::ffi::CString::new(name).unwrap();

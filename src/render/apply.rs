@@ -619,6 +619,9 @@ impl<'r> Applier<'r> {
             if name.as_slice() == b"security.selinux" {
                 continue;
             }
+            if name.as_slice() == root::DEFAULT_ACL.as_bytes() {
+                self.root.distrust_umask();
+            }
             match fsetxattr(fd, name.as_slice(), value, XattrFlags::empty()) {
                 Ok(()) => {}
                 // The filesystem takes no xattrs, or not this one, or not

@@ -65,7 +65,9 @@ pub(super) struct Root {
     ino: u64,
     dev: u64,
     resolver: Resolver,
-    umask: u32,
+    /// What the kernel takes off the mode of what is created; 0o777 (so
+    /// that every mode is set explicitly) once that is not known.
+    umask: std::cell::Cell<u32>,
 }
 
 impl Root {
@@ -94,12 +96,18 @@ impl Root {
                 Err(e) => return Err(e.into()),
             }
         };
+        // A default ACL, not the umask, shapes new modes under it.
+        let umask = if has_default_acl(&fd) {
+            0o777
+        } else {
+            process_umask()
+        };
         Ok(Root {
             fd,
             ino: st.st_ino,
             dev: st.st_dev,
             resolver,
-            umask: process_umask(),
+            umask: std::cell::Cell::new(umask),
         })
     }
 
@@ -114,7 +122,13 @@ impl Root {
     /// The process umask, read once (the kernel applies it to every mode
     /// passed at creation; the caller fixes modes up only when it matters).
     pub fn umask(&self) -> u32 {
-        self.umask
+        self.umask.get()
+    }
+
+    /// From now on every mode is set explicitly: a layer gave a directory
+    /// a default ACL, which shapes the modes of what is made in it.
+    pub fn distrust_umask(&self) {
+        self.umask.set(0o777);
     }
 
     /// Opens the directory `rel` (a normalized relative path, `""` for the
@@ -231,7 +245,7 @@ impl Root {
     /// umask.
     fn make_dir(&self, parent: &OwnedFd, name: &[u8]) -> io::Result<OwnedFd> {
         mkdirat(parent, name, Mode::from_raw_mode(IMPLIED_DIR_MODE))?;
-        if IMPLIED_DIR_MODE & self.umask != 0 {
+        if IMPLIED_DIR_MODE & self.umask() != 0 {
             // Just made as a directory: there is no symlink here to follow.
             rustix::fs::chmodat(
                 parent,
@@ -275,6 +289,14 @@ pub(super) fn split(rel: &[u8]) -> (&[u8], &[u8]) {
         None => (&[], rel),
     }
 }
+
+/// Whether a directory has a default POSIX ACL.
+fn has_default_acl(dir: &OwnedFd) -> bool {
+    let mut empty: [u8; 0] = [];
+    rustix::fs::fgetxattr(dir, DEFAULT_ACL, &mut empty[..]).is_ok()
+}
+
+pub(super) const DEFAULT_ACL: &str = "system.posix_acl_default";
 
 /// The process umask, from `/proc/self/status` (reading it with `umask(2)`
 /// would change it for a moment under every other thread). Assumes the

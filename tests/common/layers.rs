@@ -84,7 +84,12 @@ impl Layer {
     }
 
     /// A regular file with PAX `SCHILY.xattr.*` records.
-    pub fn file_with_xattrs(mut self, name: &str, data: &[u8], xattrs: &[(&str, &[u8])]) -> Layer {
+    pub fn file_with_xattrs(self, name: &str, data: &[u8], xattrs: &[(&str, &[u8])]) -> Layer {
+        self.xattrs(xattrs).file(name, data)
+    }
+
+    /// PAX `SCHILY.xattr.*` records for the next member.
+    pub fn xattrs(mut self, xattrs: &[(&str, &[u8])]) -> Layer {
         let keys: Vec<String> = xattrs
             .iter()
             .map(|(k, _)| format!("SCHILY.xattr.{k}"))
@@ -95,7 +100,7 @@ impl Layer {
             .zip(xattrs.iter().map(|(_, v)| *v))
             .collect();
         self.builder.append_pax_extensions(records).unwrap();
-        self.file(name, data)
+        self
     }
 
     /// A directory, mode 0755.
