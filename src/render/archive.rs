@@ -151,9 +151,15 @@ impl<'s, 'a> TarReader<'s, 'a> {
             let header = tar::Header::from_byte_slice(&block);
             check_checksum(header, offset)?;
             let bad = |reason| TarError::BadHeader { offset, reason };
-            let flag = header.entry_type().as_byte();
             let old = header.as_old();
-            let header_size = number(&old.size, header.size(), offset, "its size is not a number")?;
+            // The raw type flag: the `tar` crate reads a legacy `\0` as `0`.
+            let flag = old.linkflag[0];
+            let header_size = number(
+                &old.size,
+                header.entry_size(),
+                offset,
+                "its size is not a number",
+            )?;
             match flag {
                 b'x' | b'g' | b'L' | b'K' => {
                     if header_size > MAX_EXTENDED {
@@ -219,37 +225,31 @@ impl<'s, 'a> TarReader<'s, 'a> {
             } else {
                 0
             };
-            let device = match kind {
-                Kind::CharDevice | Kind::BlockDevice => (
-                    header
-                        .device_major()
-                        .map_err(|_| bad("its device major number is not a number"))?
-                        .unwrap_or(0),
-                    header
-                        .device_minor()
-                        .map_err(|_| bad("its device minor number is not a number"))?
-                        .unwrap_or(0),
+            let device = match (kind, header.as_ustar(), header.as_gnu()) {
+                (Kind::CharDevice | Kind::BlockDevice, Some(u), _) => (
+                    device_number(&u.dev_major, u.device_major(), offset)?,
+                    device_number(&u.dev_minor, u.device_minor(), offset)?,
+                ),
+                (Kind::CharDevice | Kind::BlockDevice, None, Some(g)) => (
+                    device_number(&g.dev_major, g.device_major(), offset)?,
+                    device_number(&g.dev_minor, g.device_minor(), offset)?,
                 ),
                 _ => (0, 0),
             };
             let mtime = match ext.mtime {
                 Some(t) => t,
-                None => Time {
-                    secs: header
-                        .mtime()
-                        .map_err(|_| bad("its mtime is not a number"))?
-                        as i64,
-                    nanos: 0,
-                },
+                None => seconds(number(
+                    &old.mtime,
+                    header.mtime(),
+                    offset,
+                    "its mtime is not a number",
+                )?),
             };
             let gnu_atime = header
                 .as_gnu()
                 .and_then(|g| g.atime().ok())
                 .filter(|&t| t != 0)
-                .map(|t| Time {
-                    secs: t as i64,
-                    nanos: 0,
-                });
+                .map(seconds);
             let member = Member {
                 name,
                 link,
@@ -305,6 +305,28 @@ fn number(
         Ok(n) => Ok(n),
         Err(_) if field.iter().all(|&b| b == 0 || b == b' ') => Ok(0),
         Err(_) => Err(TarError::BadHeader { offset, reason }),
+    }
+}
+
+fn device_number(field: &[u8], parsed: io::Result<u32>, offset: u64) -> Result<u32, TarError> {
+    let n = number(
+        field,
+        parsed.map(u64::from),
+        offset,
+        "its device number is not a number",
+    )?;
+    u32::try_from(n).map_err(|_| TarError::BadHeader {
+        offset,
+        reason: "a device number out of range",
+    })
+}
+
+/// A header time in whole seconds (one past the year 292 billion is
+/// clamped, as the kernel clamps to what the filesystem can store).
+fn seconds(secs: u64) -> Time {
+    Time {
+        secs: i64::try_from(secs).unwrap_or(i64::MAX),
+        nanos: 0,
     }
 }
 
@@ -412,7 +434,139 @@ pub(super) fn parse_time(value: &[u8]) -> Option<Time> {
 
 #[cfg(test)]
 mod tests {
+    use std::io::Write;
+
+    use super::super::stream::{self, Input};
     use super::*;
+    use crate::digest::Algorithm;
+
+    /// The members of a tar, read through the real pipeline.
+    fn members(tar: &[u8]) -> Result<Vec<Member>, String> {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(tar).unwrap();
+        std::thread::scope(|scope| {
+            let inputs = vec![Input {
+                path: file.path().to_path_buf(),
+                algorithm: Algorithm::Sha256,
+            }];
+            let streams = stream::start(scope, inputs).unwrap();
+            let mut layer = LayerStream::new(&streams.events);
+            let mut reader = TarReader::new(&mut layer);
+            let mut out = Vec::new();
+            loop {
+                match reader.next() {
+                    Ok(Some(m)) => {
+                        let mut data = Vec::new();
+                        reader
+                            .data(&mut |b| {
+                                data.extend_from_slice(b);
+                                Ok(())
+                            })
+                            .map_err(|e| format!("{e:?}"))?
+                            .unwrap();
+                        assert_eq!(data.len() as u64, m.size);
+                        out.push(m);
+                    }
+                    Ok(None) => return Ok(out),
+                    Err(e) => return Err(format!("{e:?}")),
+                }
+            }
+        })
+    }
+
+    fn header(name: &str, kind: tar::EntryType, size: u64) -> tar::Header {
+        let mut h = tar::Header::new_ustar();
+        h.set_path(name).unwrap();
+        h.set_entry_type(kind);
+        h.set_size(size);
+        h.set_mode(0o644);
+        h.set_cksum();
+        h
+    }
+
+    #[test]
+    fn reads_what_go_and_gnu_tar_write() {
+        let mut b = tar::Builder::new(Vec::new());
+        // A header straight from new_ustar(): uid, gid and mtime blank.
+        b.append(&header("blank", tar::EntryType::Regular, 3), &b"abc"[..])
+            .unwrap();
+        let long = format!("dir/{}", "n".repeat(200));
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_size(1);
+        h.set_mode(0o600);
+        b.append_data(&mut h, &long, &b"x"[..]).unwrap();
+        b.append_pax_extensions([
+            ("path", &b"pax/name"[..]),
+            ("mtime", b"1.5"),
+            ("SCHILY.xattr.user.a", b"v"),
+        ])
+        .unwrap();
+        b.append(&header("ignored", tar::EntryType::Regular, 0), &[][..])
+            .unwrap();
+        let mut dir = header("placeholder", tar::EntryType::new(0), 0);
+        // set_path drops a trailing slash: write the name field directly.
+        let field = &mut dir.as_old_mut().name;
+        field.fill(0);
+        field[..14].copy_from_slice(b"old-style-dir/");
+        dir.as_old_mut().linkflag[0] = 0;
+        dir.set_cksum();
+        b.append(&dir, &[][..]).unwrap();
+        let tar = b.into_inner().unwrap();
+        let m = members(&tar).unwrap();
+        assert_eq!(m.len(), 4);
+        assert_eq!(
+            (m[0].name.as_slice(), m[0].uid, m[0].mtime.secs),
+            (&b"blank"[..], 0, 0)
+        );
+        assert_eq!(m[1].name, long.as_bytes());
+        assert_eq!(m[2].name, b"pax/name");
+        assert_eq!(
+            m[2].mtime,
+            Time {
+                secs: 1,
+                nanos: 500_000_000
+            }
+        );
+        assert_eq!(m[2].xattrs, vec![(b"user.a".to_vec(), b"v".to_vec())]);
+        assert_eq!(
+            m[3].kind,
+            Kind::Dir,
+            "{:?}",
+            String::from_utf8_lossy(&m[3].name)
+        );
+
+        // Cut after the last member's data: no padding, no zero blocks.
+        let cut = 512 + 3;
+        assert_eq!(members(&tar[..cut]).unwrap().len(), 1);
+        // Cut inside the data: truncated.
+        let err = members(&tar[..512 + 2]).unwrap_err();
+        assert!(err.contains("Truncated"), "{err}");
+        // Cut inside a header.
+        let err = members(&tar[..100]).unwrap_err();
+        assert!(err.contains("Truncated"), "{err}");
+    }
+
+    #[test]
+    fn refuses_what_is_not_a_tar() {
+        let mut tar = tar::Builder::new(Vec::new());
+        tar.append(&header("a", tar::EntryType::Regular, 1), &b"a"[..])
+            .unwrap();
+        let mut bytes = tar.into_inner().unwrap();
+        bytes[0] ^= 1; // the checksum no longer matches
+        let err = members(&bytes).unwrap_err();
+        assert!(err.contains("checksum"), "{err}");
+        let mut lone_zero = vec![0u8; 512];
+        lone_zero.extend_from_slice(header("b", tar::EntryType::Regular, 0).as_bytes());
+        let err = members(&lone_zero).unwrap_err();
+        assert!(err.contains("single zero block"), "{err}");
+        let mut sparse = tar::Builder::new(Vec::new());
+        sparse
+            .append(&header("s", tar::EntryType::GNUSparse, 0), &[][..])
+            .unwrap();
+        let err = members(&sparse.into_inner().unwrap()).unwrap_err();
+        assert!(err.contains("sparse"), "{err}");
+    }
 
     #[test]
     fn pax_times() {
