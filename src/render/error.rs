@@ -26,6 +26,8 @@ impl fmt::Display for LayerName {
     }
 }
 
+/// Why [`Store::render`](crate::Store::render) failed: the target, the
+/// image (a platform, a blob, a dependency), or a layer and member of it.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RenderError {

@@ -105,6 +105,8 @@ pub struct RenderReport {
     pub rootfs: PathBuf,
     /// Where the appc image manifest was written (DIR/manifest).
     pub manifest_file: Option<PathBuf>,
+    /// Regular files written (a file written again by a later layer
+    /// counts again).
     pub files: u64,
     /// Bytes of file data written.
     pub bytes: u64,
@@ -116,7 +118,9 @@ pub struct RenderReport {
     pub whiteouts: u64,
     /// Device nodes left out for want of privilege.
     pub skipped_devices: u64,
+    /// Whether the render ran without privilege ([`RenderOptions::rootless`]).
     pub rootless: bool,
+    /// How paths were resolved inside the target.
     pub resolver: Resolver,
     /// Things left out that a user should know of, one sentence each.
     pub warnings: Vec<String>,

@@ -10,8 +10,11 @@ use super::error::RenderError;
 /// An OCI platform: `linux/amd64`, `linux/arm64/v8`, `linux/arm/v7`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Platform {
+    /// `linux`, `windows`, …
     pub os: String,
+    /// In the OCI (Go) spelling: `amd64`, `arm64`, `arm`, `386`, …
     pub architecture: String,
+    /// `v8`, `v7`, …; `None` accepts any variant.
     pub variant: Option<String>,
 }
 
