@@ -28,10 +28,13 @@
 //! is recorded after a render that succeeded), under the store lock held
 //! shared, so gc cannot remove a blob from under it.
 //!
-//! The engine works on a directory descriptor and never on DIR's path once
-//! it is open, so a tree rendered into a temporary directory can be renamed
-//! into place afterwards ([`Store::render_planned`]). Nothing is fsynced:
-//! durability of the tree is for whoever keeps it.
+//! The engine works on a directory descriptor once the root filesystem's
+//! directory is open (only the appc manifest is written by path, beside
+//! it, at the end), so a tree rendered into a temporary directory can be
+//! renamed into place afterwards ([`Store::render_planned`]). Nothing is
+//! fsynced: durability of the tree is for whoever keeps it. A render that is
+//! killed leaves what it wrote in DIR; only a render into a temporary name
+//! (the store-kept trees) can promise never to show half a tree.
 //!
 //! The parts: [`oci`] and [`appc`] work out what to apply; [`stream`]
 //! decompresses and hashes layers on threads of their own; [`archive`]
