@@ -396,7 +396,7 @@ fn report(
     let mut warnings = Vec::new();
     if counts.skipped_devices > 0 {
         warnings.push(format!(
-            "left out {} device node{}: making them needs root (CAP_MKNOD)",
+            "left out {} device node{}: making device nodes needs root (CAP_MKNOD)",
             counts.skipped_devices,
             if counts.skipped_devices == 1 { "" } else { "s" }
         ));
