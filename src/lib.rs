@@ -38,6 +38,7 @@ mod layer;
 mod lock;
 mod oci;
 mod parallel;
+mod platform;
 mod progress;
 mod prune;
 mod publish;
@@ -58,6 +59,11 @@ pub use image::{
 };
 pub use import::{ArchiveFormat, ImportOptions};
 pub use index::SCHEMA_VERSION;
+pub use platform::{Platform, PlatformError};
 pub use progress::{Progress, ProgressTask};
 pub use remote::http::{Op, RateLimit, RemoteError, RemoteErrorKind};
+pub use render::{
+    DependencySpec, LayerName, LayerProblem, MemberProblem, RenderError, RenderOptions,
+    RenderReport, Resolver,
+};
 pub use store::Store;
