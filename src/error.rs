@@ -207,6 +207,12 @@ pub enum Error {
     /// A bug: the store broke one of its own rules.
     #[error("internal error: {0}")]
     Internal(String),
+    /// A platform argument is malformed, or an index has no image for it.
+    #[error(transparent)]
+    Platform(#[from] crate::platform::PlatformError),
+    /// Rendering an image into a directory failed.
+    #[error(transparent)]
+    Render(#[from] crate::render::RenderError),
 }
 
 /// Why a directory is not taken for a store ([`Error::NotAStore`]).

@@ -251,6 +251,11 @@ struct FileCheck {
 /// Most threads re-hashing blobs at once.
 const MAX_WORKERS: usize = 8;
 
+/// Rows gathered before their files are re-hashed: enough that a batch
+/// keeps every core busy, few enough that memory stays small (a row is a
+/// digest, a size and perhaps a diff_id).
+const HASH_BATCH: usize = 4096;
+
 impl Store {
     /// Checks the store and, with `options.repair`, fixes what it found.
     /// Waits for running imports and gc to finish first.
@@ -326,8 +331,11 @@ impl Store {
         } else {
             LayerDiffIds::new()
         };
-        self.tree
-            .for_each_shard(|shard| self.check_shard(shard, options, &expected, &mut f))?;
+        let mut pending = Vec::new();
+        self.tree.for_each_shard(|shard| {
+            self.check_shard(shard, options, &expected, &mut pending, &mut f)
+        })?;
+        self.hash_pending(&mut pending, &mut f);
         for entry in dirs.tmp.entries()? {
             // Subdirectories hold partial downloads and upload sessions,
             // which live on purpose until gc's grace period ends.
@@ -436,6 +444,7 @@ impl Store {
         shard: Shard,
         options: &FsckOptions,
         expected: &LayerDiffIds,
+        pending: &mut Vec<(BlobRow, Vec<Expected>)>,
         f: &mut Findings,
     ) -> Result<(), Error> {
         let Some(algorithm) = shard.algorithm else {
@@ -483,32 +492,36 @@ impl Store {
 
         // With --layers: each row's diff_ids, from the configs and from
         // the import's record.
-        let wanted: Vec<Vec<Expected>> = to_hash
-            .iter()
-            .map(|row| {
-                if !options.layers {
-                    return Vec::new();
-                }
-                let mut list = expected.get(&row.digest).cloned().unwrap_or_default();
+        for row in to_hash {
+            let mut wanted = Vec::new();
+            if options.layers {
+                wanted = expected.get(&row.digest).cloned().unwrap_or_default();
                 if let Some(recorded) = &row.diff_id
-                    && !list.iter().any(|e| &e.diff_id == recorded)
+                    && !wanted.iter().any(|e| &e.diff_id == recorded)
                 {
-                    list.push(Expected {
+                    wanted.push(Expected {
                         diff_id: recorded.clone(),
                         manifest: None,
                     });
                 }
-                list
-            })
-            .collect();
-        let order = (0..to_hash.len()).collect();
-        let jobs: Vec<(&BlobRow, &[Expected])> = to_hash
-            .iter()
-            .copied()
-            .zip(wanted.iter().map(Vec::as_slice))
-            .collect();
+            }
+            pending.push((row.clone(), wanted));
+        }
+        if pending.len() >= HASH_BATCH {
+            self.hash_pending(pending, f);
+        }
+        Ok(())
+    }
+
+    /// Re-hashes the files of the rows gathered so far on every core (and
+    /// with `--layers` decompresses them for their diff_ids), and judges
+    /// them. Rows are gathered over several shards, so that the threads
+    /// seldom wait for each other at the end of a batch.
+    fn hash_pending(&self, pending: &mut Vec<(BlobRow, Vec<Expected>)>, f: &mut Findings) {
+        let rows = std::mem::take(pending);
+        let order = (0..rows.len()).collect();
         let checks = crate::parallel::run(
-            &jobs,
+            &rows,
             order,
             crate::parallel::workers(MAX_WORKERS),
             || (),
@@ -520,13 +533,12 @@ impl Store {
                 ))
             },
         );
-        for ((row, wanted), check) in jobs.iter().zip(checks) {
+        for ((row, wanted), check) in rows.iter().zip(checks) {
             let Some(Ok(check)) = check else {
                 unreachable!("an infallible check is never skipped")
             };
             self.judge(row, wanted, check, f);
         }
-        Ok(())
     }
 
     /// Turns one file's check into problems.

@@ -40,6 +40,7 @@ mod lock;
 mod nofollow;
 mod oci;
 mod parallel;
+mod platform;
 mod progress;
 mod prune;
 mod publish;
@@ -64,7 +65,12 @@ pub use image::{
 };
 pub use import::{ArchiveFormat, ImportOptions};
 pub use index::SCHEMA_VERSION;
+pub use platform::{Platform, PlatformError};
 pub use progress::{Progress, ProgressTask};
 pub use remote::http::{Op, RateLimit, RemoteError, RemoteErrorKind};
+pub use render::{
+    DependencySpec, LayerName, LayerProblem, MemberProblem, RenderError, RenderOptions,
+    RenderReport, Resolver,
+};
 pub use signals::exit_on_interrupt;
 pub use store::Store;

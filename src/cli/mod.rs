@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use imgstore::{ArchiveFormat, FsckOptions, GcOptions, ImportOptions, Label, Store};
+use imgstore::{
+    ArchiveFormat, FsckOptions, GcOptions, ImportOptions, Label, Platform, RenderOptions, Store,
+};
 
 use output::Printer;
 
@@ -144,6 +146,18 @@ enum Command {
         #[arg(long, value_name = "DIR|FILE.tar")]
         oci: PathBuf,
     },
+    /// Unpack an image's root filesystem into DIR (created; an existing DIR must be empty)
+    ///
+    /// An OCI image's layers are applied in order, with their whiteouts, into DIR; an appc
+    /// image becomes DIR/manifest and DIR/rootfs/ (its dependencies first). Nothing outside
+    /// DIR is ever written or followed. On failure DIR is removed again.
+    Render {
+        image: String,
+        dir: PathBuf,
+        /// The platform to render from a multi-platform image [default: this machine's]
+        #[arg(long, value_name = "OS/ARCH[/VARIANT]", value_parser = parse_platform)]
+        platform: Option<Platform>,
+    },
     /// List remotes: where blobs were fetched from, with their cache facts
     Remotes,
     /// Disk use by images, shared blobs and garbage
@@ -168,6 +182,10 @@ pub(crate) enum SortArg {
 
 fn parse_label(s: &str) -> Result<Label, String> {
     Label::parse(s).map_err(|e| e.to_string())
+}
+
+fn parse_platform(s: &str) -> Result<Platform, String> {
+    Platform::parse(s).map_err(|e| e.to_string())
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
@@ -320,6 +338,26 @@ pub fn run(args: Args) -> Result<ExitCode> {
             store.export(&keys, &oci)?;
             if args.json {
                 out.json(&serde_json::json!({ "exported": keys, "to": oci }))?;
+            }
+        }
+        Command::Render {
+            image,
+            dir,
+            platform,
+        } => {
+            let key = store.resolve(&image)?;
+            let options = RenderOptions {
+                platform,
+                ..RenderOptions::default()
+            };
+            let report = store.render(&key, &dir, &options)?;
+            for warning in &report.warnings {
+                eprintln!("warning: {warning}");
+            }
+            if args.json {
+                out.json(&report)?;
+            } else {
+                out.line(&report.rootfs.display().to_string())?;
             }
         }
         Command::Remotes => out.remotes(&store.remotes()?)?,

@@ -15,7 +15,7 @@ use std::path::Path;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
-use crate::compression::{Compression, read_head};
+use crate::compression::{Compression, read_full, read_head};
 use crate::error::{Error, IoContext};
 use crate::progress::Counter;
 
@@ -69,7 +69,7 @@ pub fn start<'s>(
                     .try_recv()
                     .unwrap_or_else(|_| Vec::with_capacity(CHUNK));
                 buf.resize(CHUNK, 0);
-                match fill(&mut reader, &mut buf) {
+                match read_full(&mut reader, &mut buf) {
                     Ok(0) => return,
                     Ok(n) => {
                         buf.truncate(n);
@@ -96,20 +96,6 @@ pub fn start<'s>(
         producer: Some(producer),
         done: false,
     })
-}
-
-/// Reads until `buf` is full or the stream ends.
-fn fill(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 impl<'s> ChunkReader<'s> {
