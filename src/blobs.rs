@@ -200,20 +200,22 @@ impl BlobTree {
         )
     }
 
+    /// Opens a blob's file, reached without following links.
+    pub fn open_file(&self, digest: &Digest) -> Result<File, Error> {
+        match self.shard(digest)? {
+            Some(shard) => shard.open_file(digest.hex()),
+            None => Err(Error::io(
+                "open blob",
+                &self.path(digest),
+                io::ErrorKind::NotFound.into(),
+            )),
+        }
+    }
+
     /// Opens a blob for reading, verifying its digest as it is read.
     pub fn read(&self, digest: &Digest) -> Result<VerifiedReader<File>, Error> {
-        let path = self.path(digest);
-        let file = match self.shard(digest)? {
-            Some(shard) => shard.open_file(digest.hex())?,
-            None => {
-                return Err(Error::io(
-                    "open blob",
-                    &path,
-                    io::ErrorKind::NotFound.into(),
-                ));
-            }
-        };
-        Ok(VerifiedReader::new(file, digest.clone(), path))
+        let file = self.open_file(digest)?;
+        Ok(VerifiedReader::new(file, digest.clone(), self.path(digest)))
     }
 
     /// Starts a new blob, hashed with `algorithm` as it is written.

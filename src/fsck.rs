@@ -39,13 +39,12 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
-use std::fs::File;
-use std::io::{self, Read};
+use std::io::{self, Read, Seek};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::blobs::Shard;
+use crate::blobs::{BlobTree, Shard};
 use crate::digest::{Algorithm, Digest, Hasher};
 use crate::error::{DecompressError, Error};
 use crate::index::BlobRow;
@@ -526,11 +525,7 @@ impl Store {
             crate::parallel::workers(MAX_WORKERS),
             || (),
             |_, (row, wanted)| {
-                Ok::<_, std::convert::Infallible>(check_file(
-                    &self.tree.path(&row.digest),
-                    &row.digest,
-                    wanted,
-                ))
+                Ok::<_, std::convert::Infallible>(check_file(&self.tree, &row.digest, wanted))
             },
         );
         for ((row, wanted), check) in rows.iter().zip(checks) {
@@ -615,16 +610,19 @@ impl Store {
 
 const READ_BUFFER: usize = 1 << 20;
 
-fn check_file(path: &Path, digest: &Digest, wanted: &[Expected]) -> FileCheck {
-    let mut file = match File::open(path) {
+/// Re-hashes one blob file and, for each diff_id it must have,
+/// decompresses it. The file is opened through the tree's directories,
+/// without following links, and read through that one descriptor.
+fn check_file(tree: &BlobTree, digest: &Digest, wanted: &[Expected]) -> FileCheck {
+    let unreadable = |e: io::Error| FileCheck {
+        len: 0,
+        found: Err(e),
+        diffs: Vec::new(),
+    };
+    let mut file = match tree.open_file(digest) {
         Ok(f) => f,
-        Err(e) => {
-            return FileCheck {
-                len: 0,
-                found: Err(e),
-                diffs: Vec::new(),
-            };
-        }
+        Err(Error::Io { source, .. }) => return unreadable(source),
+        Err(e) => return unreadable(io::Error::other(e.to_string())),
     };
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
     let found = hash_stream(&mut file, digest.algorithm().hasher());
@@ -645,7 +643,10 @@ fn check_file(path: &Path, digest: &Digest, wanted: &[Expected]) -> FileCheck {
         let diff = match decompressed.iter().find(|(a, _)| *a == alg) {
             Some((_, diff)) => diff.clone(),
             None => {
-                let diff = crate::layer::of_file(path, alg);
+                let diff = match file.try_clone().and_then(|mut f| f.rewind().map(|_| f)) {
+                    Ok(f) => crate::layer::of_open_file(f, alg),
+                    Err(e) => Err(DecompressError::Read(e.to_string())),
+                };
                 decompressed.push((alg, diff.clone()));
                 diff
             }
