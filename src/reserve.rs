@@ -17,6 +17,7 @@
 //! and leaves the reserve where it is, and `rm` and `gc` still work after.
 
 use std::io::Write;
+use std::sync::Mutex;
 
 use crate::blobs::{BlobTree, TempFile};
 use crate::error::{Error, IoContext};
@@ -35,7 +36,13 @@ fn present(root: &Dir) -> bool {
 /// Creates the reserve if it is missing or short. On a disk too full to
 /// hold it, nothing is left behind, and the error says why.
 pub(crate) fn ensure(tree: &BlobTree) -> Result<(), Error> {
+    // Writers staging on several threads would each write one otherwise.
+    static WRITING: Mutex<()> = Mutex::new(());
     let root = tree.root();
+    if present(root) {
+        return Ok(());
+    }
+    let _writing = WRITING.lock().unwrap_or_else(|e| e.into_inner());
     if present(root) {
         return Ok(());
     }
