@@ -59,5 +59,6 @@ pub use image::{
 pub use import::{ArchiveFormat, ImportOptions};
 pub use index::SCHEMA_VERSION;
 pub use progress::{Progress, ProgressTask};
+pub use remote::fetch::FetchOptions;
 pub use remote::http::{Op, RateLimit, RemoteError, RemoteErrorKind};
 pub use store::Store;
