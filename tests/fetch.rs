@@ -781,3 +781,62 @@ fn json_latest_format_and_verify_layers_pass_through() {
     assert_eq!(s.snapshot(), before);
     assert_eq!(keys(&fetch_json(&s, &[&bad_url])), vec![m]);
 }
+
+#[test]
+fn gc_leaves_the_lock_of_a_fetch_waiting_for_its_server() {
+    let body = aci(30, 10_000);
+    let arrivals = Arc::new(std::sync::Mutex::new(Vec::<Instant>::new()));
+    let seen = Arc::clone(&arrivals);
+    let b = body.clone();
+    let server = FaultServer::start(move |_| {
+        seen.lock().unwrap().push(Instant::now());
+        Reply::ok(b.clone())
+            .header("ETag", "\"e\"")
+            .delay(Duration::from_millis(1500))
+    });
+    let url = server.url("/x.aci");
+    let s = store();
+    let spawn = || {
+        Command::new(assert_cmd::cargo::cargo_bin("imgstore"))
+            .arg("--store")
+            .arg(s.path())
+            .args(["fetch", &url])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let first = spawn();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while arrivals.lock().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "the first fetch sent nothing");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The first fetch waits for its answer, holding the URL's lock but not
+    // the store's: gc runs, and must leave that lock alone.
+    s.ok(&["gc", "--grace", "0s"]);
+    assert!(
+        part_file(&s, &url, "lock").exists(),
+        "gc removed a held lock"
+    );
+    let second = spawn();
+    for child in [first, second] {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8(out.stdout).unwrap().trim(),
+            sha512_key(&body)
+        );
+    }
+    let arrivals = arrivals.lock().unwrap();
+    assert_eq!(arrivals.len(), 2);
+    assert!(
+        arrivals[1] - arrivals[0] >= Duration::from_millis(1400),
+        "the second fetch did not wait for the first"
+    );
+    assert_eq!(images(&s).len(), 1);
+}

@@ -363,7 +363,7 @@ impl Fetch<'_> {
         let mut attempts = 0;
         loop {
             let attempt = growing.attempt();
-            let generation = growing.generation();
+            let generation = attempt.generation();
             let importer = Importer {
                 tree: &self.store.tree,
                 index: &self.store.index,

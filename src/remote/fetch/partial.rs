@@ -399,6 +399,11 @@ pub(super) struct Attempt {
 }
 
 impl Attempt {
+    /// The generation of the body this attempt reads.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
     fn stale() -> io::Error {
         io::Error::other("the download started over")
     }
