@@ -840,3 +840,55 @@ fn gc_leaves_the_lock_of_a_fetch_waiting_for_its_server() {
     );
     assert_eq!(images(&s).len(), 1);
 }
+
+#[test]
+fn a_whole_body_left_by_a_killed_fetch_is_imported_after_a_304() {
+    let body = aci(31, 200_000);
+    let root = docroot(&[("x.aci", &body)]);
+    let server = nginx(root.path(), "");
+    let url = server.url("x.aci");
+    // nginx's ETag for the file, as a first fetch elsewhere records it.
+    let elsewhere = store();
+    elsewhere.ok(&["fetch", &url]);
+    let etag = remotes(&elsewhere)[0]["etag"].as_str().unwrap().to_string();
+
+    // What a fetch killed after its download, before its commit, leaves.
+    let s = store();
+    std::fs::create_dir_all(s.path().join("tmp/partial")).unwrap();
+    std::fs::write(part_file(&s, &url, "part"), &body).unwrap();
+    std::fs::write(
+        part_file(&s, &url, "meta"),
+        serde_json::to_vec(
+            &serde_json::json!({"url": url, "validator": etag, "total": body.len()}),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(s.ok(&["fetch", &url]).trim(), sha512_key(&body));
+    let log = log_of(&server, "/x.aci");
+    assert_eq!(log.len(), 2);
+    assert_eq!(log[1].status, 304, "the body was sent again");
+    assert_eq!(log[1].if_none_match.as_deref(), Some(etag.as_str()));
+    assert_eq!(remotes(&s)[0]["etag"], etag.as_str());
+    assert!(partial_files(&s).is_empty());
+
+    // Held bytes of a body the server no longer has are not imported: the
+    // new body is.
+    std::fs::create_dir_all(s.path().join("tmp/partial")).unwrap();
+    let stale = aci(32, 200_000);
+    std::fs::write(part_file(&s, &url, "part"), &stale).unwrap();
+    std::fs::write(
+        part_file(&s, &url, "meta"),
+        serde_json::to_vec(
+            &serde_json::json!({"url": url, "validator": "\"gone\"", "total": stale.len()}),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    s.ok(&["rm", &sha512_key(&body)]);
+    assert_eq!(s.ok(&["fetch", &url]).trim(), sha512_key(&body));
+    let log = log_of(&server, "/x.aci");
+    assert_eq!(log[2].status, 200);
+    assert_eq!(log[2].if_none_match.as_deref(), Some("\"gone\""));
+    assert_eq!(images(&s).len(), 1);
+}

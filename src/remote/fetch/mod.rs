@@ -292,25 +292,48 @@ impl Fetch<'_> {
     /// Downloads the body (or learns that `etag` is current) and imports it
     /// as it arrives.
     fn download(&self, files: &PartialFiles, etag: Option<String>) -> Result<Fetched, Error> {
-        let (mut file, mut held, mut validator) = files.open()?;
-        if held > 0 && validator.is_some() && validator == etag {
+        let mut found = files.open()?;
+        if found.len > 0 && found.validator.is_some() && found.validator == etag {
             // The bytes held are of the body the store has: ask whether it
             // is still current rather than finish downloading it again.
             files.remove()?;
-            (file, held, validator) = files.open()?;
+            found = files.open()?;
         }
-        let growing = Growing::new(file, files.part_path().to_path_buf(), held);
+        // A whole body already here (a fetch was killed after its download):
+        // a range after its end would only be refused, and the body sent
+        // again. Ask whether it is current instead, as a cache would.
+        let whole = found
+            .validator
+            .clone()
+            .filter(|v| found.complete && v.starts_with('"') && !self.options.no_cache);
         let mut opts = DownloadOptions::new(Op::Fetch);
         opts.credentials = self.authorization.clone();
-        opts.if_none_match = etag;
-        opts.resume_validator = validator;
+        let held = match &whole {
+            Some(v) => {
+                opts.if_none_match = Some(
+                    etag.iter()
+                        .chain([v])
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                );
+                0
+            }
+            None => {
+                opts.if_none_match = etag.clone();
+                opts.resume_validator = found.validator.clone();
+                found.len
+            }
+        };
+        let part = files.part_path().to_path_buf();
+        let growing = Growing::new(found.file, part.clone(), held);
         let mut task = self
             .options
             .progress
             .as_ref()
             .map(|p| p.begin(&self.url, None));
 
-        std::thread::scope(|s| {
+        let fetched = std::thread::scope(|s| {
             let downloader = s.spawn(|| {
                 // However the download ends (a panic included), the importer
                 // must learn that it did.
@@ -351,7 +374,24 @@ impl Fetch<'_> {
                 ))),
                 (None, Err(e)) => Err(e.into()),
             }
-        })
+        });
+        // A 304 naming the whole body held (or naming nothing, when that
+        // was all that was asked about): import it.
+        match (fetched, whole) {
+            (Ok(Fetched::NotModified(d)), Some(v))
+                if d.etag.as_ref() == Some(&v) || (d.etag.is_none() && etag.is_none()) =>
+            {
+                let file = std::fs::File::open(&part).map_err(|e| Error::io("open", &part, e))?;
+                let facts = RemoteFacts {
+                    url: self.url.clone(),
+                    etag: Some(v),
+                    max_age: d.max_age,
+                };
+                let growing = Growing::whole(file, part, found.len, facts);
+                Ok(Fetched::Images(self.import(&growing)?))
+            }
+            (fetched, _) => fetched,
+        }
     }
 
     /// Imports the body as it arrives, under the store lock; again from

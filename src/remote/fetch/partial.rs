@@ -82,9 +82,9 @@ impl PartialFiles {
     }
 
     /// Opens the partial file to write the download into, with what it
-    /// holds of an earlier, interrupted download that may be resumed:
-    /// `(held bytes, their validator)`. Anything doubtful is emptied.
-    pub fn open(&self) -> Result<(File, u64, Option<String>), Error> {
+    /// holds of an earlier, interrupted download that may be resumed.
+    /// Anything doubtful is emptied.
+    pub fn open(&self) -> Result<Held, Error> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -99,11 +99,21 @@ impl PartialFiles {
             && let Some(sidecar) = self.read_sidecar()
             && sidecar.total.is_none_or(|t| len <= t)
         {
-            return Ok((file, len, Some(sidecar.validator)));
+            return Ok(Held {
+                file,
+                len,
+                complete: sidecar.total == Some(len),
+                validator: Some(sidecar.validator),
+            });
         }
         self.forget()?;
         file.set_len(0).ctx("truncate", &self.part)?;
-        Ok((file, 0, None))
+        Ok(Held {
+            file,
+            len: 0,
+            validator: None,
+            complete: false,
+        })
     }
 
     /// The sidecar, if it is there, readable and of this URL.
@@ -156,6 +166,17 @@ impl PartialFiles {
         self.forget()?;
         crate::store::remove_path(&self.part)
     }
+}
+
+/// A partial file as a fetch finds it.
+pub(super) struct Held {
+    pub file: File,
+    /// Bytes of an earlier download in it (0: start afresh).
+    pub len: u64,
+    /// The ETag or Last-Modified those bytes belong to.
+    pub validator: Option<String>,
+    /// They are the whole body (a fetch was killed after its download).
+    pub complete: bool,
 }
 
 /// The per-URL lock: an exclusive `flock` on `<h>.lock`.
@@ -314,6 +335,18 @@ impl Growing {
         self.finish(End::Cancelled);
     }
 
+    /// A whole body already in `file` (from a download a fetch was killed
+    /// after), found current: for the importer to read.
+    pub fn whole(file: File, path: PathBuf, len: u64, facts: RemoteFacts) -> Arc<Growing> {
+        let growing = Growing::new(file, path, len);
+        {
+            let mut st = growing.lock();
+            st.started = true;
+            st.end = End::Complete(facts);
+        }
+        growing
+    }
+
     /// A view for one import attempt, reading the body as it is now.
     pub fn attempt(self: &Arc<Growing>) -> Arc<Attempt> {
         Arc::new(Attempt {
@@ -383,6 +416,14 @@ impl DownloadSink for PartialSink<'_> {
     }
 
     fn begin(&mut self, validator: Option<&str>, total: Option<u64>) -> io::Result<()> {
+        if self.len == 0 {
+            // A body from its first byte: whatever the file held goes, before
+            // the sidecar vouches for what comes.
+            self.growing
+                .file
+                .set_len(0)
+                .map_err(|e| to_io(Error::io("truncate", &self.growing.path, e)))?;
+        }
         self.files.write_sidecar(validator, total).map_err(to_io)?;
         let mut st = self.growing.lock();
         st.started = true;
@@ -473,8 +514,8 @@ mod tests {
     fn a_partial_without_a_sidecar_is_emptied() {
         let (_dir, files) = setup();
         fs::write(&files.part, b"some bytes").unwrap();
-        let (_f, held, validator) = files.open().unwrap();
-        assert_eq!((held, validator), (0, None));
+        let held = files.open().unwrap();
+        assert_eq!((held.len, held.validator), (0, None));
         assert_eq!(fs::metadata(&files.part).unwrap().len(), 0);
     }
 
@@ -483,13 +524,16 @@ mod tests {
         let (_dir, files) = setup();
         fs::write(&files.part, b"0123456789").unwrap();
         files.write_sidecar(Some("\"v1\""), Some(20)).unwrap();
-        let (_f, held, validator) = files.open().unwrap();
-        assert_eq!((held, validator.as_deref()), (10, Some("\"v1\"")));
+        let held = files.open().unwrap();
+        assert_eq!((held.len, held.validator.as_deref()), (10, Some("\"v1\"")));
+        assert!(!held.complete);
         assert!(files.resumable());
+        files.write_sidecar(Some("\"v1\""), Some(10)).unwrap();
+        assert!(files.open().unwrap().complete);
 
         // More bytes than the body has: damaged.
         files.write_sidecar(Some("\"v1\""), Some(5)).unwrap();
-        assert_eq!(files.open().unwrap().1, 0);
+        assert_eq!(files.open().unwrap().len, 0);
 
         // A sidecar of another URL, or garbage.
         fs::write(&files.part, b"0123456789").unwrap();
@@ -504,18 +548,18 @@ mod tests {
             .unwrap(),
         )
         .unwrap();
-        assert_eq!(files.open().unwrap().1, 0);
+        assert_eq!(files.open().unwrap().len, 0);
         fs::write(&files.part, b"0123456789").unwrap();
         fs::write(&files.meta, b"{not json").unwrap();
-        assert_eq!(files.open().unwrap().1, 0);
+        assert_eq!(files.open().unwrap().len, 0);
         assert!(!files.meta.exists());
     }
 
     #[test]
     fn readers_wait_for_bytes_and_fail_when_the_body_starts_over() {
         let (_dir, files) = setup();
-        let (file, held, _) = files.open().unwrap();
-        let growing = Growing::new(file, files.part.clone(), held);
+        let held = files.open().unwrap();
+        let growing = Growing::new(held.file, files.part.clone(), held.len);
         let first = growing.attempt();
         std::thread::scope(|s| {
             let writer = s.spawn(|| {
