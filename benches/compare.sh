@@ -782,7 +782,8 @@ fetch_nginx_stop() {
 
 fetch_measure() { # fetch_measure IMG SCN TOOL R BYTES FILE URL
     local img=$1 scn=$2 tool=$3 r=$4 bytes=$5 file=$6 url=$7 d=$MNT/dest/store
-    local check="'$IMGSTORE' --store '$d' images --json | grep -q '\"key\"'"
+    # grep -c reads it all: `imgstore images --json` fails on a pipe closed early.
+    local check="'$IMGSTORE' --store '$d' images --json | grep -c '\"key\"' >/dev/null"
     fresh
     case $tool in
         fetch) measure "$img" "$scn" fetch "$r" "$bytes" "$check" "$IMGSTORE" --store "$d" fetch "$url" ;;
