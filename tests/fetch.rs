@@ -792,7 +792,7 @@ fn gc_leaves_the_lock_of_a_fetch_waiting_for_its_server() {
         seen.lock().unwrap().push(Instant::now());
         Reply::ok(b.clone())
             .header("ETag", "\"e\"")
-            .delay(Duration::from_millis(1500))
+            .delay(Duration::from_millis(800))
     });
     let url = server.url("/x.aci");
     let s = store();
@@ -835,7 +835,7 @@ fn gc_leaves_the_lock_of_a_fetch_waiting_for_its_server() {
     let arrivals = arrivals.lock().unwrap();
     assert_eq!(arrivals.len(), 2);
     assert!(
-        arrivals[1] - arrivals[0] >= Duration::from_millis(1400),
+        arrivals[1] - arrivals[0] >= Duration::from_millis(700),
         "the second fetch did not wait for the first"
     );
     assert_eq!(images(&s).len(), 1);

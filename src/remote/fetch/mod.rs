@@ -310,13 +310,8 @@ impl Fetch<'_> {
         opts.credentials = self.authorization.clone();
         let held = match &whole {
             Some(v) => {
-                opts.if_none_match = Some(
-                    etag.iter()
-                        .chain([v])
-                        .cloned()
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                );
+                let asked: Vec<&str> = etag.iter().chain([v]).map(String::as_str).collect();
+                opts.if_none_match = Some(asked.join(", "));
                 0
             }
             None => {
@@ -327,20 +322,48 @@ impl Fetch<'_> {
         };
         let part = files.part_path().to_path_buf();
         let growing = Growing::new(found.file, part.clone(), held);
+        match (self.transfer(files, &growing, &opts, held), whole) {
+            // A 304 naming the whole body held (or naming nothing, when that
+            // was all that was asked about): import it.
+            (Ok(Fetched::NotModified(d)), Some(v))
+                if d.etag.as_ref() == Some(&v) || (d.etag.is_none() && etag.is_none()) =>
+            {
+                let file = std::fs::File::open(&part).map_err(|e| Error::io("open", &part, e))?;
+                let facts = RemoteFacts {
+                    url: self.url.clone(),
+                    etag: Some(v),
+                    max_age: d.max_age,
+                };
+                let growing = Growing::whole(file, part, found.len, facts);
+                Ok(Fetched::Images(self.import(&growing)?))
+            }
+            (fetched, _) => fetched,
+        }
+    }
+
+    /// Runs the download into the partial file on a thread of its own and
+    /// imports the body on this one as it arrives (step 4 of the module
+    /// header); `held` bytes are in the file already, to resume from.
+    fn transfer(
+        &self,
+        files: &PartialFiles,
+        growing: &Arc<Growing>,
+        opts: &DownloadOptions,
+        held: u64,
+    ) -> Result<Fetched, Error> {
         let mut task = self
             .options
             .progress
             .as_ref()
             .map(|p| p.begin(&self.url, None));
-
-        let fetched = std::thread::scope(|s| {
+        std::thread::scope(|s| {
             let downloader = s.spawn(|| {
                 // However the download ends (a panic included), the importer
                 // must learn that it did.
-                let _finish = FinishOnDrop(&growing);
-                let mut sink = PartialSink::new(&growing, files, held);
+                let _finish = FinishOnDrop(growing);
+                let mut sink = PartialSink::new(growing, files, held);
                 let progress = task.as_mut().map(|t| &mut **t as &mut dyn ProgressTask);
-                let result = self.client.download(&self.url, &opts, &mut sink, progress);
+                let result = self.client.download(&self.url, opts, &mut sink, progress);
                 growing.finish(match &result {
                     Ok(d) if d.not_modified => End::NotModified,
                     Ok(d) => End::Complete(RemoteFacts {
@@ -352,7 +375,7 @@ impl Fetch<'_> {
                 });
                 result
             });
-            let imported = growing.wait_for_body().then(|| self.import(&growing));
+            let imported = growing.wait_for_body().then(|| self.import(growing));
             // An import that gave up while the download runs stops it; one
             // that failed because the download did reports the download.
             let cancelled = matches!(&imported, Some(Err(_))) && growing.end() == End::Running;
@@ -374,24 +397,7 @@ impl Fetch<'_> {
                 ))),
                 (None, Err(e)) => Err(e.into()),
             }
-        });
-        // A 304 naming the whole body held (or naming nothing, when that
-        // was all that was asked about): import it.
-        match (fetched, whole) {
-            (Ok(Fetched::NotModified(d)), Some(v))
-                if d.etag.as_ref() == Some(&v) || (d.etag.is_none() && etag.is_none()) =>
-            {
-                let file = std::fs::File::open(&part).map_err(|e| Error::io("open", &part, e))?;
-                let facts = RemoteFacts {
-                    url: self.url.clone(),
-                    etag: Some(v),
-                    max_age: d.max_age,
-                };
-                let growing = Growing::whole(file, part, found.len, facts);
-                Ok(Fetched::Images(self.import(&growing)?))
-            }
-            (fetched, _) => fetched,
-        }
+        })
     }
 
     /// Imports the body as it arrives, under the store lock; again from
