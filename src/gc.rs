@@ -17,6 +17,7 @@
 //! orphans that the next gc finds without a walk.
 
 use std::collections::{BTreeSet, HashSet};
+use std::ffi::OsStr;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
@@ -26,7 +27,7 @@ use crate::error::Error;
 use crate::image::GcReport;
 use crate::intents::{self, Intent};
 use crate::lock::LockMode;
-use crate::nofollow::{Kind, Meta};
+use crate::nofollow::{Dir, Kind, Meta};
 use crate::reserve;
 use crate::store::Store;
 
@@ -315,6 +316,13 @@ impl Sweep<'_> {
                     if age(now, &meta) < self.options.grace {
                         continue;
                     }
+                    // A fetch waiting its turn for a URL holds its lock
+                    // file, however old: gc removes a kept file under a
+                    // lock of its own, taken without waiting, so that no
+                    // one takes one in between.
+                    let Some(_claimed) = claim(&kept, &file.name) else {
+                        continue;
+                    };
                     if !self.options.dry_run {
                         kept.remove(&file.name)?;
                     }
@@ -353,4 +361,21 @@ impl Sweep<'_> {
 
 fn age(now: SystemTime, meta: &Meta) -> Duration {
     now.duration_since(meta.modified).unwrap_or_default()
+}
+
+/// An exclusive flock on a kept file, taken without waiting, held while gc
+/// removes it; `None` if another process holds a lock on it. A file that
+/// cannot be opened (gone, or not a regular file) is held by no one
+/// (`Some(None)`).
+fn claim(dir: &Dir, name: &OsStr) -> Option<Option<std::fs::File>> {
+    use std::os::unix::io::AsRawFd;
+    let Ok(file) = dir.open_file(name) else {
+        return Some(None);
+    };
+    // SAFETY: flock on a file descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Some(Some(file));
+    }
+    let err = std::io::Error::last_os_error();
+    (err.raw_os_error() != Some(libc::EWOULDBLOCK)).then_some(None)
 }

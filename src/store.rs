@@ -165,6 +165,7 @@ impl Store {
             index: &self.index,
             options,
             progress: Counter::begin(options.progress.as_deref(), &label, total),
+            download: None,
         }
         .import(path)
         .map_err(|e| disk_full(&self.root, e))
