@@ -11,6 +11,12 @@ fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::from_env("IMGSTORE_LOG"))
         .with_writer(io::stderr)
         .init();
+    // Before any store is opened: Ctrl-C or a SIGTERM removes what this
+    // process is staging and exits 130 or 143, instead of leaving its temp
+    // files for gc.
+    if let Err(e) = imgstore::exit_on_interrupt() {
+        tracing::warn!("cannot catch SIGINT and SIGTERM: {e}");
+    }
     match cli::run(args) {
         Ok(code) => code,
         Err(err) => {
