@@ -21,11 +21,16 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             // A closed stdout (`imgstore cat … | head`) is not a failure.
-            if err
-                .chain()
-                .filter_map(|c| c.downcast_ref::<io::Error>())
-                .any(|e| e.kind() == io::ErrorKind::BrokenPipe)
-            {
+            // `--json` output fails inside serde_json, which hides the io
+            // error from the source chain but still knows its kind.
+            let broken_pipe = err.chain().any(|c| {
+                let kind = c
+                    .downcast_ref::<io::Error>()
+                    .map(io::Error::kind)
+                    .or_else(|| c.downcast_ref::<serde_json::Error>()?.io_error_kind());
+                kind == Some(io::ErrorKind::BrokenPipe)
+            });
+            if broken_pipe {
                 return ExitCode::SUCCESS;
             }
             let _ = writeln!(io::stderr(), "error: {err:#}");

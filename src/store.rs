@@ -434,13 +434,22 @@ impl Store {
     /// Disk use by images, shared blobs and garbage.
     pub fn du(&self) -> Result<DiskUsage, Error> {
         let mut du = self.index.disk_usage()?;
+        // Temp files, and one level down the files kept on purpose
+        // (partial downloads, upload sessions). No link is followed.
         let tmp = self.tree.tmp_dir();
         for entry in fs::read_dir(tmp).ctx("read directory", tmp)? {
-            du.temp_bytes += entry
-                .ctx("read directory", tmp)?
-                .metadata()
-                .map(|m| m.len())
-                .unwrap_or(0);
+            let entry = entry.ctx("read directory", tmp)?;
+            match entry.metadata() {
+                Ok(meta) if meta.is_dir() => {
+                    let kept = entry.path();
+                    for file in fs::read_dir(&kept).ctx("read directory", &kept)? {
+                        let file = file.ctx("read directory", &kept)?;
+                        du.temp_bytes += file.metadata().map_or(0, |m| m.len());
+                    }
+                }
+                Ok(meta) => du.temp_bytes += meta.len(),
+                Err(_) => {}
+            }
         }
         for name in ["index.db", "index.db-wal", "index.db-shm"] {
             du.index_bytes += fs::metadata(self.root.join(name))
