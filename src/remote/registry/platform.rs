@@ -32,12 +32,21 @@ pub(crate) const ATTESTATION_MANIFEST: &str = "attestation-manifest";
 /// Why a platform could not be parsed or found.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub(crate) enum PlatformError {
+pub enum PlatformError {
+    /// A `--platform` that is not `OS/ARCH[/VARIANT]`.
     #[error("invalid platform {input:?}: {reason}")]
-    Malformed { input: String, reason: &'static str },
+    Malformed {
+        /// The argument.
+        input: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// An index without an image for the platform.
     #[error("the index has no image for {wanted}; it has {}", list(available))]
     NoMatch {
+        /// The platform wanted.
         wanted: String,
+        /// The platforms the index has.
         available: Vec<String>,
     },
 }
@@ -144,14 +153,17 @@ impl Platform {
         )
     }
 
+    #[allow(dead_code)] // for serve (issue 14) and later users
     pub(crate) fn os(&self) -> &str {
         &self.os
     }
 
+    #[allow(dead_code)] // for serve (issue 14) and later users
     pub(crate) fn architecture(&self) -> &str {
         &self.architecture
     }
 
+    #[allow(dead_code)] // for serve (issue 14) and later users
     pub(crate) fn variant(&self) -> Option<&str> {
         self.variant.as_deref()
     }
