@@ -82,7 +82,9 @@ pub enum Error {
     /// A registry refused, sent what the store does not take, or lied; or a
     /// reference, platform or credentials were not usable.
     #[error(transparent)]
-    Registry(#[from] crate::remote::registry::RegistryError),
+    // Boxed: registry errors carry URLs and digests, and every Result of
+    // the crate carries an Error.
+    Registry(Box<crate::remote::registry::RegistryError>),
     /// The store has no such blob.
     #[error("blob {0} is not in the store")]
     BlobNotFound(Digest),

@@ -98,7 +98,7 @@ mod tests {
             .record_blob_sources("r:5000", "a", &[digest.clone(), missing.clone()])
             .unwrap();
         index
-            .record_blob_sources("r:5000", "b", &[digest.clone()])
+            .record_blob_sources("r:5000", "b", std::slice::from_ref(&digest))
             .unwrap();
         assert_eq!(
             index

@@ -1,1 +1,278 @@
-//! placeholder
+//! Authentication: a Bearer token realm (the Debian registry has no token
+//! server, so a fault server plays it, and a proxy in front of the registry
+//! demands its tokens), Basic against a registry with htpasswd, and
+//! `login`/`logout` writing the auth file podman and skopeo read.
+
+use std::os::unix::fs::PermissionsExt;
+use std::sync::{Arc, Mutex};
+
+use base64::Engine as _;
+use serde_json::Value;
+use testkit::Registry;
+use testkit::fault::{FaultServer, Reply, SeenRequest, forward};
+
+use crate::support::{Env, Proxy, image_layout, skopeo, skopeo_push};
+
+const SERVICE: &str = "testkit-registry";
+
+/// A token server: answers every request with a token, logging what it
+/// was asked, with the `Authorization` it came with.
+fn token_server(tokens: &'static [&'static str]) -> FaultServer {
+    let served = Arc::new(Mutex::new(0usize));
+    FaultServer::start(move |_req| {
+        let mut n = served.lock().unwrap();
+        let token = tokens[(*n).min(tokens.len() - 1)];
+        *n += 1;
+        Reply::ok(format!(r#"{{"token":"{token}","expires_in":300}}"#))
+            .header("Content-Type", "application/json")
+    })
+}
+
+fn query(req: &SeenRequest) -> Vec<(String, String)> {
+    let q = req.path.split_once('?').map_or("", |(_, q)| q);
+    q.split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.replace("%3A", ":").replace("%2F", "/")))
+        .collect()
+}
+
+/// A proxy that wants `Bearer <accepted>` on every request to the registry,
+/// answering others with a challenge naming `realm`; blob GETs that carry
+/// the token are redirected to `storage`.
+fn bearer_proxy(
+    upstream: &str,
+    realm: String,
+    accepted: &'static str,
+    storage: Option<String>,
+) -> Proxy {
+    Proxy::start(upstream, move |req, fwd| {
+        if req.header("authorization") != Some(&format!("Bearer {accepted}")) {
+            let repo = req
+                .path
+                .strip_prefix("/v2/")
+                .and_then(|p| p.split_once("/manifests/").or(p.split_once("/blobs/")))
+                .map_or("", |(r, _)| r);
+            let error = if req.header("authorization").is_some() {
+                ",error=\"invalid_token\""
+            } else {
+                ""
+            };
+            return Reply::new(401)
+                .header(
+                    "WWW-Authenticate",
+                    format!(
+                        "Bearer realm=\"{realm}\",service=\"{SERVICE}\",scope=\"repository:{repo}:pull\"{error}"
+                    ),
+                )
+                .body(r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#);
+        }
+        if let Some(storage) = &storage
+            && req.method == "GET"
+            && req.path.contains("/blobs/")
+        {
+            return Reply::new(307).header("Location", format!("{storage}{}", req.path));
+        }
+        fwd(req)
+    })
+}
+
+#[test]
+fn bearer_tokens_come_from_the_realm_once_per_scope_and_stay_home_on_redirects() {
+    let registry = Registry::start();
+    let (dir, _, built) = image_layout(30, 16 * 1024);
+    skopeo_push(
+        dir.path(),
+        "v1",
+        &format!("{}/auth/app:v1", registry.host()),
+    );
+    let realm = token_server(&["token-1"]);
+    // Blob storage on another origin (another port): what it is sent
+    // must carry no credentials.
+    let upstream = registry.url("");
+    let storage = FaultServer::start(move |req| forward(&upstream, req));
+    let storage_url = format!("http://127.0.0.1:{}", storage.port());
+    let proxy = bearer_proxy(
+        &registry.url(""),
+        realm.url("/token?from=realm"),
+        "token-1",
+        Some(storage_url),
+    );
+    let env = Env::new();
+    let reference = format!("{}/auth/app:v1", proxy.host());
+
+    // Anonymous: a token without credentials.
+    let pulled = env.pull_json(&[&reference]);
+    assert_eq!(pulled[0]["image"]["key"], built.manifest.as_str());
+    let asked = realm.requests();
+    assert_eq!(asked.len(), 1, "one token for the whole pull: {asked:#?}");
+    let q = query(&asked[0]);
+    assert!(
+        q.contains(&("from".into(), "realm".into())),
+        "the realm's own query kept"
+    );
+    assert!(q.contains(&("service".into(), SERVICE.into())), "{q:?}");
+    assert!(
+        q.contains(&("scope".into(), "repository:auth/app:pull".into())),
+        "{q:?}"
+    );
+    assert_eq!(asked[0].header("authorization"), None);
+    let log = proxy.log();
+    assert_eq!(log[0].status, 401, "the first request goes out bare");
+    assert!(
+        log[1..]
+            .iter()
+            .all(|e| e.header("authorization") == Some("Bearer token-1"))
+    );
+    let redirected: Vec<_> = log.iter().filter(|e| e.status == 307).collect();
+    assert_eq!(redirected.len(), 3, "every blob went to storage");
+    let stored = storage.requests();
+    assert_eq!(stored.len(), 3);
+    assert!(
+        stored.iter().all(|r| r.header("authorization").is_none()),
+        "credentials followed a redirect to another host: {stored:#?}"
+    );
+
+    // With credentials: Basic to the realm, with the account.
+    let auth = format!(
+        r#"{{"auths":{{"{}":{{"auth":"{}"}}}}}}"#,
+        proxy.host(),
+        base64::engine::general_purpose::STANDARD.encode("carol:s3cret")
+    );
+    std::fs::write(env.auth_file(), auth).unwrap();
+    env.ok(&["rm", &built.manifest]);
+    let pulled = env.pull_json(&[&reference]);
+    assert_eq!(pulled[0]["image"]["key"], built.manifest.as_str());
+    let asked = realm.requests();
+    assert_eq!(asked.len(), 2);
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("carol:s3cret")
+    );
+    assert_eq!(asked[1].header("authorization"), Some(basic.as_str()));
+    assert!(query(&asked[1]).contains(&("account".into(), "carol".into())));
+}
+
+#[test]
+fn a_refused_token_is_fetched_again_once_and_a_refusal_names_the_registry() {
+    let registry = Registry::start();
+    let (dir, _, built) = image_layout(31, 8 * 1024);
+    skopeo_push(
+        dir.path(),
+        "v1",
+        &format!("{}/auth/app:v1", registry.host()),
+    );
+    // The first token is stale: the proxy takes only the second.
+    let realm = token_server(&["stale", "fresh"]);
+    let proxy = bearer_proxy(&registry.url(""), realm.url("/token"), "fresh", None);
+    let env = Env::new();
+    let pulled = env.pull_json(&[&format!("{}/auth/app:v1", proxy.host())]);
+    assert_eq!(pulled[0]["image"]["key"], built.manifest.as_str());
+    assert_eq!(realm.requests().len(), 2);
+
+    // A realm that refuses: the error says which registry and why.
+    let refusing = FaultServer::start(|_| {
+        Reply::new(401).body(r#"{"errors":[{"code":"UNAUTHORIZED","message":"bad credentials"}]}"#)
+    });
+    let proxy = bearer_proxy(&registry.url(""), refusing.url("/token"), "never", None);
+    let before = env.store.snapshot();
+    let err = env.fails(&["pull", &format!("{}/auth/app:v2", proxy.host())]);
+    assert!(
+        err.contains(&format!(
+            "registry {} (its token server 127.0.0.1:{}) refused: 401 UNAUTHORIZED: bad credentials",
+            proxy.host(),
+            refusing.port()
+        )),
+        "{err}"
+    );
+    assert_eq!(env.store.snapshot(), before);
+}
+
+#[test]
+fn basic_auth_login_pull_push_and_logout_against_htpasswd() {
+    let registry = Registry::with_htpasswd("alice", "wonderland");
+    let host = registry.host();
+    let env = Env::new();
+    let (dir, _, built) = image_layout(32, 8 * 1024);
+    env.ok(&["import", dir.path().to_str().unwrap()]);
+    let reference = format!("{host}/private/app:v1");
+
+    // Without credentials: refused, saying by whom and why.
+    let err = env.fails(&["push", &built.manifest, &reference]);
+    assert!(
+        err.contains(&format!("registry {host} refused: 401")),
+        "{err}"
+    );
+
+    // A wrong password is not written anywhere.
+    let out = env
+        .cmd(&["login", &host, "-u", "alice", "--password-stdin"])
+        .write_stdin("looking-glass\n")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("registry {host} refused: 401")),
+        "{err}"
+    );
+    assert!(!env.auth_file().exists());
+
+    let out = env
+        .cmd(&["login", &host, "-u", "alice", "--password-stdin"])
+        .write_stdin("wonderland\n")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mode = std::fs::metadata(env.auth_file())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let file: Value = serde_json::from_slice(&std::fs::read(env.auth_file()).unwrap()).unwrap();
+    let expected = base64::engine::general_purpose::STANDARD.encode("alice:wonderland");
+    assert_eq!(file["auths"][&host]["auth"], expected.as_str());
+
+    // The file is skopeo's too.
+    env.ok(&["push", &built.manifest, &reference]);
+    skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        "--authfile",
+        env.auth_file().to_str().unwrap(),
+        &format!("docker://{reference}"),
+    ]);
+    let fresh = Env::new();
+    std::fs::copy(env.auth_file(), fresh.auth_file()).unwrap();
+    let pulled = fresh.pull_json(&[&reference]);
+    assert_eq!(pulled[0]["image"]["key"], built.manifest.as_str());
+
+    // Wrong credentials in the file: the error says where they came from.
+    let wrong = format!(
+        r#"{{"auths":{{"{host}":{{"auth":"{}"}}}}}}"#,
+        base64::engine::general_purpose::STANDARD.encode("alice:queen")
+    );
+    let other = Env::new();
+    std::fs::write(other.auth_file(), wrong).unwrap();
+    let err = other.fails(&["pull", &reference]);
+    assert!(
+        err.contains(&format!(
+            "with credentials from {}",
+            other.auth_file().display()
+        )) && err.contains("401"),
+        "{err}"
+    );
+
+    let out = env.ok(&["logout", &host]);
+    assert!(out.contains(&format!("logged out of {host}")), "{out}");
+    let file: Value = serde_json::from_slice(&std::fs::read(env.auth_file()).unwrap()).unwrap();
+    assert!(file["auths"].get(&host).is_none(), "{file}");
+    let err = env.fails(&["logout", &host]);
+    assert!(err.contains(&format!("not logged in to {host}")), "{err}");
+    env.ok(&["rm", &built.manifest]);
+    let err = env.fails(&["pull", &reference]);
+    assert!(err.contains("401"), "{err}");
+}

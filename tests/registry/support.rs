@@ -180,7 +180,6 @@ pub struct Exchange {
     pub path: String,
     pub request_headers: Vec<(String, String)>,
     pub status: u16,
-    pub reply_headers: Vec<(String, String)>,
     /// Body bytes sent (fewer than the body when the reply was cut).
     pub sent: usize,
 }
@@ -233,7 +232,6 @@ impl Proxy {
                 path: req.path.clone(),
                 request_headers: req.headers.clone(),
                 status: reply.status,
-                reply_headers: reply.headers.clone(),
                 sent: body,
             });
             reply

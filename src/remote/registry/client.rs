@@ -300,6 +300,9 @@ impl<'h> Session<'h> {
         let mut answered = false;
         loop {
             opts.credentials = self.authorization(scopes)?;
+            // `as_deref_mut` would tie the reborrow to the task's own
+            // lifetime (`&mut` is invariant), so it could not be made twice.
+            #[allow(clippy::option_as_ref_deref)]
             let task = progress
                 .as_mut()
                 .map(|p| -> &mut dyn ProgressTask { &mut **p });

@@ -19,6 +19,12 @@ use super::platform::PlatformError;
 use super::reference::ReferenceError;
 use super::token::TokenError;
 
+impl From<RegistryError> for crate::Error {
+    fn from(e: RegistryError) -> crate::Error {
+        crate::Error::Registry(Box::new(e))
+    }
+}
+
 /// A registry operation (pull, push, login) that failed above the
 /// transport.
 #[derive(Debug, thiserror::Error)]

@@ -187,7 +187,9 @@ impl Store {
     ) -> Result<Vec<Pulled>, Error> {
         let references = references
             .iter()
-            .map(|r| Reference::parse(r.as_ref()).map_err(RegistryError::Reference))
+            .map(|r| {
+                Reference::parse(r.as_ref()).map_err(|e| Error::from(RegistryError::Reference(e)))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let platform = match &options.platform {
             Some(p) => Platform::parse(p).map_err(RegistryError::Platform)?,
