@@ -276,3 +276,56 @@ fn basic_auth_login_pull_push_and_logout_against_htpasswd() {
     let err = env.fails(&["pull", &reference]);
     assert!(err.contains("401"), "{err}");
 }
+
+#[test]
+fn insufficient_scope_widens_the_token_once() {
+    let registry = Registry::start();
+    let (dir, _, built) = image_layout(33, 8 * 1024);
+    skopeo_push(
+        dir.path(),
+        "v1",
+        &format!("{}/auth/app:v1", registry.host()),
+    );
+    // Tokens say which scopes they were asked with.
+    let realm = FaultServer::start(|req| {
+        let wide = req.path.contains("extra%2Fthing");
+        let token = if wide { "wide" } else { "narrow" };
+        Reply::ok(format!(r#"{{"token":"{token}"}}"#))
+    });
+    let realm_url = realm.url("/token");
+    let proxy = Proxy::start(&registry.url(""), move |req, fwd| {
+        let challenge = |extra: &str| {
+            Reply::new(401).header(
+                "WWW-Authenticate",
+                format!(
+                    "Bearer realm=\"{realm_url}\",service=\"{SERVICE}\",scope=\"repository:auth/app:pull{extra}\""
+                ),
+            )
+        };
+        match req.header("authorization") {
+            Some("Bearer wide") => fwd(req),
+            Some("Bearer narrow") => {
+                challenge(" repository:extra/thing:pull\",error=\"insufficient_scope")
+            }
+            _ => challenge(""),
+        }
+    });
+    let env = Env::new();
+    let pulled = env.pull_json(&[&format!("{}/auth/app:v1", proxy.host())]);
+    assert_eq!(pulled[0]["image"]["key"], built.manifest.as_str());
+    let asked = realm.requests();
+    assert_eq!(asked.len(), 2, "{asked:#?}");
+    let scopes: Vec<String> = query(&asked[1])
+        .into_iter()
+        .filter(|(k, _)| k == "scope")
+        .map(|(_, v)| v)
+        .collect();
+    assert!(
+        scopes.contains(&"repository:auth/app:pull".to_string()),
+        "{scopes:?}"
+    );
+    assert!(
+        scopes.contains(&"repository:extra/thing:pull".to_string()),
+        "{scopes:?}"
+    );
+}

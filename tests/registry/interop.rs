@@ -105,6 +105,21 @@ fn skopeo_pushes_an_image_that_imgstore_pulls_with_its_digests() {
     imported.ok(&["import", dir.path().to_str().unwrap()]);
     assert_eq!(closure(&imported, &digest), closure(&env.store, &digest));
     env.ok(&["fsck", "--layers"]);
+
+    // --verify-layers: each layer's diff_id, computed as it arrived, is
+    // checked against the config and recorded.
+    let verified = Env::new();
+    verified.pull_json(&["--verify-layers", &reference]);
+    let v = inspect(&verified, &digest);
+    for layer in &built.layers {
+        let row = v["blobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["digest"] == layer.as_str())
+            .unwrap();
+        assert!(row["diff_id"].is_string(), "{row}");
+    }
 }
 
 #[test]

@@ -62,6 +62,9 @@ pub(crate) struct Session<'h> {
     base: ApiBase,
     credentials: Option<FoundCredentials>,
     scheme: Mutex<Scheme>,
+    /// Scopes a registry said a token lacked (`insufficient_scope`): every
+    /// later token of the session asks for them too.
+    extra_scopes: Mutex<ScopeSet>,
 }
 
 /// The host a registry's API is served from: Docker Hub's is not its name.
@@ -98,6 +101,7 @@ impl<'h> Session<'h> {
             base: api_base(registry, plain_http),
             credentials,
             scheme: Mutex::new(Scheme::Unknown),
+            extra_scopes: Mutex::new(ScopeSet::new()),
         }
     }
 
@@ -152,10 +156,23 @@ impl<'h> Session<'h> {
         *self.scheme.lock().unwrap_or_else(PoisonError::into_inner) = scheme;
     }
 
+    /// `scopes` with those the registry asked for beyond them.
+    fn with_extra(&self, scopes: &ScopeSet) -> ScopeSet {
+        let extra = self
+            .extra_scopes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut all = scopes.clone();
+        for scope in extra.iter() {
+            all.insert(scope);
+        }
+        all
+    }
+
     /// The `Authorization` a request needing `scopes` carries now: none
     /// until the registry asked, then its scheme's.
     pub(crate) fn authorization(&self, scopes: &ScopeSet) -> Result<Option<String>, Error> {
-        self.authorization_for(&self.scheme(), scopes)
+        self.authorization_for(&self.scheme(), &self.with_extra(scopes))
     }
 
     fn authorization_for(
@@ -220,7 +237,7 @@ impl<'h> Session<'h> {
     /// challenges as the module header says. Any final status comes back;
     /// [`Session::refused`] makes an error of one that is not wanted.
     pub(crate) fn send(&self, request: Request, scopes: &ScopeSet) -> Result<Response, Error> {
-        let mut scopes = scopes.clone();
+        let mut scopes = self.with_extra(scopes);
         let (mut renewed, mut widened, mut learned) = (false, false, false);
         loop {
             let scheme = self.scheme();
@@ -255,7 +272,11 @@ impl<'h> Session<'h> {
                             url: request.url.clone(),
                             source,
                         })? {
-                            scopes.insert(scope);
+                            scopes.insert(scope.clone());
+                            self.extra_scopes
+                                .lock()
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .insert(scope);
                         }
                     } else if !renewed {
                         renewed = true;
@@ -310,7 +331,8 @@ impl<'h> Session<'h> {
                 Err(e) if e.status() == Some(401) && !answered => {
                     answered = true;
                     if let Scheme::Bearer(_) = self.scheme() {
-                        self.tokens.invalidate(&self.registry, scopes);
+                        self.tokens
+                            .invalidate(&self.registry, &self.with_extra(scopes));
                     }
                     // A HEAD of the same URL draws the same challenge, and
                     // `send` answers it.

@@ -316,6 +316,22 @@ impl Puller<'_> {
             .manifest(reference.repository(), &reference.manifest_reference());
         let scopes = session.scopes(&["pull"]);
         let (top, etag, top_unchanged) = self.top_manifest(&session, &reference, &url, &scopes)?;
+        if top.kind.is_none() {
+            // A digest the store has, but not of a manifest (a layer's).
+            return Err(RegistryError::Manifest {
+                op: Op::Pull,
+                url,
+                source: media::MediaError::NotAManifest {
+                    media_type: self
+                        .store
+                        .index
+                        .blob(&top.digest)?
+                        .and_then(|b| b.media_type)
+                        .unwrap_or_else(|| "no media type".into()),
+                },
+            }
+            .into());
+        }
         let top_desc = Descriptor {
             media_type: top.media_type(""),
             digest: top.digest.to_string(),
@@ -355,9 +371,10 @@ impl Puller<'_> {
     }
 
     /// The reference's own manifest: from the store when its digest is
-    /// known and stored (by the reference, or by a `HEAD` matching the
-    /// last pull of the tag), else from the registry. Returns it, the ETag
-    /// to record, and whether it came from the store.
+    /// known and stored (by the reference, or by a `HEAD` of a tag pulled
+    /// before), else from the registry. Returns it, the ETag to record, and
+    /// whether it is what the reference led to last time (a digest the
+    /// store has, or the manifest the tag's remote holds).
     fn top_manifest(
         &self,
         session: &Session,
@@ -381,13 +398,20 @@ impl Puller<'_> {
             if !head.is_success() {
                 return Err(session.refused(url, head));
             }
-            let same = match head.header("docker-content-digest") {
-                Some(value) => Digest::parse(value.trim()).is_ok_and(|d| d == remote.blob),
-                None => remote.etag.is_some() && head.header("etag") == remote.etag.as_deref(),
+            let etag = head.header("etag").map(str::to_string);
+            let current = match head.header("docker-content-digest") {
+                Some(value) => Digest::parse(value.trim()).ok(),
+                None if remote.etag.is_some() && etag == remote.etag => Some(remote.blob.clone()),
+                None => None,
             };
-            if same {
-                let manifest = self.stored_manifest(&remote.blob, None)?;
-                return Ok((manifest, remote.etag.clone(), true));
+            // Unchanged, or moved to a manifest the store has (back to an
+            // older image, say): no body to ask for either way.
+            if let Some(digest) = current
+                && self.stored(&digest)?
+            {
+                let manifest = self.stored_manifest(&digest, None)?;
+                let unchanged = digest == remote.blob;
+                return Ok((manifest, etag.or(remote.etag), unchanged));
             }
         }
         let (manifest, etag) = self.get_manifest(
