@@ -1,6 +1,6 @@
 //! [`RegistryError`]: what goes wrong talking to a registry, above the
 //! transport (whose failures are [`RemoteError`](crate::RemoteError)s):
-//! a bad reference or platform, credentials that cannot be read, a refusal
+//! a bad reference, an index without the platform, credentials that cannot be read, a refusal
 //! (the status and the registry's own words), and a registry that lies —
 //! a manifest or blob whose bytes are not the digest they were asked by.
 //!
@@ -15,9 +15,9 @@ use super::challenge::ChallengeError;
 use super::errors::Refusal;
 use super::media::MediaError;
 use super::paths::PathError;
-use super::platform::PlatformError;
 use super::reference::ReferenceError;
 use super::token::TokenError;
+use crate::platform::PlatformError;
 
 impl From<RegistryError> for crate::Error {
     fn from(e: RegistryError) -> crate::Error {
@@ -33,9 +33,6 @@ pub enum RegistryError {
     /// A REF argument is not a docker reference (told before any request).
     #[error(transparent)]
     Reference(#[from] ReferenceError),
-    /// A `--platform` argument is malformed.
-    #[error(transparent)]
-    Platform(PlatformError),
     /// An index has no image for the platform asked for.
     #[error("{reference}")]
     NoPlatform {

@@ -18,8 +18,6 @@
 //! - [`challenge`]: `WWW-Authenticate` parsing, scopes, the token request URL.
 //! - [`token`]: token responses and a thread-safe per-scope token cache.
 //! - [`media`]: manifest media types, the `Accept` header, classification.
-//! - [`platform`]: `OS/ARCH[/VARIANT]`, the host's platform, choosing a
-//!   manifest from an index.
 //! - [`errors`]: the distribution spec's error codes and JSON bodies.
 //! - [`paths`]: API URLs, upload `Location` resolution, `Link` pagination.
 
@@ -31,7 +29,6 @@ pub(crate) mod errors;
 pub(crate) mod login;
 pub(crate) mod media;
 pub(crate) mod paths;
-pub(crate) mod platform;
 pub(crate) mod pull;
 pub(crate) mod push;
 pub(crate) mod reference;

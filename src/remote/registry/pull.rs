@@ -40,7 +40,6 @@ use super::auth::AuthEnv;
 use super::challenge::ScopeSet;
 use super::client::Session;
 use super::media::{self, ManifestKind};
-use super::platform::{self, Platform};
 use super::reference::Reference;
 use super::token::TokenCache;
 use crate::blobs::{BlobTree, BlobWriter, StagedBlob};
@@ -53,6 +52,7 @@ use crate::index::{Commit, NewBlob, NewRemote};
 use crate::layer::DiffHasher;
 use crate::lock::LockMode;
 use crate::oci::{self, Descriptor, ImageIndex, ImageManifest};
+use crate::platform::{self, Platform};
 use crate::progress::{Counter, Progress, ProgressTask};
 use crate::publish::Publication;
 use crate::remote::http::{Client, ClientOptions, DownloadOptions, DownloadSink, Op, Request};
@@ -68,8 +68,8 @@ const MAX_NESTING: usize = 8;
 #[derive(Clone)]
 #[non_exhaustive]
 pub struct PullOptions {
-    /// `OS/ARCH[/VARIANT]` to pull from an index; the host's by default.
-    pub platform: Option<String>,
+    /// The platform to pull from an index; the host's by default.
+    pub platform: Option<Platform>,
     /// Keep an index and every image it lists, as `import` does.
     pub all_platforms: bool,
     /// Plain HTTP for a registry that is not on loopback.
@@ -103,8 +103,8 @@ impl PullOptions {
     }
 
     /// Pull this platform (`linux/arm64`, `linux/arm/v7`) from an index.
-    pub fn platform(mut self, platform: impl Into<String>) -> PullOptions {
-        self.platform = Some(platform.into());
+    pub fn platform(mut self, platform: Platform) -> PullOptions {
+        self.platform = Some(platform);
         self
     }
 
@@ -191,10 +191,7 @@ impl Store {
                 Reference::parse(r.as_ref()).map_err(|e| Error::from(RegistryError::Reference(e)))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let platform = match &options.platform {
-            Some(p) => Platform::parse(p).map_err(RegistryError::Platform)?,
-            None => Platform::host(),
-        };
+        let platform = options.platform.clone().unwrap_or_else(Platform::host);
         let _lock = self.lock(LockMode::Shared, true)?;
         let http = Client::new(ClientOptions::default());
         let tokens = TokenCache::new();
@@ -857,6 +854,7 @@ impl Puller<'_> {
             index: &self.store.index,
             options: &import_options,
             progress: Counter::default(),
+            download: None,
         };
         let input = Path::new(&plan.url);
         let mut walk = Walk::new(
