@@ -136,7 +136,7 @@ fn a_server_that_ignores_range_is_taken_from_the_start() {
 
 #[test]
 fn a_blob_with_one_flipped_byte_is_refused_naming_its_url_and_digest() {
-    let (registry, built, _) = registry_with_image(23);
+    let (registry, built, size) = registry_with_image(23);
     let layer = built.layers[0].clone();
     let proxy = Proxy::start(&registry.url(""), move |req, fwd| {
         let mut reply = fwd(req);
@@ -160,6 +160,12 @@ fn a_blob_with_one_flipped_byte_is_refused_naming_its_url_and_digest() {
         "{err}"
     );
     assert_eq!(env.store.snapshot(), before, "the store is unchanged");
+    // The whole blob was sent, once: the lie is found by hashing it, not
+    // by a short read, and a liar is not asked again.
+    let log = proxy.log();
+    let tries = exchanges_for(&log, &built.layers[0]);
+    assert_eq!(tries.len(), 1, "{tries:#?}");
+    assert_eq!((tries[0].status, tries[0].sent as u64), (200, size));
 }
 
 #[test]
@@ -220,6 +226,17 @@ fn a_manifest_that_is_not_the_digest_of_the_reference_is_refused() {
         "{err}"
     );
     assert_eq!(env.store.snapshot(), before);
+    let log = proxy.log();
+    let gets: Vec<&str> = log
+        .iter()
+        .filter(|e| e.method == "GET")
+        .map(|e| e.path.as_str())
+        .collect();
+    assert_eq!(
+        gets,
+        [format!("/v2/faults/app/manifests/{asked}")],
+        "the manifest asked for by its digest, and nothing after it"
+    );
 }
 
 #[test]
@@ -241,6 +258,21 @@ fn schema_1_and_unknown_tags_are_refused_with_what_the_registry_said() {
     let before = env.store.snapshot();
     let err = env.fails(&["pull", &format!("{}/faults/app:old", proxy.host())]);
     assert!(err.contains("docker schema 1 manifest"), "{err}");
+    let log = proxy.log();
+    assert_eq!(log.len(), 1, "one manifest GET, no blob: {log:#?}");
+    let accept = log[0].header("accept").unwrap_or_default();
+    for wanted in [
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+    ] {
+        assert!(accept.contains(wanted), "Accept: {accept}");
+    }
+    assert!(
+        !accept.contains("distribution.manifest.v1+"),
+        "schema 1 is not asked for: {accept}"
+    );
     let err = env.fails(&["pull", &format!("{}/faults/app:missing", proxy.host())]);
     assert!(
         err.contains(&format!("registry {} refused: 404", proxy.host()))
@@ -253,5 +285,93 @@ fn schema_1_and_unknown_tags_are_refused_with_what_the_registry_said() {
     let err = env.fails(&["pull", &format!("{}/Faults/App:v1", proxy.host())]);
     assert!(err.contains("must be lower case"), "{err}");
     assert!(proxy.log().is_empty());
+    assert_eq!(env.store.snapshot(), before);
+}
+
+#[test]
+fn a_503_and_a_reset_connection_are_retried_and_a_rate_limit_that_lasts_says_so() {
+    let (registry, built, _) = registry_with_image(26);
+    let layer = built.layers[0].clone();
+    let tries = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&tries);
+    let proxy = Proxy::start(&registry.url(""), move |req, fwd| {
+        if req.path.ends_with(&layer) {
+            match count.fetch_add(1, Ordering::SeqCst) {
+                0 => return Reply::new(503).header("Retry-After", "0"),
+                1 => return Reply::hang_up(),
+                _ => {}
+            }
+        }
+        fwd(req)
+    });
+    let env = Env::new();
+    let pulled = env.pull_json(&[&format!("{}/faults/app:v1", proxy.host())]);
+    assert_eq!(pulled[0]["image"]["key"], built.manifest.as_str());
+    assert_eq!(tries.load(Ordering::SeqCst), 3, "503, reset, then the blob");
+    let log = proxy.log();
+    let statuses: Vec<u16> = exchanges_for(&log, &built.layers[0])
+        .iter()
+        .map(|e| e.status)
+        .collect();
+    // The proxy logs the hang-up as the status 0 it was given.
+    assert_eq!(statuses, [503, 0, 200]);
+    env.ok(&["fsck"]);
+
+    // A registry that keeps rate-limiting: a bounded number of tries, then
+    // one line saying so, with Docker Hub's headers; the store unchanged.
+    let limited = Proxy::start(&registry.url(""), |req, fwd| {
+        if req.path.contains("/manifests/") {
+            return Reply::new(429)
+                .header("Retry-After", "0")
+                .header("ratelimit-limit", "100;w=21600")
+                .header("ratelimit-remaining", "0;w=21600")
+                .body(r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}"#);
+        }
+        fwd(req)
+    });
+    let other = Env::new();
+    let before = other.store.snapshot();
+    let reference = format!("{}/faults/app:v1", limited.host());
+    let err = other.fails(&["pull", &reference]);
+    assert!(
+        err.contains("gave up after 6 attempts: 429")
+            && err.contains("rate-limiting")
+            && err.contains("ratelimit-remaining: 0;w=21600")
+            && err.contains("ratelimit-limit: 100;w=21600")
+            && err.contains(&format!(
+                "http://{}/v2/faults/app/manifests/v1",
+                limited.host()
+            )),
+        "{err}"
+    );
+    let log = limited.log();
+    assert_eq!(log.len(), 6, "{log:#?}");
+    assert!(log.iter().all(|e| e.is_manifest_get() && e.status == 429));
+    assert_eq!(other.store.snapshot(), before);
+}
+
+#[test]
+fn a_403_says_which_registry_refused_and_why() {
+    let (registry, _, _) = registry_with_image(27);
+    let proxy = Proxy::start(&registry.url(""), |req, fwd| {
+        if req.path.contains("/manifests/") {
+            return Reply::new(403)
+                .header("Content-Type", "application/json")
+                .body(r#"{"errors":[{"code":"DENIED","message":"requested access to the resource is denied"}]}"#);
+        }
+        fwd(req)
+    });
+    let env = Env::new();
+    let before = env.store.snapshot();
+    let err = env.fails(&["pull", &format!("{}/faults/app:v1", proxy.host())]);
+    assert!(
+        err.contains(&format!(
+            "registry {} refused: 403 DENIED: requested access to the resource is denied",
+            proxy.host()
+        )),
+        "{err}"
+    );
+    let log = proxy.log();
+    assert_eq!(log.len(), 1, "a 403 is not retried: {log:#?}");
     assert_eq!(env.store.snapshot(), before);
 }

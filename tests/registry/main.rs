@@ -9,8 +9,9 @@
 //! - `interop`: skopeo pushes, imgstore pulls (platforms, names, tags);
 //!   imgstore pushes, skopeo reads back byte for byte.
 //! - `repull`: an unchanged tag costs a HEAD, no blob and no manifest body.
-//! - `faults`: 429, a dropped blob resumed with Range, Range ignored, a
-//!   flipped byte, digests that lie, schema 1.
+//! - `faults`: 429, 503 and a reset connection retried, a lasting rate
+//!   limit told plainly, a 403, a dropped blob resumed with Range, Range
+//!   ignored, a flipped byte, digests that lie, schema 1.
 //! - `auth`: a Bearer realm (scope, reuse, redirects without credentials),
 //!   Basic with htpasswd, login and logout.
 //! - `push`: HEAD skips, cross-repository mounts, chunked uploads, digest
