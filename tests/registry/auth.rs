@@ -329,3 +329,139 @@ fn insufficient_scope_widens_the_token_once() {
         "{scopes:?}"
     );
 }
+
+#[test]
+fn credentials_come_from_the_first_auth_file_that_has_the_registry() {
+    let registry = Registry::start();
+    let (dir, _, built) = image_layout(34, 8 * 1024);
+    skopeo_push(
+        dir.path(),
+        "v1",
+        &format!("{}/auth/app:v1", registry.host()),
+    );
+    // A registry that wants Basic: the proxy challenges bare requests and
+    // forwards the rest, whose Authorization it logs.
+    let proxy = Proxy::start(&registry.url(""), |req, fwd| {
+        if req.header("authorization").is_none() {
+            return Reply::new(401).header("WWW-Authenticate", "Basic realm=\"test\"");
+        }
+        fwd(req)
+    });
+    let host = proxy.host();
+    let env = Env::new();
+    let root = env.home.path();
+    let basic = |user: &str| {
+        let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:pw"));
+        format!(r#"{{"auths":{{"{host}":{{"auth":"{auth}"}}}}}}"#)
+    };
+    let write = |path: &str, body: String| {
+        let path = root.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, body).unwrap();
+        path
+    };
+    let registry_auth_file = write("registry-auth.json", basic("registry-auth-file"));
+    let runtime = write("run/containers/auth.json", basic("xdg-runtime-dir"));
+    let config = write("config/containers/auth.json", basic("xdg-config-home"));
+    let docker = write("docker-config/config.json", basic("docker-config"));
+    // ~/.docker/config.json names a credential helper for the registry.
+    write(
+        "bin/docker-credential-imgstoretest",
+        "#!/bin/sh\nread url\nprintf '{\"ServerURL\":\"%s\",\"Username\":\"helper\",\"Secret\":\"pw\"}' \"$url\"\n".into(),
+    );
+    std::fs::set_permissions(
+        root.join("bin/docker-credential-imgstoretest"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let home_docker = write(
+        ".docker/config.json",
+        format!(r#"{{"credHelpers":{{"{host}":"imgstoretest"}}}}"#),
+    );
+    let path = format!(
+        "{}:{}",
+        root.join("bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+
+    let reference = format!("{host}/auth/app:v1");
+    let user_seen = |unset: &[&str]| -> String {
+        proxy.clear();
+        let mut cmd = env.store.cmd(&["pull", &reference]);
+        cmd.env("HOME", root)
+            .env("PATH", &path)
+            .env("REGISTRY_AUTH_FILE", &registry_auth_file)
+            .env("XDG_RUNTIME_DIR", root.join("run"))
+            .env("XDG_CONFIG_HOME", root.join("config"))
+            .env("DOCKER_CONFIG", root.join("docker-config"));
+        for name in unset {
+            cmd.env_remove(name);
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "without {unset:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let log = proxy.log();
+        let sent = log
+            .iter()
+            .rev()
+            .find_map(|e| e.header("authorization"))
+            .unwrap_or_else(|| panic!("no credentials sent: {log:#?}"));
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(sent.strip_prefix("Basic ").unwrap())
+            .unwrap();
+        let decoded = String::from_utf8(decoded).unwrap();
+        decoded.split_once(':').unwrap().0.to_string()
+    };
+    assert_eq!(user_seen(&[]), "registry-auth-file");
+    assert_eq!(
+        env.ok(&["resolve", &reference]).trim(),
+        built.manifest,
+        "pulled with them"
+    );
+    std::fs::remove_file(&registry_auth_file).unwrap();
+    assert_eq!(
+        user_seen(&[]),
+        "xdg-runtime-dir",
+        "a missing file is skipped"
+    );
+    assert_eq!(user_seen(&["REGISTRY_AUTH_FILE"]), "xdg-runtime-dir");
+    std::fs::remove_file(&runtime).unwrap();
+    assert_eq!(user_seen(&["REGISTRY_AUTH_FILE"]), "xdg-config-home");
+    std::fs::remove_file(&config).unwrap();
+    assert_eq!(user_seen(&["REGISTRY_AUTH_FILE"]), "docker-config");
+    // $DOCKER_CONFIG replaces ~/.docker, whose helper is asked only without it.
+    std::fs::remove_file(&docker).unwrap();
+    let err = {
+        proxy.clear();
+        let out = env
+            .store
+            .cmd(&["pull", &reference])
+            .env("HOME", root)
+            .env("PATH", &path)
+            .env("DOCKER_CONFIG", root.join("docker-config"))
+            .env_remove("REGISTRY_AUTH_FILE")
+            .env_remove("XDG_RUNTIME_DIR")
+            .env("XDG_CONFIG_HOME", root.join("config"))
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "no credentials, yet it pulled");
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    assert!(
+        err.contains(&format!("registry {host} refused: 401")),
+        "{err}"
+    );
+    assert_eq!(
+        user_seen(&["REGISTRY_AUTH_FILE", "DOCKER_CONFIG"]),
+        "helper"
+    );
+    // credsStore, when no credHelpers entry and no auths entry names it.
+    std::fs::write(&home_docker, r#"{"credsStore":"imgstoretest"}"#).unwrap();
+    assert_eq!(
+        user_seen(&["REGISTRY_AUTH_FILE", "DOCKER_CONFIG"]),
+        "helper"
+    );
+}

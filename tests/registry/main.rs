@@ -13,7 +13,9 @@
 //!   limit told plainly, a 403, a dropped blob resumed with Range, Range
 //!   ignored, a flipped byte, digests that lie, schema 1.
 //! - `auth`: a Bearer realm (scope, reuse, redirects without credentials),
-//!   Basic with htpasswd, login and logout.
+//!   Basic with htpasswd, login and logout, the order of the auth files
+//!   and credential helpers.
+//! - `progress`: a bar per blob on a terminal (a pty), nothing on a pipe.
 //! - `push`: HEAD skips, cross-repository mounts, chunked uploads, digest
 //!   checks of the answers, ACIs refused.
 //!
@@ -27,6 +29,7 @@ mod oci_builder;
 mod auth;
 mod faults;
 mod interop;
+mod progress;
 mod push;
 mod repull;
 mod support;
