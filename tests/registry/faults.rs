@@ -280,11 +280,20 @@ fn schema_1_and_unknown_tags_are_refused_with_what_the_registry_said() {
             || err.contains("NAME_UNKNOWN"),
         "{err}"
     );
-    // A bad reference is told before any request.
+    // A bad reference is told before any request, the good ones beside
+    // it included.
     proxy.clear();
     let err = env.fails(&["pull", &format!("{}/Faults/App:v1", proxy.host())]);
     assert!(err.contains("must be lower case"), "{err}");
-    assert!(proxy.log().is_empty());
+    for bad in ["faults/app:-v1", "faults/app@sha256:abc", "faults//app", ""] {
+        let err = env.fails(&[
+            "pull",
+            &format!("{}/faults/app:old", proxy.host()),
+            &format!("{}/{bad}", proxy.host()),
+        ]);
+        assert!(err.contains(bad), "{bad}: {err}");
+    }
+    assert!(proxy.log().is_empty(), "{:#?}", proxy.log());
     assert_eq!(env.store.snapshot(), before);
 }
 
