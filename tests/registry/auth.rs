@@ -174,8 +174,7 @@ fn a_refused_token_is_fetched_again_once_and_a_refusal_names_the_registry() {
         Reply::new(401).body(r#"{"errors":[{"code":"UNAUTHORIZED","message":"bad credentials"}]}"#)
     });
     let proxy = bearer_proxy(&registry.url(""), refusing.url("/token"), "never", None);
-    let before = env.store.snapshot();
-    let err = env.fails(&["pull", &format!("{}/auth/app:v2", proxy.host())]);
+    let err = env.fails_unchanged(&["pull", &format!("{}/auth/app:v2", proxy.host())]);
     assert!(
         err.contains(&format!(
             "registry {} (its token server 127.0.0.1:{}) refused: 401 UNAUTHORIZED: bad credentials",
@@ -184,7 +183,6 @@ fn a_refused_token_is_fetched_again_once_and_a_refusal_names_the_registry() {
         )),
         "{err}"
     );
-    assert_eq!(env.store.snapshot(), before);
 }
 
 #[test]

@@ -12,7 +12,8 @@ use testkit::Registry;
 
 use crate::common::{self, TestStore};
 use crate::support::{
-    Env, host_arch, image_layout, sha256, skopeo, skopeo_digest, skopeo_push, two_platform_layout,
+    Env, host_arch, image_layout, sha256, skopeo, skopeo_digest, skopeo_push, skopeo_raw,
+    two_platform_layout,
 };
 
 /// Every blob file of a layout directory, by path.
@@ -129,12 +130,7 @@ fn a_two_platform_index_pulls_one_platform_or_all_of_them() {
     let host = registry.host();
     let reference = format!("{host}/multi/app:v2");
     skopeo_push(dir.path(), "multi", &reference);
-    let raw = skopeo(&[
-        "inspect",
-        "--raw",
-        "--tls-verify=false",
-        &format!("docker://{reference}"),
-    ]);
+    let raw = skopeo_raw(&reference);
     assert_eq!(sha256(raw.as_bytes()), index);
     // What skopeo reads from the registry: the index, and what it lists.
     let listed: Value = serde_json::from_str(&raw).unwrap();
@@ -233,12 +229,7 @@ fn imgstore_pushes_images_that_skopeo_reads_back_byte_for_byte() {
     assert_eq!(pushed["key"], index.as_str());
     assert_eq!(pushed["manifests"], 3);
     assert_eq!(pushed["blobs_uploaded"], 4, "two configs, two layers");
-    let raw = skopeo(&[
-        "inspect",
-        "--raw",
-        "--tls-verify=false",
-        &format!("docker://{reference}"),
-    ]);
+    let raw = skopeo_raw(&reference);
     assert_eq!(sha256(raw.as_bytes()), index);
     let copy = out.path().join("multi");
     skopeo(&[

@@ -64,6 +64,19 @@ impl Env {
             .to_string()
     }
 
+    /// Runs imgstore; it must fail with one `error:` line (returned) and
+    /// leave the store byte for byte as it was (invariants 7 and 8).
+    pub fn fails_unchanged(&self, args: &[&str]) -> String {
+        let before = self.store.snapshot();
+        let err = self.fails(args);
+        assert_eq!(
+            self.store.snapshot(),
+            before,
+            "imgstore {args:?} changed the store"
+        );
+        err
+    }
+
     /// `pull --json`, parsed: one object per reference.
     pub fn pull_json(&self, args: &[&str]) -> Vec<Value> {
         let mut all = vec!["pull", "--json"];
@@ -99,6 +112,16 @@ pub fn skopeo_push(layout: &Path, name: &str, dest: &str) {
         &format!("oci:{}:{name}", layout.display()),
         &format!("docker://{dest}"),
     ]);
+}
+
+/// The manifest (or index) bytes `skopeo inspect --raw` reads from a registry.
+pub fn skopeo_raw(reference: &str) -> String {
+    skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{reference}"),
+    ])
 }
 
 /// The digest `skopeo inspect` gives for an image in a registry.
@@ -247,6 +270,15 @@ impl Proxy {
     /// `127.0.0.1:PORT`: the registry part of references through it.
     pub fn host(&self) -> String {
         format!("127.0.0.1:{}", self.server.port())
+    }
+
+    /// The paths of the GETs it answered, in order.
+    pub fn gets(&self) -> Vec<String> {
+        let log = self.log.lock().unwrap();
+        log.iter()
+            .filter(|e| e.method == "GET")
+            .map(|e| e.path.clone())
+            .collect()
     }
 
     pub fn log(&self) -> Vec<Exchange> {

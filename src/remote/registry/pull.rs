@@ -46,8 +46,8 @@ use crate::blobs::{BlobTree, BlobWriter, StagedBlob};
 use crate::digest::{Algorithm, Digest};
 use crate::error::{ArchiveErrorKind, DecompressError, Error, IoContext};
 use crate::image::ImageInfo;
-use crate::import::graph::{Blobs, Naming, Source, Walk};
-use crate::import::{ImportOptions, Importer};
+use crate::import::graph::{Blobs, Naming, Walk};
+use crate::import::{ImportOptions, Importer, StagedSource};
 use crate::index::{Commit, NewBlob, NewRemote};
 use crate::layer::DiffHasher;
 use crate::lock::LockMode;
@@ -860,8 +860,8 @@ impl Puller<'_> {
         let mut walk = Walk::new(
             &importer,
             input,
-            PullSource {
-                importer: &importer,
+            StagedSource {
+                ctx: &importer,
                 input,
                 blobs,
             },
@@ -939,51 +939,6 @@ fn descriptor_digest(url: &str, desc: &Descriptor, what: &str) -> Result<Digest,
             },
         )
     })
-}
-
-/// The staged and stored blobs of one reference, for the import walk.
-struct PullSource<'a> {
-    importer: &'a Importer<'a>,
-    input: &'a Path,
-    blobs: Blobs,
-}
-
-impl Source for PullSource<'_> {
-    fn blobs(&self) -> &Blobs {
-        &self.blobs
-    }
-
-    fn fetch(
-        &mut self,
-        digest: &Digest,
-        size: u64,
-        _diff: Option<Algorithm>,
-    ) -> Result<bool, Error> {
-        let found = match self.blobs.size(digest) {
-            Some(found) => found,
-            None => {
-                let tree = self.importer.tree;
-                match self.importer.index.blob(digest)? {
-                    Some(row) if tree.contains(digest) => {
-                        self.blobs.present.insert(digest.clone(), row.size);
-                        row.size
-                    }
-                    _ => return Ok(false),
-                }
-            }
-        };
-        if found != size {
-            return Err(Error::archive(
-                self.input,
-                ArchiveErrorKind::SizeMismatch {
-                    digest: digest.clone(),
-                    expected: size,
-                    found,
-                },
-            ));
-        }
-        Ok(true)
-    }
 }
 
 /// A download's bytes going into a staged blob, hashed as they are
