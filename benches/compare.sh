@@ -52,7 +52,9 @@
 # The machine must be otherwise idle: on 2 cores a concurrent cargo build
 #   slows every tool 2-5x. The CPU use of other processes is sampled before
 #   every timed command ("busy %" in results.tsv) and summarised in the report.
-# Environment: WORK (default /tmp/imgstore-compare), IMGSTORE (default
+# Environment: SCENARIOS (default "import fetch pull push repull": which
+#   blocks run; e.g. SCENARIOS="pull push repull" benches/compare.sh --image big),
+#   WORK (default /tmp/imgstore-compare), IMGSTORE (default
 #   target/release/imgstore, rebuilt with `cargo build --release` first unless
 #   --no-build; another path is used as it is),
 #   CORES (default 2: the machine size the budget is written for).
@@ -78,6 +80,9 @@ BUILD_IMGSTORE=1
 LOOP_SIZE=8G
 WAIT_IDLE=180 # seconds to wait for other processes to calm down before a round
 IDLE_MAX=20   # percent of the machine's CPU others may use when a round starts
+SCENARIOS=${SCENARIOS:-import fetch pull push repull}
+want() { [[ " $SCENARIOS " == *" $1 "* ]]; }
+want_registry() { want pull || want push || want repull; }
 
 ARGS_GIVEN=("$@")
 usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; }
@@ -241,6 +246,7 @@ cleanup() {
     local rc=$?
     set +e
     ctrd_stop
+    registry_stop
     if ((MOUNTED)); then
         umount "$MNT" 2>/dev/null || umount -l "$MNT"
         MOUNTED=0
@@ -674,6 +680,10 @@ round() { # round IMG R — every tool on every scenario once
     aci_b=$(size_of "$aci"); docker_b=$(size_of "$docker"); oci_b=$(size_of "$oci"); layout_b=$(size_of "$layout")
     log "--- round $r/$ROUNDS, image $img"
 
+    if want fetch; then fetch_round "$img" "$r"; fi
+    if want_registry; then registry_round "$img" "$r"; fi # issue 11
+    want import || return 0
+
     limits "$img" "$r"
 
     imgstore_import "$img" aci "$r" "$aci_b" "$aci"
@@ -710,8 +720,6 @@ round() { # round IMG R — every tool on every scenario once
         record "$img" warm skopeo "$r" "$layout_b" failed
     fi
     fresh
-
-    fetch_round "$img" "$r"
 }
 
 # --- fetch by URL (issue 10) ------------------------------------------------------
@@ -867,6 +875,162 @@ fetch_report() { # the fetch table, from $RESULTS (markdown on stdout)
 }
 # --- end of fetch by URL ----------------------------------------------------------
 
+# === registry scenarios (issue 11): pull, push, re-pull ==========================
+# A private docker-registry (Debian's distribution 2.8) on 127.0.0.1, plain HTTP,
+# its storage on the bench filesystem, holding each image as bench/IMG:latest
+# (pushed once by skopeo from the layout, untimed). Each round, fresh destinations:
+#   pull    imgstore pull REF                      (store on the bench fs)
+#           skopeo copy docker://REF oci:D:latest
+#           ctr content fetch --plain-http REF     (private containerd; fetches
+#                                                   without unpacking, as imgstore)
+#   push    imgstore push KEY REF2                 (the image imported first, untimed,
+#                                                   into a fresh store: no blob source
+#                                                   to mount from)
+#           skopeo copy oci:LAYOUT docker://REF2   (its blob-info cache emptied first,
+#                                                   so that it cannot mount either)
+#           each tool and round to a repository of its own, so that nothing is there
+#   repull  imgstore pull REF again (unchanged tag): hyperfine, warm cache, median
+#           (target ≤ 20 ms: one HEAD, no blob, no manifest body)
+# MB/s is the layout's size (compressed blobs) over the time.
+REG_PORT=
+REG_PID=
+REG_DIR=
+SKOPEO_BLOB_CACHE=/var/lib/containers/cache/blob-info-cache-v1.boltdb
+
+registry_start() {
+    command -v docker-registry >/dev/null || apt_install docker-registry
+    command -v hyperfine >/dev/null || apt_install hyperfine
+    registry_stop
+    REG_DIR=$MNT/registry
+    rm -rf "$REG_DIR"
+    mkdir -p "$REG_DIR/storage"
+    local try i
+    for try in 1 2 3 4 5; do
+        REG_PORT=$(shuf -i 20000-60000 -n 1)
+        ss -ltn | grep -q ":$REG_PORT " && continue
+        printf '%s\n' "version: 0.1" "log:" "  level: error" "  accesslog:" "    disabled: true" \
+            "storage:" "  filesystem:" "    rootdirectory: $REG_DIR/storage" \
+            "  delete:" "    enabled: true" "  maintenance:" "    uploadpurging:" "      enabled: false" \
+            "http:" "  addr: 127.0.0.1:$REG_PORT" >"$REG_DIR/config.yml"
+        # REGISTRY_* variables would override the config file.
+        env $(env | awk -F= '/^REGISTRY_/ { printf "-u %s ", $1 }') \
+            docker-registry serve "$REG_DIR/config.yml" >>"$LOGS/registry.log" 2>&1 &
+        REG_PID=$!
+        for ((i = 0; i < 100; i++)); do
+            curl -sf -o /dev/null "http://127.0.0.1:$REG_PORT/v2/" && return 0
+            kill -0 "$REG_PID" 2>/dev/null || break
+            sleep 0.1
+        done
+        registry_stop
+    done
+    die "docker-registry did not come up; see $LOGS/registry.log"
+}
+
+registry_stop() {
+    if [[ -n $REG_PID ]]; then
+        kill "$REG_PID" 2>/dev/null || true
+        wait "$REG_PID" 2>/dev/null || true
+        REG_PID=
+    fi
+}
+
+registry_seed() { # registry_seed IMG — the layout as bench/IMG:latest
+    skopeo --insecure-policy copy -q --dest-tls-verify=false \
+        "oci:$MNT/in/$1/layout:latest" "docker://127.0.0.1:$REG_PORT/bench/$1:latest" \
+        >"$LOGS/$1.registry-seed.log" 2>&1 ||
+        die "cannot push $1 to the bench registry; see $LOGS/$1.registry-seed.log"
+}
+
+registry_round() { # registry_round IMG R — the registry scenarios SCENARIOS names
+    local img=$1 r=$2 bytes
+    local ref=127.0.0.1:$REG_PORT/bench/$img:latest
+    bytes=$(size_of "$MNT/in/$img/layout")
+
+    if want pull; then
+        in_turn "$r" \
+            "registry_imgstore_pull $img $r $bytes $ref" \
+            "registry_skopeo_pull $img $r $bytes $ref" \
+            "registry_ctr_fetch $img $r $bytes $ref"
+    fi
+    if want push; then registry_push "$img" "$r" "$bytes"; fi
+    if want repull; then registry_repull "$img" "$r" "$bytes" "$ref"; fi
+}
+
+registry_push() { # registry_push IMG R BYTES — a repository of its own per tool and round
+    local img=$1 r=$2 bytes=$3 layout=$MNT/in/$1/layout
+    local api=http://127.0.0.1:$REG_PORT/v2
+    local accept='Accept: application/vnd.oci.image.manifest.v1+json'
+    local dest
+    if ((IMGSTORE_OK)); then
+        fresh
+        local key
+        if key=$("$IMGSTORE" --store "$MNT/dest/store" import "$layout" 2>"$LOGS/$img.push.imgstore.r$r.import.log" | tail -n1) &&
+            [[ -n $key ]]; then
+            dest=bench-push/imgstore-r$r/$img
+            measure "$img" push imgstore "$r" "$bytes" \
+                "curl -sf -o /dev/null -H '$accept' '$api/$dest/manifests/latest'" \
+                "$IMGSTORE" --store "$MNT/dest/store" push "$key" "127.0.0.1:$REG_PORT/$dest:latest"
+        else
+            record "$img" push imgstore "$r" "$bytes" failed
+        fi
+        fresh
+    else
+        record "$img" push imgstore "$r" "$bytes" n/a
+    fi
+    rm -f "$SKOPEO_BLOB_CACHE"
+    dest=bench-push/skopeo-r$r/$img
+    measure "$img" push skopeo "$r" "$bytes" \
+        "curl -sf -o /dev/null -H '$accept' '$api/$dest/manifests/latest'" \
+        skopeo --insecure-policy copy -q --dest-tls-verify=false \
+        "oci:$layout:latest" "docker://127.0.0.1:$REG_PORT/$dest:latest"
+}
+
+registry_repull() { # registry_repull IMG R BYTES REF — the tag again, unchanged
+    local img=$1 r=$2 bytes=$3 ref=$4
+    if ((IMGSTORE_OK)); then
+        fresh
+        local json=$LOGS/$img.repull.imgstore.r$r.json med
+        if "$IMGSTORE" --store "$MNT/dest/store" pull "$ref" >"$LOGS/$img.repull.imgstore.r$r.first.log" 2>&1 &&
+            hyperfine -N --warmup 3 --runs 30 --export-json "$json" \
+                "$IMGSTORE --store $MNT/dest/store pull $ref" >"$LOGS/$img.repull.imgstore.r$r.log" 2>&1; then
+            med=$(grep -m1 '"median"' "$json" | tr -dc '0-9.e-')
+            record "$img" repull imgstore "$r" "$bytes" ok "$med" "$med" 0 "$(cpu_busy 0.3)"
+        else
+            record "$img" repull imgstore "$r" "$bytes" failed
+        fi
+        fresh
+    else
+        record "$img" repull imgstore "$r" "$bytes" n/a
+    fi
+}
+
+registry_imgstore_pull() { # IMG R BYTES REF
+    if ((!IMGSTORE_OK)); then record "$1" pull imgstore "$2" "$3" n/a; return 0; fi
+    fresh
+    measure "$1" pull imgstore "$2" "$3" "" "$IMGSTORE" --store "$MNT/dest/store" pull "$4"
+    fresh
+}
+
+registry_skopeo_pull() { # IMG R BYTES REF
+    fresh
+    measure "$1" pull skopeo "$2" "$3" "test -s '$MNT/dest/oci/index.json'" \
+        skopeo --insecure-policy --tmpdir "$MNT/tmp" copy -q --src-tls-verify=false \
+        "docker://$4" "oci:$MNT/dest/oci:latest"
+    fresh
+}
+
+registry_ctr_fetch() { # IMG R BYTES REF
+    fresh
+    if ! ctrd_start; then record "$1" pull ctr "$2" "$3" failed; return 0; fi
+    RSS_PID=$CTRD_PID
+    measure "$1" pull ctr "$2" "$3" "ctr --address '$SOCK' -n bench content ls -q | grep -q sha256" \
+        ctr --address "$SOCK" -n bench content fetch --plain-http "$4"
+    RSS_PID=
+    ctrd_stop
+    fresh
+}
+# === end of the registry scenarios ================================================
+
 # --- the report ---------------------------------------------------------------
 report() {
     local tmp=$WORK/results.md.tmp
@@ -949,7 +1113,7 @@ $1 == "image" { next }
     else failed[key]++
 }
 END {
-    ns = split("aci docker oci oci-verify warm", scns, " ")
+    ns = split("aci docker oci oci-verify warm pull push repull", scns, " ")
     nt = split("limit disk imgstore skopeo ctr", tools, " ")
     ni = split(images, imgs, " ")
     print "| image | scenario | tool | median s | MB/s | min–max s | cmd s (no final sync) | peak RSS MiB | imgstore ÷ this | ok/runs |"
@@ -1027,7 +1191,7 @@ AWK
                 }
             }' "$STAGES_TSV"
         echo
-        fetch_report
+        if want fetch; then fetch_report; fi
         echo
         echo "Times include a final \`sync -f\` of the bench filesystem (\"cmd s\" leaves it out). Peak RSS for ctr is the client's plus containerd's (VmHWM, reset before each import). MB = 10^6 bytes; MB/s is the input archive (or layout) size over the median."
     } >"$tmp"
@@ -1060,6 +1224,10 @@ main() {
         tar -xf "$BUILT/$img/$img.docker.tar" -C "$MNT/in/$img/docker-members"
     done
     sync
+    if want_registry; then # the registry scenarios (issue 11)
+        registry_start
+        for img in "${IMAGES[@]}"; do registry_seed "$img"; done
+    fi
 
     printf 'image\tscenario\ttool\tround\tstatus\tsecs\tcmd_secs\trss_kb\tbytes\tbusy_pct\n' >"$RESULTS"
     printf 'image\tround\tsource\tstage\tsecs\tbytes\n' >"$STAGES_TSV"

@@ -79,6 +79,12 @@ pub enum Error {
     /// A server or registry refused, failed or lied.
     #[error(transparent)]
     Remote(#[from] crate::remote::http::RemoteError),
+    /// A registry refused, sent what the store does not take, or lied; or a
+    /// reference, platform or credentials were not usable.
+    #[error(transparent)]
+    // Boxed: registry errors carry URLs and digests, and every Result of
+    // the crate carries an Error.
+    Registry(Box<crate::remote::registry::RegistryError>),
     /// The store has no such blob.
     #[error("blob {0} is not in the store")]
     BlobNotFound(Digest),

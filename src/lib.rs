@@ -70,6 +70,17 @@ pub use platform::{Platform, PlatformError};
 pub use progress::{Progress, ProgressTask};
 pub use remote::fetch::FetchOptions;
 pub use remote::http::{Op, RateLimit, RemoteError, RemoteErrorKind};
+pub use remote::registry::RegistryError;
+pub use remote::registry::auth::AuthError;
+pub use remote::registry::challenge::ChallengeError;
+pub use remote::registry::errors::Refusal;
+pub use remote::registry::login::LoginOptions;
+pub use remote::registry::media::MediaError;
+pub use remote::registry::paths::PathError;
+pub use remote::registry::pull::{DEFAULT_JOBS, PullOptions, Pulled};
+pub use remote::registry::push::{PushOptions, Pushed};
+pub use remote::registry::reference::ReferenceError;
+pub use remote::registry::token::TokenError;
 pub use render::{
     DependencySpec, LayerName, LayerProblem, MemberProblem, RenderError, RenderOptions,
     RenderReport, Resolver,

@@ -5,6 +5,7 @@
 mod duration;
 mod output;
 mod progress;
+mod prompt;
 
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -14,8 +15,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use imgstore::{
-    ArchiveFormat, FetchOptions, FsckOptions, GcOptions, ImportOptions, Label, Platform,
-    RenderOptions, Store,
+    ArchiveFormat, DEFAULT_JOBS, FetchOptions, FsckOptions, GcOptions, ImportOptions, Label,
+    LoginOptions, Platform, PullOptions, PushOptions, RenderOptions, Store,
 };
 
 use output::Printer;
@@ -187,6 +188,72 @@ enum Command {
     Remotes,
     /// Disk use by images, shared blobs and garbage
     Du,
+    /// Pull images from an OCI distribution registry; prints each image key
+    ///
+    /// REF is a docker reference, [HOST[:PORT]/]REPO[:TAG|@DIGEST] (busybox is
+    /// docker.io/library/busybox:latest). The image is named HOST/REPO, its version label is
+    /// the tag, and HOST/REPO:TAG is recorded as a tag. Credentials come from `imgstore login`
+    /// and the auth files podman and docker keep.
+    Pull {
+        #[arg(required = true, value_name = "REF")]
+        references: Vec<String>,
+        /// The platform to pull from a multi-platform image [default: this machine's]
+        #[arg(long, value_name = "OS/ARCH[/VARIANT]", value_parser = parse_platform)]
+        platform: Option<Platform>,
+        /// Keep a multi-platform image whole: its index and every platform
+        #[arg(long, conflicts_with = "platform")]
+        all_platforms: bool,
+        /// Plain HTTP, for a registry that is not on loopback (loopback always is)
+        #[arg(long)]
+        plain_http: bool,
+        /// Blobs downloaded at once, over all the references
+        #[arg(long, default_value_t = DEFAULT_JOBS, value_parser = jobs)]
+        jobs: usize,
+        /// Decompress each layer as it arrives and check its diff_id
+        #[arg(long)]
+        verify_layers: bool,
+    },
+    /// Push an OCI image (or a multi-platform set) to a registry; prints its digest
+    Push {
+        image: String,
+        #[arg(value_name = "REF")]
+        reference: String,
+        /// Plain HTTP, for a registry that is not on loopback (loopback always is)
+        #[arg(long)]
+        plain_http: bool,
+        /// Blobs sent at once
+        #[arg(long, default_value_t = DEFAULT_JOBS, value_parser = jobs)]
+        jobs: usize,
+        /// Upload each blob in PATCH chunks of this many bytes instead of one PUT
+        #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..))]
+        chunk_size: Option<u64>,
+    },
+    /// Check credentials against a registry, then keep them in the auth file podman and skopeo read
+    Login {
+        /// HOST[:PORT]; docker.io for Docker Hub
+        registry: String,
+        /// The user name [default: asked on the terminal]
+        #[arg(short = 'u', long)]
+        username: Option<String>,
+        /// Read the password from stdin [default: asked on the terminal]
+        #[arg(long)]
+        password_stdin: bool,
+        /// Plain HTTP, for a registry that is not on loopback (loopback always is)
+        #[arg(long)]
+        plain_http: bool,
+    },
+    /// Remove a registry's credentials from the auth file login writes
+    Logout {
+        /// HOST[:PORT]
+        registry: String,
+    },
+}
+
+fn jobs(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err("expected a whole number, at least 1".into()),
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -225,6 +292,54 @@ fn parse_platform(s: &str) -> Result<Platform, String> {
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
+    let out = Printer::new(args.json, args.full);
+    // Credentials are not the store's: login and logout leave it alone.
+    match &args.command {
+        Command::Login {
+            registry,
+            username,
+            password_stdin,
+            plain_http,
+        } => {
+            let username = match username {
+                Some(u) => u.clone(),
+                None => prompt::line("Username: ")?,
+            };
+            let password = if *password_stdin {
+                prompt::stdin_password()?
+            } else {
+                prompt::password("Password: ")?
+            };
+            let file = Store::login(
+                registry,
+                &username,
+                &password,
+                &LoginOptions::new().plain_http(*plain_http),
+            )?;
+            if args.json {
+                out.json(&serde_json::json!({ "registry": registry, "auth_file": file }))?;
+            } else {
+                out.line(&format!(
+                    "logged in to {registry} (credentials in {})",
+                    file.display()
+                ))?;
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Logout { registry } => {
+            let file = Store::logout(registry)?;
+            if args.json {
+                out.json(&serde_json::json!({ "registry": registry, "auth_file": file }))?;
+            } else {
+                out.line(&format!(
+                    "logged out of {registry} (removed from {})",
+                    file.display()
+                ))?;
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        _ => {}
+    }
     let dir = args.store.clone().unwrap_or_else(Store::default_dir);
     // Commands that free space may spend the store's reserve to open it on
     // a full disk; the others may not.
@@ -235,7 +350,6 @@ pub fn run(args: Args) -> Result<ExitCode> {
         _ => Store::open(&dir),
     }
     .with_context(|| format!("cannot open store {}", dir.display()))?;
-    let out = Printer::new(args.json, args.full);
     match args.command {
         Command::Import {
             paths,
@@ -421,6 +535,49 @@ pub fn run(args: Args) -> Result<ExitCode> {
         }
         Command::Remotes => out.remotes(&store.remotes()?)?,
         Command::Du => out.du(&store.du()?)?,
+        Command::Pull {
+            references,
+            platform,
+            all_platforms,
+            plain_http,
+            jobs,
+            verify_layers,
+        } => {
+            let mut options = PullOptions::new()
+                .all_platforms(all_platforms)
+                .plain_http(plain_http)
+                .jobs(jobs)
+                .verify_layers(verify_layers);
+            if let Some(platform) = platform {
+                options = options.platform(platform);
+            }
+            options.progress = progress::Bars::on_terminal();
+            let pulled = store.pull(&references, &options)?;
+            if args.json {
+                out.json(&pulled)?;
+            } else {
+                for p in &pulled {
+                    out.line(&p.image.key.to_string())?;
+                }
+            }
+        }
+        Command::Push {
+            image,
+            reference,
+            plain_http,
+            jobs,
+            chunk_size,
+        } => {
+            let key = store.resolve(&image)?;
+            let mut options = PushOptions::new().plain_http(plain_http).jobs(jobs);
+            if let Some(bytes) = chunk_size {
+                options = options.chunk_size(bytes);
+            }
+            options.progress = progress::Bars::on_terminal();
+            let pushed = store.push(&key, &reference, &options)?;
+            out.key_or_json(&pushed.key, &pushed)?;
+        }
+        Command::Login { .. } | Command::Logout { .. } => unreachable!("handled above"),
     }
     Ok(ExitCode::SUCCESS)
 }

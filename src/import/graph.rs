@@ -31,7 +31,7 @@ use crate::publish::Publication;
 /// Blobs made available for an import: staged in temp files, or already in
 /// the store.
 #[derive(Default)]
-pub(super) struct Blobs {
+pub(crate) struct Blobs {
     pub staged: HashMap<Digest, StagedBlob>,
     /// Blobs the store has already, with their sizes; never rewritten.
     pub present: HashMap<Digest, u64>,
@@ -93,7 +93,7 @@ impl Blobs {
 }
 
 /// Where the blobs of a layout come from.
-pub(super) trait Source {
+pub(crate) trait Source {
     fn blobs(&self) -> &Blobs;
 
     /// Makes the blob available in [`Source::blobs`], checked against the
@@ -110,7 +110,7 @@ pub(super) trait Source {
 
 /// A name and tag, from annotations or docker's RepoTags.
 #[derive(Debug, Clone, Default)]
-pub(super) struct Naming {
+pub(crate) struct Naming {
     pub name: String,
     pub tag: Option<String>,
 }
@@ -136,7 +136,7 @@ impl Naming {
 
 /// The closure of one manifest or index: its blobs and edges.
 #[derive(Clone, Default)]
-pub(super) struct Closure {
+pub(crate) struct Closure {
     pub blobs: Vec<NewBlob>,
     pub links: Vec<(Digest, Digest)>,
 }
@@ -172,7 +172,7 @@ impl Closure {
 }
 
 /// Walks a layout's index and builds the image records.
-pub(super) struct Walk<'a, S: Source> {
+pub(crate) struct Walk<'a, S: Source> {
     ctx: &'a Importer<'a>,
     /// The input, for error messages.
     input: &'a Path,
@@ -225,6 +225,14 @@ impl<'a, S: Source> Walk<'a, S> {
             let naming = Naming::from_descriptor(desc);
             self.visit(desc, &what, naming.as_ref(), fallback)?;
         }
+        Ok(())
+    }
+
+    /// Walks from one descriptor, as if it were the only entry of a
+    /// layout's `index.json`, naming what it leads to by `naming` (a pull:
+    /// the manifest or index a reference led to).
+    pub fn walk_root(&mut self, desc: &Descriptor, naming: &Naming) -> Result<(), Error> {
+        self.visit(desc, "the manifest", Some(naming), &HashMap::new())?;
         Ok(())
     }
 
@@ -405,7 +413,7 @@ impl<'a, S: Source> Walk<'a, S> {
 
 /// The labels of an image: the config's labels, then `os`, `arch` and
 /// `variant` from the config (or the platform its index gives).
-pub(super) fn image_labels(config: &ImageConfig, platform: Option<&oci::Platform>) -> Vec<Label> {
+pub(crate) fn image_labels(config: &ImageConfig, platform: Option<&oci::Platform>) -> Vec<Label> {
     let mut labels = Vec::new();
     if let Some(config_labels) = config.config.as_ref().and_then(|c| c.labels.as_ref()) {
         labels.extend(config_labels.iter().map(|(k, v)| Label::new(k, v)));
@@ -428,7 +436,7 @@ pub(super) fn image_labels(config: &ImageConfig, platform: Option<&oci::Platform
 }
 
 /// The record of an image whose manifest (or index) is `key`.
-pub(super) fn new_image(
+pub(crate) fn new_image(
     ctx: &Importer,
     key: &Digest,
     naming: &Naming,
@@ -459,7 +467,7 @@ pub(super) fn new_image(
 }
 
 /// Checks layers against the diff_ids of their config.
-pub(super) struct LayerChecker<'a> {
+pub(crate) struct LayerChecker<'a> {
     pub ctx: &'a Importer<'a>,
     pub input: &'a Path,
 }
@@ -524,7 +532,7 @@ impl LayerChecker<'_> {
     }
 }
 
-pub(super) fn new_blob(
+pub(crate) fn new_blob(
     digest: &Digest,
     size: u64,
     media_type: &str,
@@ -540,7 +548,7 @@ pub(super) fn new_blob(
 
 /// Parses a JSON document `what` that should be a `expected`; the error
 /// keeps serde's message, which names the line and column.
-pub(super) fn parse_json<T: serde::de::DeserializeOwned>(
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
     bytes: &[u8],
     what: impl Into<String>,
     expected: &str,
@@ -553,7 +561,7 @@ pub(super) fn parse_json<T: serde::de::DeserializeOwned>(
 
 /// The diff_ids an image config names, one per layer of the manifest
 /// `what` with `layers` layers; `None` if the config has no rootfs.
-pub(super) fn config_diff_ids(
+pub(crate) fn config_diff_ids(
     config: &ImageConfig,
     config_digest: &Digest,
     what: &str,
@@ -587,7 +595,7 @@ fn bad_diff_id(config: &Digest, e: crate::digest::DigestError) -> ArchiveErrorKi
 
 /// Publishes every staged blob the images name, then commits the images
 /// (DESIGN.md §3.2: bytes durable first, index second).
-pub(super) fn commit(
+pub(crate) fn commit(
     ctx: &Importer,
     blobs: Blobs,
     images: Vec<NewImage>,

@@ -23,6 +23,9 @@ pub(crate) struct Commit {
     pub images: Vec<NewImage>,
     /// Blobs outside any image, each pinned once.
     pub pins: Vec<NewBlob>,
+    /// Blobs outside any image that only the remotes hold (the index a
+    /// pull chose one platform from): rows without a reference of their own.
+    pub blobs: Vec<NewBlob>,
     /// Where images came from, recorded after them.
     pub remotes: Vec<NewRemote>,
     /// Tags `NAME:TAG` to point at images (set, or moved), after them.
@@ -37,6 +40,7 @@ impl Commit {
             .iter()
             .flat_map(|i| i.blobs.iter().map(|b| &b.digest))
             .chain(self.pins.iter().map(|b| &b.digest))
+            .chain(self.blobs.iter().map(|b| &b.digest))
             .collect()
     }
 }
@@ -66,6 +70,9 @@ impl Index {
         for blob in &rows.pins {
             upsert_blob(&tx, blob, now)?;
             add_pin(&tx, &blob.digest, 1)?;
+        }
+        for blob in &rows.blobs {
+            upsert_blob(&tx, blob, now)?;
         }
         for remote in &rows.remotes {
             insert_remote(&tx, remote, now)?;

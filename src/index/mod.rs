@@ -12,6 +12,7 @@
 //! have run. A store whose version is newer than this binary knows is refused
 //! before anything is written to it.
 
+mod blob_sources;
 mod blobs;
 mod commit;
 mod fsck;
@@ -63,6 +64,11 @@ const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0005_store_identity.sql",
         include_str!("../../migrations/0005_store_identity.sql"),
+    ),
+    // 0006 (rendered trees) is taken by work not merged yet; it goes here.
+    (
+        "0007_blob_sources.sql",
+        include_str!("../../migrations/0007_blob_sources.sql"),
     ),
 ];
 
