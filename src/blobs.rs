@@ -65,7 +65,6 @@ impl BlobTree {
     /// purpose (`partial`: downloads to resume; `uploads`: upload sessions
     /// of `serve`); gc removes what is older than its grace period.
     /// Created on first use.
-    #[allow(dead_code)] // for fetch and serve, which come next
     pub fn kept_dir(&self, name: &str) -> Result<PathBuf, Error> {
         let dir = self.tmp.join(name);
         fs::create_dir_all(&dir).ctx("create directory", &dir)?;
@@ -99,7 +98,15 @@ impl BlobTree {
 
     /// Starts a new blob, hashed with `algorithm` as it is written.
     pub fn writer(&self, algorithm: Algorithm) -> Result<BlobWriter, Error> {
-        let (temp, file) = TempFile::create(&self.tmp)?;
+        self.writer_in(&self.tmp, algorithm)
+    }
+
+    /// Starts a new blob in `dir`, a [`kept_dir`](Self::kept_dir) of
+    /// `tmp/`: for a writer that does not hold the store lock all along,
+    /// such as an upload session of `serve`, whose file gc must leave alone
+    /// until the grace period is over.
+    pub fn writer_in(&self, dir: &Path, algorithm: Algorithm) -> Result<BlobWriter, Error> {
+        let (temp, file) = TempFile::create(dir)?;
         Ok(BlobWriter {
             out: BufWriter::with_capacity(WRITE_BUFFER, file),
             hasher: HashSink::new(algorithm.hasher()),
@@ -290,6 +297,11 @@ pub(crate) struct BlobWriter {
 const WRITEBACK_EVERY: u64 = 16 << 20;
 
 impl BlobWriter {
+    /// The bytes written so far.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
     /// Flushes the buffer, closes the file and returns the blob's digest,
     /// not yet durable.
     pub fn finish(mut self) -> Result<StagedBlob, Error> {

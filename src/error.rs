@@ -79,6 +79,9 @@ pub enum Error {
     /// A server or registry refused, failed or lied.
     #[error(transparent)]
     Remote(#[from] crate::remote::http::RemoteError),
+    /// A registry server could not start.
+    #[error(transparent)]
+    Serve(#[from] crate::serve::ServeError),
     /// The store has no such blob.
     #[error("blob {0} is not in the store")]
     BlobNotFound(Digest),

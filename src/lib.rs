@@ -4,8 +4,9 @@
 //! ACIs, OCI image layouts (directories and archives) and docker archives,
 //! look images up by key prefix, tag or name and labels, read verified
 //! blobs and manifests, export OCI layouts, remove images, collect garbage
-//! and check the store. The blob tree, the SQL and the archive parsers are
-//! modules a user never names; errors are [`Error`], with kinds to match.
+//! and check the store; [`Server`] serves it to registry clients. The blob
+//! tree, the SQL and the archive parsers are modules a user never names;
+//! errors are [`Error`], with kinds to match.
 //!
 //! ```
 //! use imgstore::{ImportOptions, Store};
@@ -44,6 +45,7 @@ mod publish;
 mod remote;
 mod render;
 mod reserve;
+mod serve;
 mod store;
 
 pub use blobs::VerifiedReader;
@@ -60,4 +62,5 @@ pub use import::{ArchiveFormat, ImportOptions};
 pub use index::SCHEMA_VERSION;
 pub use progress::{Progress, ProgressTask};
 pub use remote::http::{Op, RateLimit, RemoteError, RemoteErrorKind};
+pub use serve::{ServeError, ServeOptions, Server, ShutdownHandle};
 pub use store::Store;

@@ -31,7 +31,7 @@ use crate::publish::Publication;
 /// Blobs made available for an import: staged in temp files, or already in
 /// the store.
 #[derive(Default)]
-pub(super) struct Blobs {
+pub(crate) struct Blobs {
     pub staged: HashMap<Digest, StagedBlob>,
     /// Blobs the store has already, with their sizes; never rewritten.
     pub present: HashMap<Digest, u64>,
@@ -93,7 +93,7 @@ impl Blobs {
 }
 
 /// Where the blobs of a layout come from.
-pub(super) trait Source {
+pub(crate) trait Source {
     fn blobs(&self) -> &Blobs;
 
     /// Makes the blob available in [`Source::blobs`], checked against the
@@ -110,7 +110,7 @@ pub(super) trait Source {
 
 /// A name and tag, from annotations or docker's RepoTags.
 #[derive(Debug, Clone, Default)]
-pub(super) struct Naming {
+pub(crate) struct Naming {
     pub name: String,
     pub tag: Option<String>,
 }
@@ -172,7 +172,7 @@ impl Closure {
 }
 
 /// Walks a layout's index and builds the image records.
-pub(super) struct Walk<'a, S: Source> {
+pub(crate) struct Walk<'a, S: Source> {
     ctx: &'a Importer<'a>,
     /// The input, for error messages.
     input: &'a Path,
@@ -225,6 +225,19 @@ impl<'a, S: Source> Walk<'a, S> {
             let naming = Naming::from_descriptor(desc);
             self.visit(desc, &what, naming.as_ref(), fallback)?;
         }
+        Ok(())
+    }
+
+    /// Walks from one descriptor, as if it were the only entry of a
+    /// layout's `index.json`: `serve` walks a pushed manifest or index so,
+    /// named by the repository and tag it was pushed to.
+    pub fn walk_descriptor(
+        &mut self,
+        desc: &Descriptor,
+        what: &str,
+        naming: Option<&Naming>,
+    ) -> Result<(), Error> {
+        self.visit(desc, what, naming, &HashMap::new())?;
         Ok(())
     }
 

@@ -10,7 +10,7 @@
 mod aci;
 pub(crate) mod appc;
 mod docker;
-mod graph;
+pub(crate) mod graph;
 mod layout;
 mod members;
 pub(crate) mod pipeline;

@@ -19,6 +19,7 @@ mod gc_state;
 mod images;
 mod owner;
 mod remotes;
+mod repositories;
 mod sources;
 mod tags;
 
