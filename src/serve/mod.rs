@@ -412,6 +412,7 @@ async fn handle(state: Arc<State>, peer: SocketAddr, req: Request<Incoming>) -> 
         .uri()
         .path_and_query()
         .map_or_else(|| req.uri().path().to_string(), |p| p.as_str().to_string());
+    let has_body = has_body(&req);
     let (user, response) = match authenticate(&state, &req).await {
         Ok(user) => (user, dispatch(&state, req).await),
         Err(refusal) => (None, Err(refusal)),
@@ -420,7 +421,16 @@ async fn handle(state: Arc<State>, peer: SocketAddr, req: Request<Incoming>) -> 
         if e.is_internal() {
             tracing::warn!("{peer} {method} {target}: {}", e.message());
         }
-        e.into_response()
+        let mut response = e.into_response();
+        // A refused request's body may be unread: the connection cannot
+        // carry another request, and the client must not think it can.
+        if has_body {
+            response.headers_mut().insert(
+                hyper::header::CONNECTION,
+                hyper::header::HeaderValue::from_static("close"),
+            );
+        }
+        response
     });
     let length = response
         .headers()
@@ -435,6 +445,16 @@ async fn handle(state: Arc<State>, peer: SocketAddr, req: Request<Incoming>) -> 
         started.elapsed().as_secs_f64() * 1000.0
     );
     response
+}
+
+/// Whether a request comes with a body (a length, or chunks).
+fn has_body(req: &Request<Incoming>) -> bool {
+    let headers = req.headers();
+    headers.contains_key(hyper::header::TRANSFER_ENCODING)
+        || headers
+            .get(hyper::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim() != "0")
 }
 
 /// The user a request's credentials name, when the server asks for them.
