@@ -1,17 +1,19 @@
 //! `imgstore serve`: the store as an OCI distribution registry, tested with
 //! a real server process on a free port of 127.0.0.1 and real clients.
 //!
-//! - `protocol`: the spec's rules, checked by a plain HTTP client and raw
-//!   sockets: manifests and negotiation, `304`s, ranges, tag pages, uploads
-//!   (chunked, resumed, mounted, monolithic), refusals and their codes,
-//!   clients that drop, read-only, htpasswd, TLS, deletes, shutdown,
-//!   expiry and gc beside live sessions.
+//! - `pull` and `push`: the spec's rules, checked by a plain HTTP client
+//!   and raw sockets: manifests and negotiation, `304`s, ranges, tag pages;
+//!   uploads (chunked, resumed, mounted, monolithic), refusals and their
+//!   codes, clients that drop, expiry and gc beside live sessions.
+//! - `access`: read-only, htpasswd, TLS, deletes, shutdown on SIGTERM.
 //! - `interop`: skopeo copies out (digests and bytes equal to the store's)
 //!   and pushes in (one image and a multi-platform index, `--all`);
 //!   containerd pulls.
 //! - `load`: 16 pulls at once while an import and a gc run, with the
 //!   server's peak memory bounded.
 
+#[path = "serve/access.rs"]
+mod access;
 #[path = "common/oci_builder.rs"]
 mod builder;
 mod common;
@@ -19,8 +21,10 @@ mod common;
 mod interop;
 #[path = "serve/load.rs"]
 mod load;
-#[path = "serve/protocol.rs"]
-mod protocol;
+#[path = "serve/pull.rs"]
+mod pull;
+#[path = "serve/push.rs"]
+mod push;
 #[path = "serve/server.rs"]
 mod server;
 
@@ -72,4 +76,34 @@ pub fn multi_platform(ref_name: &str, seed: u64) -> (Layout, String, Vec<Built>)
         ref_name,
     ));
     (layout, index_digest, images)
+}
+
+/// The parts of an image to push by hand: its blobs and its manifest.
+pub struct ToPush {
+    pub config: Vec<u8>,
+    pub layer: Vec<u8>,
+    pub manifest: Vec<u8>,
+    pub config_digest: String,
+    pub layer_digest: String,
+    pub manifest_digest: String,
+}
+
+pub fn to_push(seed: u64) -> ToPush {
+    let tar = oci::layer_tar(&[("data", &common::noise(300_000, seed))]);
+    let layer = oci::gzip(&tar);
+    let layer_digest = oci::sha256(&layer);
+    let config = oci::config_json("amd64", &[oci::sha256(&tar)], &[("pushed", "yes")]);
+    let config_digest = oci::sha256(&config);
+    let manifest = oci::manifest_json(
+        oci::desc(oci::CONFIG, &config_digest, config.len()),
+        vec![oci::desc(oci::LAYER_GZ, &layer_digest, layer.len())],
+    );
+    ToPush {
+        manifest_digest: oci::sha256(&manifest),
+        config,
+        layer,
+        manifest,
+        config_digest,
+        layer_digest,
+    }
 }

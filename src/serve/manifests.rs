@@ -10,7 +10,6 @@
 
 use std::sync::Arc;
 
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap};
 use hyper::{Request, Response, StatusCode};
@@ -132,7 +131,12 @@ fn load(state: &State, info: &ImageInfo) -> Result<Found, ApiError> {
             info.manifest, row.size
         )));
     }
-    let bytes = store.read_blob(&info.manifest)?;
+    // Read from the tree, verified; the use is recorded once per request
+    // by `find` (Store::read_blob would write it per blob).
+    let mut bytes = Vec::with_capacity(row.size as usize);
+    let path = store.tree.path(&info.manifest);
+    std::io::Read::read_to_end(&mut store.tree.read(&info.manifest)?, &mut bytes)
+        .map_err(|e| crate::error::Error::io("read manifest", &path, e))?;
     let media_type = match media::classify_manifest(row.media_type.as_deref(), &bytes) {
         Ok(kind) => kind.media_type().to_string(),
         Err(_) => row
@@ -259,7 +263,7 @@ pub(super) async fn put(
     }
     let mut body = req.into_body();
     let mut bytes = Vec::with_capacity(declared.unwrap_or(4096));
-    while let Some(frame) = body.frame().await {
+    while let Some(frame) = super::next_frame(&mut body).await? {
         let frame = frame.map_err(|e| {
             ApiError::new(
                 ErrorCode::ManifestInvalid,

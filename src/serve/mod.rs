@@ -198,6 +198,10 @@ const COMMIT_GRACE: Duration = Duration::from_secs(60);
 /// closed.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// A request body that sends nothing for this long is given up (with the
+/// upload it was for).
+const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// A TLS handshake that takes longer than this is given up.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -348,6 +352,23 @@ async fn serve(
     connections.shutdown().await;
     expiry.abort();
     Ok(())
+}
+
+/// The next frame of a request body, or `None` at its end; a client that
+/// sends nothing for [`BODY_IDLE_TIMEOUT`] is refused.
+async fn next_frame(
+    body: &mut Incoming,
+) -> Result<Option<Result<hyper::body::Frame<bytes::Bytes>, hyper::Error>>, ApiError> {
+    use http_body_util::BodyExt;
+    tokio::time::timeout(BODY_IDLE_TIMEOUT, body.frame())
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                ErrorCode::BlobUploadInvalid,
+                format!("the request body stalled for {BODY_IDLE_TIMEOUT:?}"),
+            )
+            .status(hyper::StatusCode::REQUEST_TIMEOUT)
+        })
 }
 
 /// Returns once the server is stopping.

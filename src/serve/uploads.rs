@@ -27,7 +27,6 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap};
 use hyper::{Request, Response, StatusCode};
@@ -633,7 +632,10 @@ async fn pump(
     let mut stopping = state.stopping.clone();
     let broke = loop {
         let frame = tokio::select! {
-            frame = body.frame() => frame,
+            frame = super::next_frame(&mut body) => match frame {
+                Ok(frame) => frame,
+                Err(e) => return Err(e),
+            },
             _ = super::stopped_signal(&mut stopping) => {
                 return Err(ApiError::new(ErrorCode::Unavailable, "the registry is stopping"));
             }
