@@ -286,3 +286,60 @@ fn sigterm_drops_uploads_in_flight_and_exits_zero() {
     assert_eq!(store.snapshot(), before);
     store.ok(&["resolve", &built.manifest]);
 }
+
+#[test]
+fn a_server_that_cannot_start_says_why_in_one_line() {
+    let store = common::store();
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    std::fs::write(path("md5"), "user:$apr1$abcdefgh$0123456789abcdefghijkl\n").unwrap();
+    std::fs::write(path("not-pem"), "not a certificate\n").unwrap();
+    let certs = testkit::tls::TestCerts::generate();
+    let (cert, key) = (
+        certs.cert_file().display().to_string(),
+        certs.key_file().display().to_string(),
+    );
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = taken.local_addr().unwrap().to_string();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec!["--htpasswd".into(), path("missing")],
+            "cannot read htpasswd file",
+        ),
+        (
+            vec!["--htpasswd".into(), path("md5")],
+            "line 1: only bcrypt entries are supported",
+        ),
+        (
+            vec![
+                "--tls-cert".into(),
+                path("not-pem"),
+                "--tls-key".into(),
+                key.clone(),
+            ],
+            "holds no certificate",
+        ),
+        (
+            vec![
+                "--tls-cert".into(),
+                cert.clone(),
+                "--tls-key".into(),
+                cert.clone(),
+            ],
+            "cannot be read as a PEM private key",
+        ),
+        (vec!["--listen".into(), taken.clone()], "cannot listen on"),
+    ];
+    for (args, expected) in cases {
+        let mut all = vec!["serve"];
+        all.extend(args.iter().map(String::as_str));
+        if !args.iter().any(|a| a == "--listen") {
+            all.extend(["--listen", "127.0.0.1:0"]);
+        }
+        let line = store.fails(&all);
+        assert!(line.contains(expected), "{args:?}: {line}");
+    }
+    // A certificate without its key is a usage error.
+    let out = store.cmd(&["serve", "--tls-cert", &cert]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
