@@ -187,6 +187,12 @@ impl ShutdownHandle {
     }
 }
 
+/// Threads for store work (blob reads a chunk at a time, upload writes a
+/// batch at a time, index queries, commits, bcrypt). No client holds one
+/// while it is slow, so a few dozen serve any number of connections, and
+/// each thread more is memory (stack, allocator arena) the server keeps.
+const BLOCKING_THREADS: usize = 32;
+
 /// How long requests in flight may take to finish once the server stops,
 /// before their connections are dropped.
 const STOP_GRACE: Duration = Duration::from_secs(2);
@@ -222,6 +228,7 @@ impl Server {
         let uploads = uploads::Uploads::open(&store)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .thread_name("imgstore-serve")
+            .max_blocking_threads(BLOCKING_THREADS)
             .enable_io()
             .enable_time()
             .build()

@@ -39,15 +39,15 @@ use super::reply::{self, ApiError, DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID};
 use super::route::{Query, check_name, parse_digest};
 use crate::blobs::{BlobWriter, StagedBlob};
 use crate::digest::{Algorithm, Digest};
-use crate::error::{Error, IoContext};
+use crate::error::Error;
 use crate::remote::registry::errors::ErrorCode;
 use crate::store::Store;
 
 /// Most upload sessions open at once; more are refused with `429`.
 const MAX_SESSIONS: usize = 256;
 
-/// Body frames in flight between the connection and the writer.
-const FRAMES_IN_FLIGHT: usize = 8;
+/// Bytes of a request body gathered before they are written.
+const BATCH_BYTES: usize = 256 << 10;
 
 /// The sessions and finished uploads of one server.
 pub(super) struct Uploads {
@@ -598,78 +598,96 @@ fn check_chunk(declared: Option<u64>, received: u64) -> Result<(), ApiError> {
     }
 }
 
-/// A message to the writing side of [`pump`].
-enum Frame {
-    Data(Bytes),
-    End,
+/// A batch of body frames, written to the blob on the blocking pool while
+/// the next batch comes in.
+type Batch = Vec<Bytes>;
+
+/// Writes a batch; returns the writer with the outcome.
+fn write_batch(
+    mut writer: BlobWriter,
+    batch: Batch,
+    dir: PathBuf,
+) -> (BlobWriter, Result<(), Error>) {
+    for bytes in &batch {
+        if let Err(e) = std::io::Write::write_all(&mut writer, bytes) {
+            return (writer, Err(Error::io("write upload in", &dir, e)));
+        }
+    }
+    (writer, Ok(()))
 }
 
-/// Streams a request body into a writer on the blocking pool; returns the
-/// writer and the bytes it took. If the body breaks off, the server
-/// stops, or the write fails, the writer is dropped (its file with it).
+/// Streams a request body into a writer; returns the writer and the bytes
+/// it took. Frames are gathered into batches of [`BATCH_BYTES`], each
+/// written on the blocking pool while the next one arrives: memory stays
+/// at two batches, and a slow client holds no thread. If the body breaks
+/// off, stalls, or the server stops, or a write fails, the writer is
+/// dropped (its file with it).
 async fn pump(
     state: &State,
     mut body: Incoming,
     writer: BlobWriter,
 ) -> Result<(BlobWriter, u64), ApiError> {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Frame>(FRAMES_IN_FLIGHT);
     let dir = state.uploads.dir.clone();
-    let task = tokio::task::spawn_blocking(move || -> Result<Option<(BlobWriter, u64)>, Error> {
-        let mut writer = writer;
-        let mut received = 0u64;
-        while let Some(frame) = rx.blocking_recv() {
-            match frame {
-                Frame::Data(bytes) => {
-                    std::io::Write::write_all(&mut writer, &bytes).ctx("write upload in", &dir)?;
-                    received += bytes.len() as u64;
-                }
-                Frame::End => return Ok(Some((writer, received))),
-            }
-        }
-        // The sender went without saying the body ended: drop it all.
-        Ok(None)
-    });
+    let mut idle = Some(writer);
+    let mut writing: Option<tokio::task::JoinHandle<(BlobWriter, Result<(), Error>)>> = None;
+    let mut batch = Batch::new();
+    let mut batched = 0usize;
+    let mut received = 0u64;
     let mut stopping = state.stopping.clone();
-    let broke = loop {
+    loop {
         let frame = tokio::select! {
-            frame = super::next_frame(&mut body) => match frame {
-                Ok(frame) => frame,
-                Err(e) => return Err(e),
-            },
+            frame = super::next_frame(&mut body) => frame?,
             _ = super::stopped_signal(&mut stopping) => {
                 return Err(ApiError::new(ErrorCode::Unavailable, "the registry is stopping"));
             }
         };
-        match frame {
-            None => break None,
-            Some(Err(e)) => break Some(e),
-            Some(Ok(frame)) => {
-                if let Ok(data) = frame.into_data()
-                    && !data.is_empty()
-                    && tx.send(Frame::Data(data)).await.is_err()
-                {
-                    // The writer failed; its error is the answer.
-                    break None;
-                }
+        let data = match frame {
+            None => None,
+            Some(Err(e)) => {
+                return Err(ApiError::new(
+                    ErrorCode::BlobUploadInvalid,
+                    format!("the upload's body broke off: {e}; the upload is dropped"),
+                )
+                .status(StatusCode::BAD_REQUEST));
             }
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => Some(data),
+                // Trailers carry nothing to store.
+                Err(_) => continue,
+            },
+        };
+        let end = data.is_none();
+        if let Some(data) = data.filter(|d| !d.is_empty()) {
+            received += data.len() as u64;
+            batched += data.len();
+            batch.push(data);
         }
-    };
-    if broke.is_none() {
-        let _ = tx.send(Frame::End).await;
+        if batched < BATCH_BYTES && !end {
+            continue;
+        }
+        if let Some(task) = writing.take() {
+            let (writer, written) = task.await.map_err(writer_failed)?;
+            written?;
+            idle = Some(writer);
+        }
+        let writer = idle.take().expect("a writer between batches");
+        let full = std::mem::take(&mut batch);
+        batched = 0;
+        let task = tokio::task::spawn_blocking({
+            let dir = dir.clone();
+            move || write_batch(writer, full, dir)
+        });
+        if end {
+            let (writer, written) = task.await.map_err(writer_failed)?;
+            written?;
+            return Ok((writer, received));
+        }
+        writing = Some(task);
     }
-    drop(tx);
-    let written = task
-        .await
-        .map_err(|e| ApiError::internal(format!("the upload's writer failed: {e}")))??;
-    match (broke, written) {
-        (Some(e), _) => Err(ApiError::new(
-            ErrorCode::BlobUploadInvalid,
-            format!("the upload's body broke off: {e}; the upload is dropped"),
-        )
-        .status(StatusCode::BAD_REQUEST)),
-        (None, Some(done)) => Ok(done),
-        (None, None) => Err(ApiError::internal("the upload's writer stopped")),
-    }
+}
+
+fn writer_failed(e: tokio::task::JoinError) -> ApiError {
+    ApiError::internal(format!("the upload's writer failed: {e}"))
 }
 
 /// Drops idle sessions and finished uploads now and then.
