@@ -23,9 +23,9 @@ use super::route::Reference;
 use crate::digest::Digest;
 use crate::image::{ImageFormat, ImageInfo};
 use crate::oci::{self, ImageIndex};
+use crate::platform::{self, Platform};
 use crate::remote::registry::errors::ErrorCode;
 use crate::remote::registry::media::{self, ManifestKind};
-use crate::remote::registry::platform::{self, Platform};
 
 /// A manifest ready to send.
 struct Found {

@@ -76,6 +76,7 @@ pub(super) fn push(
         index: &store.index,
         options: &options,
         progress: Counter::default(),
+        download: None,
     };
     let input = format!("{repository}@{digest}");
     let mut source = PushSource {
