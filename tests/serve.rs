@@ -107,3 +107,31 @@ pub fn to_push(seed: u64) -> ToPush {
         layer_digest,
     }
 }
+
+/// Pushes `image` to `url` (`http://HOST:PORT`) as `name:tag`: each blob
+/// in one `POST ?digest=`, then the manifest; panics on any refusal.
+pub fn push_whole(agent: &ureq::Agent, url: &str, name: &str, tag: &str, image: &ToPush) {
+    for (digest, blob) in [
+        (&image.config_digest, &image.config),
+        (&image.layer_digest, &image.layer),
+    ] {
+        let done = server::Answer::of(
+            agent
+                .post(format!("{url}/v2/{name}/blobs/uploads/?digest={digest}"))
+                .send(&blob[..]),
+        );
+        assert_eq!(done.status, 201, "{}", String::from_utf8_lossy(&done.body));
+    }
+    let pushed = server::Answer::of(
+        agent
+            .put(format!("{url}/v2/{name}/manifests/{tag}"))
+            .header("Content-Type", oci::MANIFEST)
+            .send(&image.manifest[..]),
+    );
+    assert_eq!(
+        pushed.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&pushed.body)
+    );
+}

@@ -1,16 +1,19 @@
-//! Sixteen pulls at once of an image of some 20 MB, while an import and
-//! gcs run on the same store: every digest right, the server's peak
-//! memory bounded.
+//! Sixteen pulls at once of an image of some 20 MB, while pushes, an
+//! import and gcs run on the same store: every digest right, every push
+//! published, the server's peak memory bounded.
 
 use std::io::Read;
 use std::time::Instant;
 
 use crate::builder::{self as oci, LayerCompression, Layout};
 use crate::common;
-use crate::import_layout;
 use crate::server::{Served, agent};
+use crate::{import_layout, push_whole, to_push};
 
 const PULLS: usize = 16;
+
+/// Images pushed one after another while the pulls run.
+const PUSHES: u64 = 4;
 
 /// The server's peak resident memory may not pass this (issue 14).
 const MAX_RSS_KIB: u64 = 64 * 1024;
@@ -61,7 +64,7 @@ fn pull(agent: &ureq::Agent, url: &str, name: &str, tag: &str, layout: &Layout) 
 }
 
 #[test]
-fn sixteen_pulls_at_once_beside_an_import_and_gc_stay_right_and_small() {
+fn sixteen_pulls_at_once_beside_pushes_an_import_and_gc_stay_right_and_small() {
     let store = common::store();
     let mut layout = Layout::new();
     let big: Vec<Vec<u8>> = (0..3)
@@ -111,6 +114,18 @@ fn sixteen_pulls_at_once_beside_an_import_and_gc_stay_right_and_small() {
             store.ok(&["import", other_dir.path().to_str().unwrap()]);
         });
         s.spawn(|| {
+            let agent = agent();
+            for i in 0..PUSHES {
+                push_whole(
+                    &agent,
+                    &url,
+                    "pushed/load",
+                    &format!("v{i}"),
+                    &to_push(300 + i),
+                );
+            }
+        });
+        s.spawn(|| {
             for _ in 0..3 {
                 store.ok(&["gc"]);
             }
@@ -135,6 +150,10 @@ fn sixteen_pulls_at_once_beside_an_import_and_gc_stay_right_and_small() {
         "server peak RSS {peak} KiB > {MAX_RSS_KIB} KiB"
     );
     store.ok(&["resolve", "example.com/other:1"]);
+    for i in 0..PUSHES {
+        let key = store.ok(&["resolve", &format!("pushed/load:v{i}")]);
+        assert_eq!(key.trim(), to_push(300 + i).manifest_digest);
+    }
     store.fails(&["resolve", &garbage_image.manifest]);
     store.ok(&["fsck"]);
 }

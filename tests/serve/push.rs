@@ -3,6 +3,8 @@
 //! monolithic, published with their manifest; refusals that change
 //! nothing; clients that go away; sessions that expire; gc beside them.
 
+use std::io::Write;
+use std::net::TcpStream;
 use std::time::Duration;
 
 use serde_json::json;
@@ -12,7 +14,7 @@ use crate::common;
 use crate::server::{
     Answer, Served, agent, eventually, read_some_and_drop, send_and_drop, upload_files,
 };
-use crate::{simple_image, to_push};
+use crate::{push_whole, simple_image, to_push};
 
 #[test]
 fn chunked_uploads_resume_mount_and_publish_with_their_manifest() {
@@ -381,6 +383,75 @@ fn a_client_that_drops_mid_upload_or_mid_blob_leaves_nothing_behind() {
     assert_eq!(oci::sha256(&whole.body), built.layers[0]);
     assert!(upload_files(store.path()).is_empty());
     assert_eq!(store.snapshot(), before);
+}
+
+/// Uploads whose bodies stall, more of them than the server has threads
+/// for store work: each keeps its connection and its file, none keeps a
+/// thread, so pulls and pushes beside them are answered at once.
+#[test]
+fn uploads_that_stall_hold_no_thread_and_other_clients_go_on() {
+    const STALLED: usize = 48;
+    let store = common::store();
+    let content = common::noise(1 << 20, 43);
+    let (_, built) = simple_image(&store, "example.com/stall:1", &content);
+    let served = Served::start(&store, &[]);
+    let agent = agent();
+    let stalled: Vec<(String, TcpStream)> = (0..STALLED)
+        .map(|i| {
+            let started = Answer::of(
+                agent
+                    .post(served.url("/v2/stall/app/blobs/uploads/"))
+                    .send_empty(),
+            );
+            let location = started.header("location").unwrap().to_string();
+            let mut stream = TcpStream::connect(("127.0.0.1", served.port())).unwrap();
+            write!(
+                stream,
+                "PATCH {location} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000000\r\n\r\n"
+            )
+            .unwrap();
+            stream
+                .write_all(&common::noise(300_000, 500 + i as u64))
+                .unwrap();
+            (location, stream)
+        })
+        .collect();
+    eventually(
+        Duration::from_secs(10),
+        "every stalled upload's file",
+        || upload_files(store.path()).len() == STALLED,
+    );
+
+    // Answered while every stalled body still holds its connection.
+    let patient: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(20)))
+        .build()
+        .into();
+    let layer = Answer::of(
+        patient
+            .get(served.url(&format!("/v2/example.com/stall/blobs/{}", built.layers[0])))
+            .call(),
+    );
+    assert_eq!(oci::sha256(&layer.body), built.layers[0]);
+    let image = to_push(44);
+    push_whole(&patient, &served.url(""), "pushed/beside", "v1", &image);
+    assert_eq!(
+        store.ok(&["resolve", "pushed/beside:v1"]).trim(),
+        image.manifest_digest
+    );
+
+    // Their clients go: so do their sessions and files.
+    let locations: Vec<String> = stalled.into_iter().map(|(l, _)| l).collect();
+    for location in &locations {
+        eventually(Duration::from_secs(10), "a stalled session to go", || {
+            Answer::of(agent.get(served.url(location)).call()).status == 404
+        });
+    }
+    eventually(Duration::from_secs(10), "the upload files to go", || {
+        upload_files(store.path()).is_empty()
+    });
+    store.ok(&["fsck"]);
 }
 
 #[test]
