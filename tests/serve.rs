@@ -4,13 +4,13 @@
 //! - `pull` and `push`: the spec's rules, checked by a plain HTTP client
 //!   and raw sockets: manifests and negotiation, `304`s, ranges, tag pages;
 //!   uploads (chunked, resumed, mounted, monolithic), refusals and their
-//!   codes, clients that drop, expiry and gc beside live sessions.
-//! - `access`: read-only, htpasswd, TLS, deletes, shutdown on SIGTERM.
+//!   codes, clients that drop or stall, expiry and gc beside live sessions.
+//! - `access`: read-only, htpasswd, TLS, deletes, shutdown on SIGINT and SIGTERM.
 //! - `interop`: skopeo copies out (digests and bytes equal to the store's)
 //!   and pushes in (one image and a multi-platform index, `--all`);
 //!   containerd pulls.
-//! - `load`: 16 pulls at once while an import and a gc run, with the
-//!   server's peak memory bounded.
+//! - `load`: 16 pulls at once while pushes, an import and a gc run, with
+//!   the server's peak memory bounded.
 
 #[path = "serve/access.rs"]
 mod access;

@@ -216,6 +216,17 @@ fn deletes_remove_tags_and_images_of_the_repository() {
 
 #[test]
 fn sigterm_drops_uploads_in_flight_and_exits_zero() {
+    stops_on(libc::SIGTERM);
+}
+
+#[test]
+fn sigint_drops_uploads_in_flight_and_exits_zero() {
+    stops_on(libc::SIGINT);
+}
+
+/// Stops a server with uploads in flight by `signal`: it exits 0, leaves no
+/// upload file and the store as it was.
+fn stops_on(signal: libc::c_int) {
     let store = common::store();
     let (_, built) = simple_image(&store, "example.com/stop:1", b"stop");
     let port = testkit::free_port();
@@ -263,7 +274,7 @@ fn sigterm_drops_uploads_in_flight_and_exits_zero() {
     });
 
     // SAFETY: kill(2) with the pid of our own unreaped child.
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    unsafe { libc::kill(child.id() as libc::pid_t, signal) };
     let started_stop = std::time::Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
