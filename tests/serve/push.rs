@@ -492,6 +492,57 @@ fn idle_sessions_expire_with_their_files() {
     assert!(served.log().contains("expired"), "{}", served.log());
 }
 
+/// What a server killed outright leaves in `tmp/uploads/` (a session with
+/// a chunk, a finished upload no manifest named) is a temp file like any
+/// other: fsck leaves it alone, gc keeps it within the grace period and
+/// sweeps it after.
+#[test]
+fn a_killed_servers_upload_files_are_swept_by_gc_after_the_grace_period() {
+    let store = common::store();
+    let served = Served::start(&store, &[]);
+    let agent = agent();
+    let before = store.snapshot();
+    let image = to_push(91);
+    let started = Answer::of(
+        agent
+            .post(served.url("/v2/killed/app/blobs/uploads/"))
+            .send_empty(),
+    );
+    let location = started.header("location").unwrap().to_string();
+    Answer::of(
+        agent
+            .patch(served.url(&location))
+            .send(&image.layer[..5000]),
+    );
+    let finished = Answer::of(
+        agent
+            .post(served.url(&format!(
+                "/v2/killed/app/blobs/uploads/?digest={}",
+                image.config_digest
+            )))
+            .send(&image.config[..]),
+    );
+    assert_eq!(finished.status, 201);
+    // SAFETY: kill(2) with the pid of the test's own unreaped child.
+    unsafe { libc::kill(served.pid() as libc::pid_t, libc::SIGKILL) };
+    eventually(Duration::from_secs(10), "the server to die", || {
+        testkit::servers::http_status(served.port(), "/v2/").is_none()
+    });
+    assert_eq!(upload_files(store.path()).len(), 2);
+
+    store.ok(&["fsck"]);
+    store.ok(&["gc"]);
+    assert_eq!(upload_files(store.path()).len(), 2, "young files are kept");
+    store.ok(&["gc", "--grace", "0"]);
+    assert!(
+        upload_files(store.path()).is_empty(),
+        "{:?}",
+        upload_files(store.path())
+    );
+    assert_eq!(store.snapshot(), before);
+    store.ok(&["fsck"]);
+}
+
 #[test]
 fn gc_leaves_live_sessions_and_staged_uploads_alone() {
     let store = common::store();
