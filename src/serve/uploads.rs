@@ -432,15 +432,7 @@ pub(super) async fn patch(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let (lease, writer) = state.uploads.checkout(id, name)?;
-    let declared = match chunk_length(req.headers(), writer.size()) {
-        Ok(declared) => declared,
-        Err(e) => {
-            lease.checkin(writer);
-            return Err(e);
-        }
-    };
-    let (writer, received) = pump(state, req.into_body(), writer).await?;
-    check_chunk(declared, received)?;
+    let (lease, writer) = take_chunk(state, lease, writer, req).await?;
     let size = writer.size();
     lease.checkin(writer);
     Ok(accepted(name, id, size, StatusCode::ACCEPTED))
@@ -479,15 +471,7 @@ pub(super) async fn finish(
         })
         .await?;
     }
-    let declared = match chunk_length(req.headers(), writer.size()) {
-        Ok(declared) => declared,
-        Err(e) => {
-            lease.checkin(writer);
-            return Err(e);
-        }
-    };
-    let (writer, received) = pump(state, req.into_body(), writer).await?;
-    check_chunk(declared, received)?;
+    let (lease, writer) = take_chunk(state, lease, writer, req).await?;
     // The session ends here, whatever the digest says.
     drop(lease);
     complete(state, name, writer, digest).await
@@ -543,6 +527,28 @@ async fn complete(
     })
     .await?;
     Ok(created(name, &digest))
+}
+
+/// Takes a request's body into a session as its next chunk: the
+/// `Content-Range` is checked first (a refusal leaves the session as it
+/// was), then the body streamed in and its length held to what the range
+/// declared (a body that breaks off or differs ends the session).
+async fn take_chunk<'a>(
+    state: &State,
+    lease: Lease<'a>,
+    writer: BlobWriter,
+    req: Request<Incoming>,
+) -> Result<(Lease<'a>, BlobWriter), ApiError> {
+    let declared = match chunk_length(req.headers(), writer.size()) {
+        Ok(declared) => declared,
+        Err(e) => {
+            lease.checkin(writer);
+            return Err(e);
+        }
+    };
+    let (writer, received) = pump(state, req.into_body(), writer).await?;
+    check_chunk(declared, received)?;
+    Ok((lease, writer))
 }
 
 /// The length a chunk's `Content-Range` declares, which must start where

@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::builder as oci;
 use crate::common;
 use crate::server::{
-    Answer, Served, agent, agent_trusting, eventually, run, serve_command, skopeo, upload_files,
+    Answer, Served, agent, agent_trusting, eventually, serve_command, skopeo, upload_files,
 };
 use crate::{simple_image, to_push};
 
@@ -95,7 +95,7 @@ fn htpasswd_asks_for_basic_credentials_with_a_challenge() {
     let dir = tempfile::tempdir().unwrap();
     let htpasswd = dir.path().join("htpasswd");
     let program = testkit::require_program("/usr/bin/htpasswd", "apache2-utils");
-    let entry = run(Command::new(program).args(["-Bbn", "tester", "s3cret"]));
+    let entry = common::run(Command::new(program).args(["-Bbn", "tester", "s3cret"]));
     std::fs::write(&htpasswd, entry).unwrap();
     let served = Served::start(&store, &["--htpasswd", htpasswd.to_str().unwrap()]);
     let agent = agent();

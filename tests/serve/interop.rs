@@ -9,8 +9,8 @@ use serde_json::Value;
 use testkit::Containerd;
 
 use crate::builder::{self as oci, LayerCompression, Layout};
-use crate::common::{self, TestStore};
-use crate::server::{Served, run, skopeo, upload_files};
+use crate::common::{self, TestStore, run};
+use crate::server::{Served, skopeo, upload_files};
 use crate::{import_layout, multi_platform, simple_image};
 
 /// The digest of the one manifest an OCI layout's index.json lists.

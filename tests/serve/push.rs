@@ -224,12 +224,7 @@ fn bad_digests_unknown_blobs_and_bad_manifests_are_refused_and_change_nothing() 
     let before = store.snapshot();
 
     // An upload whose bytes do not match its digest.
-    let started = Answer::of(
-        agent
-            .post(served.url("/v2/bad/app/blobs/uploads/"))
-            .send_empty(),
-    );
-    let location = started.header("location").unwrap().to_string();
+    let location = served.start_upload(&agent, "bad/app");
     let wrong = Answer::of(
         agent
             .put(served.url(&format!("{location}?digest={}", image.config_digest)))
@@ -252,12 +247,7 @@ fn bad_digests_unknown_blobs_and_bad_manifests_are_refused_and_change_nothing() 
             .call(),
     );
     assert_eq!(head.status, 404);
-    let started = Answer::of(
-        agent
-            .post(served.url("/v2/bad/app/blobs/uploads/"))
-            .send_empty(),
-    );
-    let location = started.header("location").unwrap().to_string();
+    let location = served.start_upload(&agent, "bad/app");
     Answer::of(agent.put(served.url(&location)).send_empty()).refused(400, "DIGEST_INVALID");
     Answer::of(agent.delete(served.url(&location)).call());
 
@@ -334,12 +324,7 @@ fn a_client_that_drops_mid_upload_or_mid_blob_leaves_nothing_behind() {
     let before = store.snapshot();
 
     // A session, one good chunk, then a chunk whose client goes away.
-    let started = Answer::of(
-        agent
-            .post(served.url("/v2/drop/app/blobs/uploads/"))
-            .send_empty(),
-    );
-    let location = started.header("location").unwrap().to_string();
+    let location = served.start_upload(&agent, "drop/app");
     Answer::of(
         agent
             .patch(served.url(&location))
@@ -398,12 +383,7 @@ fn uploads_that_stall_hold_no_thread_and_other_clients_go_on() {
     let agent = agent();
     let stalled: Vec<(String, TcpStream)> = (0..STALLED)
         .map(|i| {
-            let started = Answer::of(
-                agent
-                    .post(served.url("/v2/stall/app/blobs/uploads/"))
-                    .send_empty(),
-            );
-            let location = started.header("location").unwrap().to_string();
+            let location = served.start_upload(&agent, "stall/app");
             let mut stream = TcpStream::connect(("127.0.0.1", served.port())).unwrap();
             write!(
                 stream,
@@ -459,12 +439,7 @@ fn idle_sessions_expire_with_their_files() {
     let store = common::store();
     let served = Served::start(&store, &["--upload-timeout", "1s"]);
     let agent = agent();
-    let started = Answer::of(
-        agent
-            .post(served.url("/v2/idle/app/blobs/uploads/"))
-            .send_empty(),
-    );
-    let location = started.header("location").unwrap().to_string();
+    let location = served.start_upload(&agent, "idle/app");
     let chunk = Answer::of(agent.patch(served.url(&location)).send(&b"some bytes"[..]));
     assert_eq!(chunk.status, 202);
     let image = to_push(71);
@@ -503,12 +478,7 @@ fn a_killed_servers_upload_files_are_swept_by_gc_after_the_grace_period() {
     let agent = agent();
     let before = store.snapshot();
     let image = to_push(91);
-    let started = Answer::of(
-        agent
-            .post(served.url("/v2/killed/app/blobs/uploads/"))
-            .send_empty(),
-    );
-    let location = started.header("location").unwrap().to_string();
+    let location = served.start_upload(&agent, "killed/app");
     Answer::of(
         agent
             .patch(served.url(&location))
@@ -549,12 +519,7 @@ fn gc_leaves_live_sessions_and_staged_uploads_alone() {
     let served = Served::start(&store, &[]);
     let agent = agent();
     let image = to_push(81);
-    let started = Answer::of(
-        agent
-            .post(served.url("/v2/gc/app/blobs/uploads/"))
-            .send_empty(),
-    );
-    let location = started.header("location").unwrap().to_string();
+    let location = served.start_upload(&agent, "gc/app");
     let (first, second) = image.layer.split_at(1000);
     Answer::of(agent.patch(served.url(&location)).send(first));
     store.ok(&["gc"]);

@@ -4,13 +4,13 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use testkit::{ServerProcess, StartError};
 
-use crate::common::TestStore;
+use crate::common::{TestStore, run};
 
 pub const IMGSTORE: &str = env!("CARGO_BIN_EXE_imgstore");
 
@@ -82,6 +82,25 @@ impl Served {
     /// The server's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.process.log_path()).unwrap_or_default()
+    }
+
+    /// Opens an upload session in `repository`; returns its `Location`.
+    pub fn start_upload(&self, agent: &ureq::Agent, repository: &str) -> String {
+        let started = Answer::of(
+            agent
+                .post(self.url(&format!("/v2/{repository}/blobs/uploads/")))
+                .send_empty(),
+        );
+        assert_eq!(
+            started.status,
+            202,
+            "{}",
+            String::from_utf8_lossy(&started.body)
+        );
+        started
+            .header("location")
+            .expect("a Location for the session")
+            .to_string()
     }
 
     /// Peak resident memory of the server, in KiB (`VmHWM`).
@@ -232,23 +251,6 @@ pub fn upload_files(store: &Path) -> Vec<PathBuf> {
         Ok(entries) => entries.map(|e| e.unwrap().path()).collect(),
         Err(_) => Vec::new(),
     }
-}
-
-/// Runs a program that must succeed; returns its stdout.
-#[track_caller]
-pub fn run(command: &mut Command) -> String {
-    let out = command
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{command:?} failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("UTF-8 output")
 }
 
 /// `skopeo --insecure-policy ARGS…`.
