@@ -122,11 +122,23 @@ pub fn push_whole(agent: &ureq::Agent, url: &str, name: &str, tag: &str, image: 
         );
         assert_eq!(done.status, 201, "{}", String::from_utf8_lossy(&done.body));
     }
+    put_manifest(agent, url, name, tag, &image.manifest);
+}
+
+/// Pushes `manifest` to `url` as `name:reference`; panics unless it is
+/// taken (`201`); returns the answer.
+pub fn put_manifest(
+    agent: &ureq::Agent,
+    url: &str,
+    name: &str,
+    reference: &str,
+    manifest: &[u8],
+) -> server::Answer {
     let pushed = server::Answer::of(
         agent
-            .put(format!("{url}/v2/{name}/manifests/{tag}"))
+            .put(format!("{url}/v2/{name}/manifests/{reference}"))
             .header("Content-Type", oci::MANIFEST)
-            .send(&image.manifest[..]),
+            .send(manifest),
     );
     assert_eq!(
         pushed.status,
@@ -134,4 +146,5 @@ pub fn push_whole(agent: &ureq::Agent, url: &str, name: &str, tag: &str, image: 
         "{}",
         String::from_utf8_lossy(&pushed.body)
     );
+    pushed
 }

@@ -14,7 +14,7 @@ use crate::common;
 use crate::server::{
     Answer, Served, agent, eventually, read_some_and_drop, send_and_drop, upload_files,
 };
-use crate::{push_whole, simple_image, to_push};
+use crate::{push_whole, put_manifest, simple_image, to_push};
 
 #[test]
 fn chunked_uploads_resume_mount_and_publish_with_their_manifest() {
@@ -168,18 +168,7 @@ fn chunked_uploads_resume_mount_and_publish_with_their_manifest() {
     // The manifest brings them all into the store in one commit.
     let before = store.ok(&["images", "--json"]);
     assert_eq!(before.trim(), "[]");
-    let pushed = Answer::of(
-        agent
-            .put(served.url("/v2/pushed/app/manifests/v1"))
-            .header("Content-Type", oci::MANIFEST)
-            .send(&image.manifest[..]),
-    );
-    assert_eq!(
-        pushed.status,
-        201,
-        "{}",
-        String::from_utf8_lossy(&pushed.body)
-    );
+    let pushed = put_manifest(&agent, &served.url(""), "pushed/app", "v1", &image.manifest);
     assert_eq!(
         pushed.header("docker-content-digest"),
         Some(image.manifest_digest.as_str())
@@ -539,18 +528,7 @@ fn gc_leaves_live_sessions_and_staged_uploads_alone() {
     );
     store.ok(&["gc"]);
     assert_eq!(upload_files(store.path()).len(), 2);
-    let pushed = Answer::of(
-        agent
-            .put(served.url("/v2/gc/app/manifests/v1"))
-            .header("Content-Type", oci::MANIFEST)
-            .send(&image.manifest[..]),
-    );
-    assert_eq!(
-        pushed.status,
-        201,
-        "{}",
-        String::from_utf8_lossy(&pushed.body)
-    );
+    put_manifest(&agent, &served.url(""), "gc/app", "v1", &image.manifest);
     store.ok(&["gc"]);
     store.ok(&["fsck"]);
     assert_eq!(
