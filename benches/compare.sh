@@ -52,8 +52,12 @@
 # The machine must be otherwise idle: on 2 cores a concurrent cargo build
 #   slows every tool 2-5x. The CPU use of other processes is sampled before
 #   every timed command ("busy %" in results.tsv) and summarised in the report.
-# Environment: SCENARIOS (default "import fetch pull push repull": which
-#   blocks run; e.g. SCENARIOS="pull push repull" benches/compare.sh --image big),
+# Serve (issue 14, block "serve" below): skopeo copy docker://… → oci: from
+#   `imgstore serve` and from Debian's docker-registry holding the same image,
+#   one pull (serve1) and 16 at once (serve16); peak RSS is the server's.
+# Environment: SCENARIOS (default "import fetch pull push repull serve": which
+#   blocks run; e.g. SCENARIOS="pull push repull" benches/compare.sh --image big,
+#   SCENARIOS=serve benches/compare.sh --image small --rounds 1),
 #   WORK (default /tmp/imgstore-compare), IMGSTORE (default
 #   target/release/imgstore, rebuilt with `cargo build --release` first unless
 #   --no-build; another path is used as it is),
@@ -80,7 +84,7 @@ BUILD_IMGSTORE=1
 LOOP_SIZE=8G
 WAIT_IDLE=180 # seconds to wait for other processes to calm down before a round
 IDLE_MAX=20   # percent of the machine's CPU others may use when a round starts
-SCENARIOS=${SCENARIOS:-import fetch pull push repull}
+SCENARIOS=${SCENARIOS:-import fetch pull push repull serve}
 want() { [[ " $SCENARIOS " == *" $1 "* ]]; }
 want_registry() { want pull || want push || want repull; }
 
@@ -247,6 +251,7 @@ cleanup() {
     set +e
     ctrd_stop
     registry_stop
+    serve_stop
     if ((MOUNTED)); then
         umount "$MNT" 2>/dev/null || umount -l "$MNT"
         MOUNTED=0
@@ -680,6 +685,7 @@ round() { # round IMG R — every tool on every scenario once
     aci_b=$(size_of "$aci"); docker_b=$(size_of "$docker"); oci_b=$(size_of "$oci"); layout_b=$(size_of "$layout")
     log "--- round $r/$ROUNDS, image $img"
 
+    if want serve; then serve_round "$img" "$r"; fi
     if want fetch; then fetch_round "$img" "$r"; fi
     if want_registry; then registry_round "$img" "$r"; fi # issue 11
     want import || return 0
@@ -720,6 +726,151 @@ round() { # round IMG R — every tool on every scenario once
         record "$img" warm skopeo "$r" "$layout_b" failed
     fi
     fresh
+}
+
+# --- serve: skopeo pulling from imgstore serve vs docker-registry (issue 14) ---
+# For each image, once: a store holding it (the layout imported, tagged
+# bench/IMG:latest) and a docker-registry storage holding the same image
+# (pushed by skopeo: the same manifest and blobs), both on the bench
+# filesystem. Each round starts both servers and times, in turn, skopeo
+# copying the image out of each into a fresh oci: layout (serve1), and 16
+# such copies at once (serve16, until the last is done; MB/s is the
+# aggregate). The page cache is dropped before each, so the servers read
+# cold. Peak RSS is the server's alone (VmHWM, reset before each command).
+# Targets: serve1 at least as fast as the registry, serve16 at least 1.5x
+# its aggregate throughput, the server's RSS at most 64 MB.
+SERVE_PORT=${SERVE_PORT:-15500}
+REGISTRY_PORT=${REGISTRY_PORT:-15501}
+SERVE_PID= REGISTRY_PID=
+
+serve_up() { # serve_up PORT: true once GET /v2/ answers 200
+    local status=
+    { exec 9<>"/dev/tcp/127.0.0.1/$1"; } 2>/dev/null || return 1
+    printf 'GET /v2/ HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&9
+    read -r _ status _ <&9 || true
+    exec 9<&-
+    [[ $status == 200 ]]
+}
+
+serve_wait() { # serve_wait PORT PID NAME
+    local i
+    for ((i = 0; i < 200; i++)); do
+        serve_up "$1" && return 0
+        kill -0 "$2" 2>/dev/null || break
+        sleep 0.1
+    done
+    log "$3 did not come up on port $1; see $LOGS/$3.log"
+    return 1
+}
+
+serve_stop() {
+    local pid
+    for pid in "$SERVE_PID" "$REGISTRY_PID"; do
+        [[ -n $pid ]] || continue
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    SERVE_PID= REGISTRY_PID=
+}
+
+serve_start() { # serve_start IMG: both servers, with the image in both
+    local img=$1 dir=$MNT/serve/$1 key
+    command -v docker-registry >/dev/null || apt_install docker-registry
+    mkdir -p "$dir"
+    printf '%s\n' "version: 0.1" "log:" "  level: info" "storage:" "  filesystem:" \
+        "    rootdirectory: $dir/registry" "  delete:" "    enabled: true" "http:" \
+        "  addr: 127.0.0.1:$REGISTRY_PORT" "  secret: compare-$img" >"$dir/registry.yml"
+    docker-registry serve "$dir/registry.yml" >>"$LOGS/docker-registry.log" 2>&1 &
+    REGISTRY_PID=$!
+    "$IMGSTORE" --store "$dir/store" serve --listen "127.0.0.1:$SERVE_PORT" \
+        >>"$LOGS/imgstore-serve.log" 2>&1 &
+    SERVE_PID=$!
+    serve_wait "$REGISTRY_PORT" "$REGISTRY_PID" docker-registry || return 1
+    serve_wait "$SERVE_PORT" "$SERVE_PID" imgstore-serve || return 1
+    if [[ ! -f $dir/.loaded ]]; then
+        log "serve: loading $img into the store and the registry (untimed)"
+        key=$("$IMGSTORE" --store "$dir/store" import "$MNT/in/$img/layout" | tail -n1) &&
+            "$IMGSTORE" --store "$dir/store" tag "$key" "bench/$img:latest" >/dev/null &&
+            skopeo --insecure-policy copy -q --dest-tls-verify=false "oci:$MNT/in/$img/layout:latest" \
+                "docker://127.0.0.1:$REGISTRY_PORT/bench/$img:latest" >>"$LOGS/serve-load.log" 2>&1 ||
+            { log "serve: loading $img failed; see $LOGS/serve-load.log"; return 1; }
+        touch "$dir/.loaded"
+    fi
+}
+
+serve_pulls() { # serve_pulls IMG SCN ROUND N TOOL PORT PID: N skopeo copies at once
+    local img=$1 scn=$2 r=$3 n=$4 tool=$5 port=$6 pid=$7 bytes
+    bytes=$(($(size_of "$MNT/in/$img/layout") * n))
+    fresh
+    local logf="$LOGS/$img.$scn.$tool.r$r.log" i cmd=
+    for ((i = 1; i <= n; i++)); do
+        cmd+="skopeo --insecure-policy --tmpdir '$MNT/tmp' copy -q --src-tls-verify=false"
+        cmd+=" docker://127.0.0.1:$port/bench/$img:latest oci:'$MNT/dest/p$i:latest' & "
+    done
+    cmd+='fail=0; for job in $(jobs -p); do wait "$job" || fail=1; done; exit $fail'
+    { echo 5 >"/proc/$pid/clear_refs"; } 2>/dev/null || true
+    run_timed "$logf" bash -c "$cmd"
+    local rss
+    rss=$(awk '/^VmHWM/ { print $2 }' "/proc/$pid/status" 2>/dev/null || echo 0)
+    if ((T_RC == 0)) && [[ -s $MNT/dest/p$n/index.json ]]; then
+        record "$img" "$scn" "$tool" "$r" "$bytes" ok "$T_SECS" "$T_CMD" "$rss" "$T_BUSY"
+    else
+        log "    $tool: $n pulls failed (exit $T_RC): $(tail -n1 "$logf")  [$logf]"
+        record "$img" "$scn" "$tool" "$r" "$bytes" failed
+    fi
+    fresh
+}
+
+serve_round() { # serve_round IMG R
+    local img=$1 r=$2 n scn
+    if ((!IMGSTORE_OK)) || ! serve_start "$img"; then
+        for scn in serve1 serve16; do
+            record "$img" "$scn" imgstore "$r" 0 n/a
+            record "$img" "$scn" registry "$r" 0 n/a
+        done
+        serve_stop
+        return 0
+    fi
+    for n in 1 16; do
+        in_turn "$r" \
+            "serve_pulls $img serve$n $r $n imgstore $SERVE_PORT $SERVE_PID" \
+            "serve_pulls $img serve$n $r $n registry $REGISTRY_PORT $REGISTRY_PID"
+    done
+    serve_stop
+}
+
+serve_report() {
+    echo "### imgstore serve vs docker-registry: skopeo copy docker://… → oci:"
+    echo
+    echo "| image | pulls at once | server | median s | MB/s (all pulls) | server peak RSS MiB | imgstore ÷ registry throughput | ok/runs |"
+    echo "|---|---:|---|---:|---:|---:|---:|---:|"
+    awk -F'\t' -v images="${IMAGES[*]}" '
+        function sortn(a, n,    i, j, t) { for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t } }
+        function median(k,    n, i, v) { n = cnt[k]; if (!n) return -1; for (i = 1; i <= n; i++) v[i] = val[k, i]; sortn(v, n); return (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2 }
+        $1 == "image" || $2 !~ /^serve/ { next }
+        { k = $1 SUBSEP $2 SUBSEP $3; runs[k]++; bytes[k] = $9
+          if ($5 == "ok") { val[k, ++cnt[k]] = $6 + 0; if ($8 + 0 > rss[k]) rss[k] = $8 + 0 } }
+        END {
+            ni = split(images, imgs, " ")
+            for (i = 1; i <= ni; i++) for (s = 1; s <= 2; s++) {
+                scn = (s == 1) ? "serve1" : "serve16"
+                ms = median(imgs[i] SUBSEP scn SUBSEP "imgstore"); mr = median(imgs[i] SUBSEP scn SUBSEP "registry")
+                for (t = 1; t <= 2; t++) {
+                    tool = (t == 1) ? "imgstore" : "registry"; k = imgs[i] SUBSEP scn SUBSEP tool
+                    if (!(k in runs)) continue
+                    m = median(k)
+                    printf "| %s | %s | %s | %s | %s | %s | %s | %d/%d |\n", imgs[i], substr(scn, 6),
+                        (tool == "imgstore") ? "imgstore serve" : "docker-registry",
+                        (m < 0) ? "n/a" : sprintf("%.3f", m), (m > 0) ? sprintf("%.0f", bytes[k] / 1e6 / m) : "n/a",
+                        (m < 0) ? "n/a" : sprintf("%.0f", rss[k] / 1024),
+                        (tool == "imgstore" && ms > 0 && mr > 0) ? sprintf("%.2f", mr / ms) : "",
+                        cnt[k] + 0, runs[k]
+                }
+            }
+        }' "$RESULTS"
+    echo
+    echo "Targets (issue 14): one pull at least as fast as docker-registry (ratio ≥ 1), 16 at once at least 1.5× its aggregate throughput, imgstore serve's peak RSS ≤ 64 MB. MB/s is the layout's blob bytes times the pulls over the time until the last ends; each pull also writes its oci: layout on the bench filesystem."
+    echo
 }
 
 # --- fetch by URL (issue 10) ------------------------------------------------------
@@ -1191,8 +1342,11 @@ AWK
                 }
             }' "$STAGES_TSV"
         echo
-        if want fetch; then fetch_report; fi
-        echo
+        if want fetch; then
+            fetch_report
+            echo
+        fi
+        if want serve; then serve_report; fi
         echo "Times include a final \`sync -f\` of the bench filesystem (\"cmd s\" leaves it out). Peak RSS for ctr is the client's plus containerd's (VmHWM, reset before each import). MB = 10^6 bytes; MB/s is the input archive (or layout) size over the median."
     } >"$tmp"
     mv "$tmp" "$REPORT"

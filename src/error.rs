@@ -85,6 +85,9 @@ pub enum Error {
     // Boxed: registry errors carry URLs and digests, and every Result of
     // the crate carries an Error.
     Registry(Box<crate::remote::registry::RegistryError>),
+    /// A registry server could not start.
+    #[error(transparent)]
+    Serve(#[from] crate::serve::ServeError),
     /// The store has no such blob.
     #[error("blob {0} is not in the store")]
     BlobNotFound(Digest),

@@ -5,8 +5,9 @@
 //! (from files, or by URL with HTTP caching and resume: [`Store::fetch`]),
 //! look images up by key prefix, tag or name and labels, read verified
 //! blobs and manifests, export OCI layouts, remove images, collect garbage
-//! and check the store. The blob tree, the SQL and the archive parsers are
-//! modules a user never names; errors are [`Error`], with kinds to match.
+//! and check the store; [`Server`] serves it to registry clients. The blob
+//! tree, the SQL and the archive parsers are modules a user never names;
+//! errors are [`Error`], with kinds to match.
 //!
 //! ```
 //! use imgstore::{ImportOptions, Store};
@@ -48,6 +49,7 @@ mod publish;
 mod remote;
 mod render;
 mod reserve;
+mod serve;
 mod signals;
 mod store;
 
@@ -85,5 +87,6 @@ pub use render::{
     DependencySpec, LayerName, LayerProblem, MemberProblem, RenderError, RenderOptions,
     RenderReport, Resolver,
 };
+pub use serve::{ServeError, ServeOptions, Server, ShutdownHandle};
 pub use signals::exit_on_interrupt;
 pub use store::Store;

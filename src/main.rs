@@ -7,8 +7,14 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let args = <cli::Args as clap::Parser>::parse();
+    let filter = match args.default_log_filter() {
+        Some(default) if std::env::var_os("IMGSTORE_LOG").is_none() => {
+            tracing_subscriber::EnvFilter::new(default)
+        }
+        _ => tracing_subscriber::EnvFilter::from_env("IMGSTORE_LOG"),
+    };
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_env("IMGSTORE_LOG"))
+        .with_env_filter(filter)
         .with_writer(io::stderr)
         .init();
     // Before any store is opened: Ctrl-C or a SIGTERM removes what this

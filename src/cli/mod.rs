@@ -8,6 +8,7 @@ mod progress;
 mod prompt;
 
 use std::io::{self, Write};
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -16,7 +17,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use imgstore::{
     ArchiveFormat, DEFAULT_JOBS, FetchOptions, FsckOptions, GcOptions, ImportOptions, Label,
-    LoginOptions, Platform, PullOptions, PushOptions, RenderOptions, Store,
+    LoginOptions, Platform, PullOptions, PushOptions, RenderOptions, ServeOptions, Server, Store,
 };
 
 use output::Printer;
@@ -247,6 +248,40 @@ enum Command {
         /// HOST[:PORT]
         registry: String,
     },
+    /// Serve the store's OCI images over the distribution API (pull, and push unless --read-only)
+    ///
+    /// Repositories are image names, tags the store's tags (NAME:TAG), else the version label of
+    /// an OCI image of that name; ACIs are not served. Logs one line per request (IMGSTORE_LOG
+    /// sets the level, info by default) and stops on SIGINT or SIGTERM, dropping uploads in
+    /// flight.
+    Serve {
+        /// Address to listen on (IP:PORT, or localhost:PORT)
+        #[arg(long, default_value = "127.0.0.1:5000", value_name = "ADDR", value_parser = parse_listen)]
+        listen: SocketAddr,
+        /// Refuse every push and delete
+        #[arg(long)]
+        read_only: bool,
+        /// Ask for Basic credentials, checked against this htpasswd file (bcrypt: htpasswd -B)
+        #[arg(long, value_name = "FILE")]
+        htpasswd: Option<PathBuf>,
+        /// Serve HTTPS with this certificate chain (PEM)
+        #[arg(long, value_name = "FILE", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The private key (PEM) of --tls-cert
+        #[arg(long, value_name = "FILE", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Drop upload sessions (and uploads no manifest named) idle this long
+        #[arg(long, default_value = "15m", value_name = "DURATION", value_parser = duration::parse)]
+        upload_timeout: Duration,
+    },
+}
+
+impl Args {
+    /// The log filter when `IMGSTORE_LOG` is not set, if the command has
+    /// one of its own: a server logs each request.
+    pub fn default_log_filter(&self) -> Option<&'static str> {
+        matches!(self.command, Command::Serve { .. }).then_some("imgstore=info")
+    }
 }
 
 fn jobs(s: &str) -> Result<usize, String> {
@@ -281,6 +316,17 @@ pub(crate) enum SortArg {
     Imported,
     Used,
     Size,
+}
+
+/// `IP:PORT`, or a name that resolves (`localhost:5000`): its first address.
+fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = s.parse() {
+        return Ok(addr);
+    }
+    s.to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {s:?}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{s:?} resolves to no address"))
 }
 
 fn parse_label(s: &str) -> Result<Label, String> {
@@ -578,6 +624,33 @@ pub fn run(args: Args) -> Result<ExitCode> {
             out.key_or_json(&pushed.key, &pushed)?;
         }
         Command::Login { .. } | Command::Logout { .. } => unreachable!("handled above"),
+        Command::Serve {
+            listen,
+            read_only,
+            htpasswd,
+            tls_cert,
+            tls_key,
+            upload_timeout,
+        } => {
+            let mut options = ServeOptions::new()
+                .listen(listen)
+                .read_only(read_only)
+                .upload_timeout(upload_timeout);
+            if let Some(htpasswd) = htpasswd {
+                options = options.htpasswd(htpasswd);
+            }
+            if let (Some(cert), Some(key)) = (tls_cert, tls_key) {
+                options = options.tls(cert, key);
+            }
+            let server = Server::bind(store, options)?;
+            let addr = server.local_addr();
+            if args.json {
+                out.json(&serde_json::json!({ "listen": addr }))?;
+            } else {
+                out.line(&addr.to_string())?;
+            }
+            server.run()?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -229,10 +229,15 @@ impl<'a, S: Source> Walk<'a, S> {
     }
 
     /// Walks from one descriptor, as if it were the only entry of a
-    /// layout's `index.json`, naming what it leads to by `naming` (a pull:
-    /// the manifest or index a reference led to).
-    pub fn walk_root(&mut self, desc: &Descriptor, naming: &Naming) -> Result<(), Error> {
-        self.visit(desc, "the manifest", Some(naming), &HashMap::new())?;
+    /// layout's `index.json`: a pull walks the manifest or
+    /// index a reference led to, `serve` a pushed one, named by `naming`.
+    pub fn walk_descriptor(
+        &mut self,
+        desc: &Descriptor,
+        what: &str,
+        naming: Option<&Naming>,
+    ) -> Result<(), Error> {
+        self.visit(desc, what, naming, &HashMap::new())?;
         Ok(())
     }
 

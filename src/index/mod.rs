@@ -21,6 +21,7 @@ mod identity;
 mod images;
 mod owner;
 mod remotes;
+mod repositories;
 mod sources;
 mod tags;
 
