@@ -15,7 +15,8 @@
 //! | `size`     | a file's length differs from its row's size    | row's size fixed (if the hash is right) |
 //! | `diff_id`  | (`--layers`) a layer does not decompress to its diff_id | treated as corrupt         |
 //! | `refcount` | a count differs from the sum of its edges      | recounted                           |
-//! | `orphan`   | a file in the tree no row names, or a temp file | deleted                            |
+//! | `orphan`   | a file in the tree no row names, or a temp file, or an entry of `trees/` no row names | deleted |
+//! | `tree`     | a kept tree's directory is gone, or (`--trees`) its contents differ from its fingerprint | row dropped, then directory |
 //!
 //! Rows are repaired first and files removed second, the order gc keeps,
 //! so a repair cut short leaves at worst orphans. No intent file records
@@ -49,6 +50,8 @@ pub struct FsckOptions {
     pub repair: bool,
     /// Also decompress layers and check their diff_ids.
     pub layers: bool,
+    /// Also re-walk every tree the store keeps against its fingerprint.
+    pub trees: bool,
 }
 
 impl FsckOptions {
@@ -66,6 +69,12 @@ impl FsckOptions {
     /// With `layers`, also decompress layers to check their diff_ids.
     pub fn layers(mut self, layers: bool) -> FsckOptions {
         self.layers = layers;
+        self
+    }
+
+    /// With `trees`, also re-walk the kept trees against their fingerprints.
+    pub fn trees(mut self, trees: bool) -> FsckOptions {
+        self.trees = trees;
         self
     }
 }
@@ -87,8 +96,12 @@ pub enum ProblemKind {
     DiffId,
     /// A count differs from the sum of its edges.
     Refcount,
-    /// A file no row names, or a temp file.
+    /// A file no row names, or a temp file, or an entry of `trees/` no
+    /// row names.
     Orphan,
+    /// A kept tree's directory is gone, or its contents changed since it
+    /// was rendered (`--trees`).
+    Tree,
 }
 
 impl ProblemKind {
@@ -102,6 +115,7 @@ impl ProblemKind {
             ProblemKind::DiffId => "diff_id",
             ProblemKind::Refcount => "refcount",
             ProblemKind::Orphan => "orphan",
+            ProblemKind::Tree => "tree",
         }
     }
 }
@@ -132,6 +146,8 @@ pub struct FsckReport {
     pub blobs_checked: u64,
     /// Their bytes.
     pub bytes_checked: u64,
+    /// Kept trees re-walked (`--trees`).
+    pub trees_checked: u64,
     /// What the check found.
     pub problems: Vec<Problem>,
     /// Whether `--repair` ran and a check afterwards found the store
@@ -177,9 +193,13 @@ impl fmt::Display for FsckReport {
                 p.detail
             )?;
         }
+        let trees = match self.trees_checked {
+            0 => String::new(),
+            n => format!(" and {n} trees"),
+        };
         writeln!(
             f,
-            "checked {} blobs ({} bytes): {} problems{}",
+            "checked {} blobs ({} bytes){trees}: {} problems{}",
             self.blobs_checked,
             self.bytes_checked,
             self.problems.len(),
@@ -198,6 +218,8 @@ struct Findings {
     doomed: Vec<PathBuf>,
     /// Rows whose size is wrong though the bytes are right.
     resize: Vec<(Digest, u64)>,
+    /// Kept trees whose rows must go.
+    trees: Vec<String>,
 }
 
 impl Findings {
@@ -253,6 +275,7 @@ impl Store {
             lost,
             doomed,
             resize,
+            trees,
         } = findings;
         // Rows first, files second (as gc). Files in the tree are recorded
         // by no intent, so the repair's commit asks the next gc to walk the
@@ -267,6 +290,7 @@ impl Store {
             crate::store::remove_path(&path)?;
             touched.extend(path.parent().map(Path::to_path_buf));
         }
+        self.repair_trees(&trees)?;
         report.remaining = self.check(options)?.report.problems;
         report.repaired = report.remaining.is_empty();
         // The check walked the whole tree: if it found no orphan, gc need
@@ -321,6 +345,10 @@ impl Store {
                 ),
             );
         }
+        let trees = self.check_trees(options.trees)?;
+        f.report.trees_checked = trees.checked;
+        f.report.problems.extend(trees.problems);
+        f.trees = trees.damaged;
         for edge in self.index.dangling_refs()? {
             f.problem(
                 ProblemKind::Index,

@@ -63,7 +63,7 @@ pub use platform::{Platform, PlatformError};
 pub use progress::{Progress, ProgressTask};
 pub use remote::http::{Op, RateLimit, RemoteError, RemoteErrorKind};
 pub use render::{
-    DependencySpec, LayerName, LayerProblem, MemberProblem, RenderError, RenderOptions,
-    RenderReport, Resolver,
+    DependencySpec, KeptTree, LayerName, LayerProblem, MemberProblem, RenderError, RenderOptions,
+    RenderReport, Resolver, TreeInfo,
 };
 pub use store::Store;

@@ -21,6 +21,7 @@ mod owner;
 mod remotes;
 mod sources;
 mod tags;
+mod trees;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -38,6 +39,7 @@ pub(crate) use images::{ImageFilter, NewImage};
 pub(crate) use owner::Owner;
 pub(crate) use remotes::NewRemote;
 pub(crate) use sources::FileIdentity;
+pub(crate) use trees::{NewTree, TreeRow};
 
 /// The migrations, in order. Migration `i` (0-based) moves the schema from
 /// version `i` to `i + 1`.
@@ -57,6 +59,12 @@ const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0004_gc_state.sql",
         include_str!("../../migrations/0004_gc_state.sql"),
+    ),
+    // 0005 (store identity) is taken by work not merged on this branch
+    // yet; it goes before this one.
+    (
+        "0006_trees.sql",
+        include_str!("../../migrations/0006_trees.sql"),
     ),
 ];
 
