@@ -149,12 +149,12 @@ impl Store {
         let id = tree_id(&plan, options.rootless);
         let trees = TreesDir::open(&self.root, true)?
             .ok_or_else(|| Error::Internal("trees/ vanished as it was made".into()))?;
-        if let Some(kept) = self.kept_tree(&trees, &id)? {
+        if let Some(kept) = self.kept_tree(&trees, &id, &info)? {
             return Ok(kept);
         }
         let _held = trees.lock(&id)?;
         // Another process may have rendered it while this one waited.
-        if let Some(kept) = self.kept_tree(&trees, &id)? {
+        if let Some(kept) = self.kept_tree(&trees, &id, &info)? {
             return Ok(kept);
         }
         // No complete tree has this id, so whatever has its name is a
@@ -229,7 +229,12 @@ impl Store {
 
     /// The recorded tree `id`, if its directory is there; records its use
     /// (and its image's).
-    fn kept_tree(&self, trees: &TreesDir, id: &str) -> Result<Option<KeptTree>, Error> {
+    fn kept_tree(
+        &self,
+        trees: &TreesDir,
+        id: &str,
+        image: &crate::image::ImageInfo,
+    ) -> Result<Option<KeptTree>, Error> {
         let Some(row) = self.index.tree(id)? else {
             return Ok(None);
         };
@@ -243,8 +248,8 @@ impl Store {
         if let Err(e) = self.index.touch_tree(&row) {
             tracing::debug!("cannot record the use of tree {id}: {e}");
         }
-        if let Err(e) = self.index.touch(&row.image) {
-            tracing::debug!("cannot record the use of {}: {e}", row.image);
+        if let Err(e) = self.index.touch_image(image) {
+            tracing::debug!("cannot record the use of {}: {e}", image.key);
         }
         Ok(Some(KeptTree {
             tree: tree_info(trees, row),
