@@ -14,7 +14,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use imgstore::{
-    ArchiveFormat, FsckOptions, GcOptions, ImportOptions, Label, Platform, RenderOptions, Store,
+    ArchiveFormat, FetchOptions, FsckOptions, GcOptions, ImportOptions, Label, Platform,
+    RenderOptions, Store,
 };
 
 use output::Printer;
@@ -54,6 +55,30 @@ enum Command {
         /// Accept an OCI layout whose referenced blobs are missing
         #[arg(long)]
         allow_missing: bool,
+    },
+    /// Download archives over HTTP(S) and import them (any format import reads), with rkt's cache
+    /// rules; prints each image key
+    ///
+    /// A URL whose last download is still fresh (Cache-Control: max-age) is not asked again while
+    /// its image is in the store; after that it is asked with If-None-Match, and a 304 transfers
+    /// nothing. A download that breaks is resumed, within the run and by the next fetch of the URL.
+    /// Credentials in the URL (https://user:secret@host/...) go to that host only, as Basic
+    /// authorization. HTTPS trusts the system's roots plus SSL_CERT_FILE and SSL_CERT_DIR.
+    Fetch {
+        #[arg(required = true, value_name = "URL")]
+        urls: Vec<String>,
+        /// Ask the server even within max-age, and without If-None-Match: always download
+        #[arg(long)]
+        no_cache: bool,
+        /// Flag the images as the latest of their names
+        #[arg(long)]
+        latest: bool,
+        /// Archive format [default: told by the contents]
+        #[arg(long, value_enum, default_value_t = FormatArg::Auto)]
+        format: FormatArg,
+        /// Decompress each layer while importing and check its diff_id
+        #[arg(long)]
+        verify_layers: bool,
     },
     /// List images
     Images {
@@ -189,6 +214,17 @@ enum FormatArg {
     Docker,
 }
 
+impl From<FormatArg> for ArchiveFormat {
+    fn from(f: FormatArg) -> ArchiveFormat {
+        match f {
+            FormatArg::Auto => ArchiveFormat::Auto,
+            FormatArg::Aci => ArchiveFormat::Aci,
+            FormatArg::Oci => ArchiveFormat::Oci,
+            FormatArg::Docker => ArchiveFormat::Docker,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub(crate) enum SortArg {
     Name,
@@ -220,12 +256,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         } => {
             let mut options = ImportOptions::new()
                 .latest(latest)
-                .format(match format {
-                    FormatArg::Auto => ArchiveFormat::Auto,
-                    FormatArg::Aci => ArchiveFormat::Aci,
-                    FormatArg::Oci => ArchiveFormat::Oci,
-                    FormatArg::Docker => ArchiveFormat::Docker,
-                })
+                .format(format.into())
                 .verify_layers(verify_layers)
                 .allow_missing(allow_missing);
             options.progress = progress::Bars::on_terminal();
@@ -242,6 +273,34 @@ pub fn run(args: Args) -> Result<ExitCode> {
             }
             if args.json {
                 out.json(&imported)?;
+            }
+        }
+        Command::Fetch {
+            urls,
+            no_cache,
+            latest,
+            format,
+            verify_layers,
+        } => {
+            let mut options = FetchOptions::new()
+                .no_cache(no_cache)
+                .latest(latest)
+                .format(format.into())
+                .verify_layers(verify_layers);
+            options.progress = progress::Bars::on_terminal();
+            let mut fetched = Vec::new();
+            for url in &urls {
+                // Library errors name the URL already.
+                let images = store.fetch(url, &options)?;
+                if !args.json {
+                    for image in &images {
+                        out.line(&image.key.to_string())?;
+                    }
+                }
+                fetched.extend(images);
+            }
+            if args.json {
+                out.json(&fetched)?;
             }
         }
         Command::Images { name, labels, sort } => {

@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
 use std::sync::{Arc, Mutex};
 
-use crate::compression::Compression;
+use crate::compression::{Compression, read_full};
 use crate::digest::{Algorithm, Digest};
 use crate::progress::Counter;
 
@@ -150,7 +150,7 @@ fn decompress(
                 .and_then(|mut spare| spare.pop())
                 .unwrap_or_default();
             buf.resize(CHUNK, 0);
-            match fill(&mut *reader, &mut buf) {
+            match read_full(&mut *reader, &mut buf) {
                 Ok(0) => break,
                 Ok(n) => {
                     buf.truncate(n);
@@ -196,20 +196,6 @@ fn open(input: &Input, progress: &Counter) -> io::Result<Box<dyn Read + Send>> {
         Compression::sniff(&head[..head.len().min(8)])
     };
     compression.decoder(file)
-}
-
-/// Reads until `buf` is full or the stream ends.
-fn fill(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 /// Why a layer's bytes stopped short.
