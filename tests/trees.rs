@@ -726,3 +726,149 @@ fn a_trees_directory_that_is_a_symlink_is_refused() {
     s.fails(&["gc"]);
     assert!(Path::new(outside.path()).is_dir());
 }
+
+/// Every way of naming one image — its key, a key prefix, name:version, a
+/// tag — and importing it again lead to the one tree it has.
+#[test]
+fn every_reference_to_an_image_and_a_reimport_share_its_tree() {
+    let s = store();
+    let mut l = Layout::new();
+    let d = add_image(&mut l, &layers(12), "amd64");
+    l.index.push(named(d, "example.com/app:1"));
+    let key = import_layout(&s, &l);
+    let first = render(&s, &[&key]);
+    assert_eq!(first["reused"], false);
+    s.ok(&["tag", &key, "mine:stable"]);
+    let prefix = &key[..key.find(':').unwrap() + 13];
+    for reference in [prefix, "example.com/app:1", "mine:stable", key.as_str()] {
+        let again = render(&s, &[reference]);
+        assert_eq!(again["reused"], true, "{reference}");
+        assert_eq!(again["tree"], first["tree"], "{reference}");
+    }
+    // Importing the same image again keeps its tree (DESIGN.md §4).
+    assert_eq!(import_layout(&s, &l), key);
+    let listed = trees(&s);
+    assert_eq!(
+        listed,
+        vec![first["tree"].clone()],
+        "re-import kept the tree row as it was"
+    );
+    let again = render(&s, &["example.com/app:1"]);
+    assert_eq!(
+        (again["reused"].clone(), path_of(&again)),
+        (Value::Bool(true), path_of(&first))
+    );
+    assert_eq!(tree_dirs(&s).len(), 1);
+    // Removing the tag leaves the tree, which belongs to the image.
+    s.ok(&["untag", "mine:stable"]);
+    assert_eq!(trees(&s).len(), 1);
+    assert_clean(&s, "after renders by every reference");
+}
+
+/// gc, whatever its `--grace`, treats a kept tree as it treats an image:
+/// unused for a month it stays, with its blobs (only `prune` removes
+/// either). What a killed render left is removed by the first gc, however
+/// young: no render runs while gc holds the store lock.
+#[test]
+fn gc_keeps_old_trees_and_removes_a_killed_render_at_once_whatever_the_grace() {
+    let (s, key) = with_image("example.com/app", 13);
+    let other = add_named(&s, "example.com/other", 14);
+    let kept = render(&s, &[&key]);
+    let conn = sql(&s);
+    conn.execute(
+        "UPDATE trees SET last_used = last_used - ?1, rendered_at = rendered_at - ?1",
+        [30 * DAY_MICROS],
+    )
+    .unwrap();
+    conn.execute(
+        "UPDATE images SET last_used = last_used - ?1",
+        [30 * DAY_MICROS],
+    )
+    .unwrap();
+    render_killed(&s, "render-after-layer:1", &other);
+    let left: Vec<String> = tree_dirs(&s)
+        .into_iter()
+        .filter(|n| n.starts_with(".tmp-"))
+        .collect();
+    assert_eq!(left.len(), 1, "{:?}", tree_dirs(&s));
+    let blobs = blob_rows(&s);
+
+    // A dry run counts it and removes nothing.
+    let dry: Value = serde_json::from_str(&s.ok(&["gc", "--json", "--dry-run"])).unwrap();
+    assert_eq!(
+        (dry["tree_dirs"].clone(), dry["tree_rows"].clone()),
+        (1.into(), 0.into()),
+        "{dry}"
+    );
+    assert_eq!(tree_dirs(&s).len(), 2);
+
+    for grace in ["1h", "30d"] {
+        let report: Value =
+            serde_json::from_str(&s.ok(&["gc", "--json", "--grace", grace])).unwrap();
+        let expected = if grace == "1h" { 1 } else { 0 };
+        assert_eq!(report["tree_dirs"], expected, "--grace {grace}: {report}");
+        assert_eq!(report["tree_rows"], 0, "--grace {grace}: {report}");
+        assert_eq!(
+            report["blobs"], 0,
+            "--grace {grace}: the tree and images hold theirs"
+        );
+        assert_eq!(
+            tree_dirs(&s),
+            vec![kept["tree"]["id"].as_str().unwrap().to_string()]
+        );
+        assert_eq!(trees(&s).len(), 1);
+        assert_eq!(blob_rows(&s), blobs);
+    }
+    assert_eq!(render(&s, &[&key])["reused"], true);
+    assert_clean(&s, "after gc");
+}
+
+/// `rm` removes the rows (durably) before the directories; killed in
+/// between, it leaves a directory no row names, which nothing hands out:
+/// fsck calls it an orphan, and gc, or the next render of that tree,
+/// removes it.
+#[test]
+fn rm_killed_before_removing_a_tree_leaves_only_garbage() {
+    for then_render in [false, true] {
+        let (s, key) = with_image("example.com/app", 15);
+        let tree = render(&s, &[&key]);
+        let out = s
+            .cmd(&["rm", &key])
+            .env("IMGSTORE_FAILPOINT", "trees-before-removal")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.signal(), Some(libc::SIGKILL), "{out:?}");
+        assert!(trees(&s).is_empty(), "the row went first");
+        assert!(
+            !s.ok(&["images", "--json"]).contains(&key),
+            "the image went"
+        );
+        assert!(path_of(&tree).is_dir(), "killed before its directory went");
+        let problems = fsck(&s, &[]);
+        assert!(
+            problems.len() == 1
+                && problems[0].0 == "orphan"
+                && problems[0].2.contains("no row names"),
+            "{problems:?}"
+        );
+        if then_render {
+            // The image again: its tree has the same id, and the leftover
+            // under that name is removed and rendered anew, not handed out.
+            let mut l = Layout::new();
+            let d = add_image(&mut l, &layers(15), "amd64");
+            l.index.push(named(d, "example.com/app:1"));
+            assert_eq!(import_layout(&s, &l), key);
+            std::fs::write(path_of(&tree).join("planted"), b"").unwrap();
+            let again = render(&s, &[&key]);
+            assert_eq!(again["reused"], false);
+            assert_eq!(path_of(&again), path_of(&tree));
+            assert!(!path_of(&again).join("planted").exists());
+        } else {
+            let report = gc(&s);
+            assert_eq!(report["tree_dirs"], 1, "{report}");
+            assert_eq!(report["blobs"], 4, "{report}");
+            assert!(tree_dirs(&s).is_empty());
+        }
+        assert_clean(&s, &format!("rm killed, then render: {then_render}"));
+    }
+}

@@ -220,9 +220,10 @@ impl Index {
     /// Images of each name beyond the newest `keep` whose last use is
     /// before `cutoff` (unix microseconds), removed in one transaction so
     /// that a use recorded meanwhile is never lost. Returns the removed
-    /// images, and the names of the trees that went with them.
+    /// images, and the names of the trees that went with them; the commit
+    /// is durable, as the caller removes those trees' directories next.
     pub fn prune(&self, cutoff: i64, keep: usize) -> Result<(Vec<ImageInfo>, Vec<String>), Error> {
-        let mut conn = self.conn()?;
+        let mut conn = self.durable_conn()?;
         let tx = conn.transaction().map_err(Error::sql("begin prune"))?;
         let keys: Vec<String> = tx
             .prepare(

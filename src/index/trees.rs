@@ -188,9 +188,10 @@ impl Index {
     /// Removes an image row — its labels, tags, remotes and trees go with
     /// it, and the triggers release their references — and returns the
     /// names of the trees, whose directories the caller removes next;
-    /// `None` if there was no such image.
+    /// `None` if there was no such image. The commit is durable, as
+    /// [`Index::remove_trees`]'s.
     pub fn remove_image_and_trees(&self, key: &Digest) -> Result<Option<Vec<String>>, Error> {
-        let mut conn = self.conn()?;
+        let mut conn = self.durable_conn()?;
         let tx = conn.transaction().map_err(Error::sql("begin remove"))?;
         let key = key.to_string();
         let trees = tree_names_of_image(&tx, &key)?;
@@ -202,9 +203,9 @@ impl Index {
     }
 
     /// Removes the trees last used before `cutoff` (unix microseconds) in
-    /// one transaction; returns them.
+    /// one durable transaction, as [`Index::remove_trees`]; returns them.
     pub fn prune_trees(&self, cutoff: i64) -> Result<Vec<TreeRow>, Error> {
-        let mut conn = self.conn()?;
+        let mut conn = self.durable_conn()?;
         let tx = conn.transaction().map_err(Error::sql("begin prune"))?;
         let doomed = query_trees(&tx, "WHERE t.last_used < ? ORDER BY t.name", [cutoff])?;
         for tree in &doomed {

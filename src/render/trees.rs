@@ -273,6 +273,7 @@ impl Store {
         for name in names {
             let _held = trees.lock(name)?;
             if self.index.tree(name)?.is_none() {
+                crate::failpoint::hit("trees-before-removal");
                 trees.remove(name.as_bytes())?;
             }
         }
