@@ -31,12 +31,14 @@ mod export;
 mod failpoint;
 mod fsck;
 mod gc;
+mod identity;
 mod image;
 mod import;
 mod index;
 mod intents;
 mod layer;
 mod lock;
+mod nofollow;
 mod oci;
 mod parallel;
 mod platform;
@@ -46,12 +48,16 @@ mod publish;
 mod remote;
 mod render;
 mod reserve;
+mod signals;
 mod store;
 
 pub use blobs::VerifiedReader;
 pub use compression::Compression;
 pub use digest::{Algorithm, Digest, DigestError, KeyPrefix};
-pub use error::{ArchiveError, ArchiveErrorKind, DecompressError, Error, IndexError, ResolveError};
+pub use error::{
+    ArchiveError, ArchiveErrorKind, DecompressError, Error, IndexError, NotAStoreReason,
+    ResolveError,
+};
 pub use fsck::{FsckOptions, FsckReport, Problem, ProblemKind};
 pub use gc::GcOptions;
 pub use image::{
@@ -68,4 +74,5 @@ pub use render::{
     DependencySpec, KeptTree, LayerName, LayerProblem, MemberProblem, RenderError, RenderOptions,
     RenderReport, Resolver, TreeInfo,
 };
+pub use signals::exit_on_interrupt;
 pub use store::Store;

@@ -243,8 +243,15 @@ fn parse_platform(s: &str) -> Result<Platform, String> {
 
 pub fn run(args: Args) -> Result<ExitCode> {
     let dir = args.store.clone().unwrap_or_else(Store::default_dir);
-    let store =
-        Store::open(&dir).with_context(|| format!("cannot open store {}", dir.display()))?;
+    // Commands that free space may spend the store's reserve to open it on
+    // a full disk; the others may not.
+    let store = match args.command {
+        Command::Rm { .. } | Command::Gc { .. } | Command::Prune { .. } => {
+            Store::open_for_cleanup(&dir)
+        }
+        _ => Store::open(&dir),
+    }
+    .with_context(|| format!("cannot open store {}", dir.display()))?;
     let out = Printer::new(args.json, args.full);
     match args.command {
         Command::Import {

@@ -94,6 +94,30 @@ impl Index {
             .collect()
     }
 
+    /// Every OCI image manifest the store holds, by digest: the manifests
+    /// of OCI images, and blobs recorded with a manifest media type (those
+    /// an image index holds). `fsck --layers` reads them, one at a time,
+    /// for the diff_ids their configs name.
+    pub fn oci_manifests(&self) -> Result<Vec<Digest>, Error> {
+        let conn = self.conn()?;
+        let digests: Vec<String> = conn
+            .prepare(
+                "SELECT b.digest FROM images i JOIN blobs b ON b.id = i.manifest \
+                   WHERE i.format = 'oci' \
+                 UNION SELECT digest FROM blobs WHERE media_type IN (?1, ?2) \
+                 ORDER BY 1",
+            )
+            .and_then(|mut s| {
+                s.query_map(
+                    [crate::oci::OCI_MANIFEST, crate::oci::DOCKER_MANIFEST],
+                    |r| r.get(0),
+                )?
+                .collect::<rusqlite::Result<Vec<String>>>()
+            })
+            .map_err(Error::sql("list image manifests"))?;
+        digests.iter().map(|d| parse_digest(d)).collect()
+    }
+
     /// What `PRAGMA quick_check` finds wrong (empty when it says `ok`).
     pub fn quick_check(&self) -> Result<Vec<String>, Error> {
         let conn = self.conn()?;

@@ -47,19 +47,18 @@
 //! following a link inside it.
 
 use std::collections::HashSet;
-use std::ffi::CStr;
+use std::ffi::OsStr;
 use std::fs::File;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags};
+use rustix::fs::{Mode, OFlags, RenameFlags};
 use rustix::io::Errno;
 use serde::Serialize;
 
 use super::fingerprint::{Fingerprint, fingerprint};
-use super::root::remove_all;
 use super::{RenderOptions, RenderPlan, RenderReport};
 use crate::digest::{Algorithm, Digest};
 use crate::error::Error;
@@ -67,9 +66,12 @@ use crate::fsck::{Problem, ProblemKind};
 use crate::image::ImageFormat;
 use crate::index::{Commit, NewTree, TreeRow};
 use crate::lock::LockMode;
+use crate::nofollow::{Dir, Kind};
 use crate::publish::Publication;
 use crate::store::Store;
 
+/// The store's directory of trees.
+const TREES: &str = "trees";
 /// The lock file in `trees/`: never removed, so that a lock on it always
 /// means the same file.
 const LOCK_FILE: &[u8] = b".lock";
@@ -147,7 +149,7 @@ impl Store {
         let info = self.image(key)?;
         let plan = self.plan_render(&info, options)?;
         let id = tree_id(&plan, options.rootless);
-        let trees = TreesDir::open(&self.root, true)?
+        let trees = TreesDir::open(self.tree.root(), true)?
             .ok_or_else(|| Error::Internal("trees/ vanished as it was made".into()))?;
         if let Some(kept) = self.kept_tree(&trees, &id, &info)? {
             return Ok(kept);
@@ -240,7 +242,7 @@ impl Store {
         };
         // A row whose directory someone removed: rendered anew, and the
         // new row replaces it.
-        if trees.kind(id.as_bytes())? != Some(FileType::Directory) {
+        if trees.kind(id.as_bytes())? != Some(Kind::Dir) {
             return Ok(None);
         }
         // Last use is a hint for prune: handing out a tree does not fail
@@ -267,7 +269,7 @@ impl Store {
         }
         // Shared, as a render: a gc sweeping trees/ waits, and waits for us.
         let _lock = self.lock(LockMode::Shared, true)?;
-        let Some(trees) = TreesDir::open(&self.root, false)? else {
+        let Some(trees) = TreesDir::open(self.tree.root(), false)? else {
             return Ok(());
         };
         for name in names {
@@ -286,13 +288,13 @@ impl Store {
     /// garbage, and removes every entry no row names. Returns how many
     /// directories and rows went (or, with `dry_run`, would go).
     pub(crate) fn sweep_trees(&self, dry_run: bool) -> Result<(u64, u64), Error> {
-        let Some(trees) = TreesDir::open(&self.root, false)? else {
+        let Some(trees) = TreesDir::open(self.tree.root(), false)? else {
             return Ok((0, 0));
         };
         let rows = self.index.trees()?;
         let mut vanished = Vec::new();
         for row in &rows {
-            if trees.kind(row.name.as_bytes())? != Some(FileType::Directory) {
+            if trees.kind(row.name.as_bytes())? != Some(Kind::Dir) {
                 vanished.push(row.name.clone());
             }
         }
@@ -325,14 +327,14 @@ impl Store {
     /// their fingerprint.
     pub(crate) fn check_trees(&self, rehash: bool) -> Result<TreeCheck, Error> {
         let mut check = TreeCheck::default();
-        let Some(trees) = TreesDir::open(&self.root, false)? else {
+        let Some(trees) = TreesDir::open(self.tree.root(), false)? else {
             return Ok(check);
         };
         let rows = self.index.trees()?;
         for row in &rows {
             let path = trees.path_of(row.name.as_bytes());
             let what = describe(row, &path);
-            let found = if trees.kind(row.name.as_bytes())? != Some(FileType::Directory) {
+            let found = if trees.kind(row.name.as_bytes())? != Some(Kind::Dir) {
                 Some(format!("{what}: its directory is gone"))
             } else if rehash {
                 check.checked += 1;
@@ -438,7 +440,7 @@ fn tree_id(plan: &RenderPlan, rootless: bool) -> String {
 }
 
 fn trees_path(root: &Path) -> PathBuf {
-    root.join("trees")
+    root.join(TREES)
 }
 
 fn tree_info(trees: &TreesDir, row: TreeRow) -> TreeInfo {
@@ -468,90 +470,66 @@ fn tree_info_at(dir: &Path, row: TreeRow) -> TreeInfo {
     }
 }
 
-/// `<store>/trees`, open.
+/// `<store>/trees`, open: reached from the store's root without following
+/// a link ([`crate::nofollow`]), like every directory of the store.
 pub(crate) struct TreesDir {
-    fd: OwnedFd,
+    dir: Dir,
     path: PathBuf,
 }
 
 impl TreesDir {
-    /// Opens `<store>/trees` without following a link (the store never
-    /// follows one out of its own directories), making it with `create`;
-    /// `None` if it is not there and not to be made.
-    fn open(root: &Path, create: bool) -> Result<Option<TreesDir>, Error> {
-        let path = trees_path(root);
-        if create {
-            match rustix::fs::mkdir(&path, Mode::from_raw_mode(0o755)) {
-                Ok(()) | Err(Errno::EXIST) => {}
-                Err(e) => return Err(Error::io("create", &path, e.into())),
+    /// Opens `<store>/trees` (a link there is refused), making it with
+    /// `create`; `None` if it is not there and not to be made.
+    fn open(root: &Dir, create: bool) -> Result<Option<TreesDir>, Error> {
+        let dir = if create {
+            let (dir, created) = root.sub_or_create(TREES)?;
+            if created {
+                root.sync()?;
             }
-        }
-        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        match rustix::fs::open(&path, flags, Mode::empty()) {
-            Ok(fd) => Ok(Some(TreesDir { fd, path })),
-            Err(Errno::NOENT) if !create => Ok(None),
-            Err(e @ (Errno::LOOP | Errno::NOTDIR)) => Err(Error::io(
-                "open (it must be a directory, not a symbolic link)",
-                &path,
-                e.into(),
-            )),
-            Err(e) => Err(Error::io("open", &path, e.into())),
-        }
+            dir
+        } else {
+            match root.try_sub(TREES)? {
+                Some(dir) => dir,
+                None => return Ok(None),
+            }
+        };
+        let path = dir.path().to_path_buf();
+        Ok(Some(TreesDir { dir, path }))
     }
 
     fn path_of(&self, name: &[u8]) -> PathBuf {
-        self.path.join(std::ffi::OsStr::from_bytes(name))
+        self.dir.child_path(OsStr::from_bytes(name))
     }
 
     /// What `name` is, not following a link; `None` if nothing.
-    fn kind(&self, name: &[u8]) -> Result<Option<FileType>, Error> {
-        match rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(st) => Ok(Some(FileType::from_raw_mode(st.st_mode))),
-            Err(Errno::NOENT) => Ok(None),
-            Err(e) => Err(Error::io("read", &self.path_of(name), e.into())),
-        }
+    fn kind(&self, name: &[u8]) -> Result<Option<Kind>, Error> {
+        Ok(self.dir.meta(OsStr::from_bytes(name))?.map(|m| m.kind))
     }
 
     /// Every entry but the lock file.
     fn entries(&self) -> Result<Vec<Vec<u8>>, Error> {
-        let io = |e: Errno| Error::io("read directory", &self.path, e.into());
-        let listing = rustix::fs::openat(
-            &self.fd,
-            c".",
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(io)?;
-        let mut out = Vec::new();
-        for entry in rustix::fs::Dir::new(listing).map_err(io)? {
-            let entry = entry.map_err(io)?;
-            let name: &CStr = entry.file_name();
-            let name = name.to_bytes();
-            if name != b"." && name != b".." && name != LOCK_FILE {
-                out.push(name.to_vec());
-            }
-        }
-        out.sort();
-        Ok(out)
+        Ok(self
+            .dir
+            .entries()?
+            .into_iter()
+            .map(|e| e.name.into_vec())
+            .filter(|name| name != LOCK_FILE)
+            .collect())
     }
 
     /// Removes an entry and all it holds, following no link; nothing there
     /// is no error.
     fn remove(&self, name: &[u8]) -> Result<(), Error> {
-        remove_all(self.fd.as_fd(), name, &mut |_| {})
-            .map_err(|e| Error::io("remove", &self.path_of(name), e))
+        self.dir.remove(OsStr::from_bytes(name))
     }
 
     fn sync(&self) -> Result<(), Error> {
-        rustix::fs::fsync(&self.fd).map_err(|e| Error::io("fsync directory", &self.path, e.into()))
+        self.dir.sync()
     }
 
     fn try_clone(&self) -> Result<TreesDir, Error> {
         Ok(TreesDir {
-            fd: self
-                .fd
-                .try_clone()
-                .map_err(|e| Error::io("open", &self.path, e))?,
+            dir: self.dir.reopen()?,
             path: self.path.clone(),
         })
     }
@@ -565,7 +543,7 @@ impl TreesDir {
                 std::process::id(),
             ) as u32;
             let staging = format!("{STAGING_PREFIX}{id}-{random:08x}");
-            match rustix::fs::mkdirat(&self.fd, staging.as_str(), Mode::from_raw_mode(0o755)) {
+            match rustix::fs::mkdirat(&self.dir, staging.as_str(), Mode::from_raw_mode(0o755)) {
                 Ok(()) => {
                     return Ok(StagedTree {
                         dir: self.try_clone()?,
@@ -595,7 +573,7 @@ impl TreesDir {
     fn lock(&self, id: &str) -> Result<TreeLock, Error> {
         let path = self.path_of(LOCK_FILE);
         let fd = rustix::fs::openat(
-            &self.fd,
+            &self.dir,
             LOCK_FILE,
             OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::from_raw_mode(0o644),
@@ -670,7 +648,7 @@ impl StagedTree {
     fn seal(&mut self) -> Result<Fingerprint, Error> {
         let path = self.path();
         let (synced, print) = std::thread::scope(|scope| {
-            let sync = scope.spawn(|| rustix::fs::syncfs(&self.dir.fd));
+            let sync = scope.spawn(|| rustix::fs::syncfs(&self.dir.dir));
             let print = fingerprint(&path);
             (sync.join(), print)
         });
@@ -694,9 +672,9 @@ impl StagedTree {
             )));
         }
         rustix::fs::renameat_with(
-            &self.dir.fd,
+            &self.dir.dir,
             self.staging.as_str(),
-            &self.dir.fd,
+            &self.dir.dir,
             self.id.as_str(),
             RenameFlags::NOREPLACE,
         )
