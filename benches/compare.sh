@@ -725,6 +725,20 @@ import_round() { # import_round IMG R — every import scenario once
     fresh
 }
 
+# awk functions the fetch and render tables share: medians over rounds of
+# arr[key, 1..cnt[key]], and how figures print.
+STATS_AWK='
+function sortn(a, n,    i, j, t) { for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t } }
+function med(arr, key,    n, i, v) {
+    n = cnt[key]; if (n == 0) return -1
+    for (i = 1; i <= n; i++) v[i] = arr[key, i]
+    sortn(v, n)
+    return (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+}
+function fmt(x) { return x < 0 ? "n/a" : sprintf("%.3f", x) }
+function ratio(a, b) { return (a < 0 || b <= 0) ? "n/a" : sprintf("%.2f", a / b) }
+'
+
 # --- fetch by URL (issue 10) ------------------------------------------------------
 # `imgstore fetch` of the ACI and of the oci-archive from nginx on loopback,
 # against `imgstore import` of the same local file and against `curl -o` of it
@@ -842,16 +856,8 @@ fetch_report() { # the fetch table, from $RESULTS (markdown on stdout)
     echo
     echo "nginx on loopback serving the archive; \`curl+import\` is \`curl -o F URL && imgstore import F\`. Targets: unthrottled, fetch ≤ 1.2 × import of the local file; at \`limit_rate 100m\`, fetch ≤ 0.8 × curl+import; peak RSS ≤ 64 MB."
     echo
-    awk -F'\t' -v images="${IMAGES[*]}" '
-        function sortn(a, n,    i, j, t) { for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t } }
-        function median(key,    n, i, v) {
-            n = cnt[key]; if (n == 0) return -1
-            for (i = 1; i <= n; i++) v[i] = val[key, i]
-            sortn(v, n)
-            return (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
-        }
-        function fmt(x) { return x < 0 ? "n/a" : sprintf("%.3f", x) }
-        function ratio(a, b) { return (a < 0 || b <= 0) ? "n/a" : sprintf("%.2f", a / b) }
+    awk -F'\t' -v images="${IMAGES[*]}" "$STATS_AWK"'
+        function median(key) { return med(val, key) }
         $1 == "image" || $2 !~ /^fetch-/ { next }
         { key = $1 SUBSEP $2 SUBSEP $3; if ($5 == "ok") { val[key, ++cnt[key]] = $6 + 0; if ($8 + 0 > rss[key]) rss[key] = $8 + 0 } }
         END {
@@ -972,16 +978,7 @@ render_report() { # the render table, from $RESULTS (markdown on stdout)
     echo
     echo "\`imgstore render --rootless IMAGE DIR\` against \`umoci raw unpack --rootless\` of the same OCI layout; render-kept is \`render IMAGE\` into a tree the store keeps, render-again the same command handing it out (cold cache; its time is the command alone). Targets: render ≤ 0.5 × umoci and ≤ 1.3 × the limit (gunzip, sha256 and a durable write of each layer, on $CORES cores); peak RSS ≤ 64 MB; render-again ≤ 20 ms."
     echo
-    awk -F'\t' -v images="${IMAGES[*]}" '
-        function sortn(a, n,    i, j, t) { for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t } }
-        function med(arr, key,    n, i, v) {
-            n = cnt[key]; if (n == 0) return -1
-            for (i = 1; i <= n; i++) v[i] = arr[key, i]
-            sortn(v, n)
-            return (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
-        }
-        function fmt(x) { return x < 0 ? "n/a" : sprintf("%.3f", x) }
-        function ratio(a, b) { return (a < 0 || b <= 0) ? "n/a" : sprintf("%.2f", a / b) }
+    awk -F'\t' -v images="${IMAGES[*]}" "$STATS_AWK"'
         $1 == "image" || $2 !~ /^render/ { next }
         { key = $1 SUBSEP $2 SUBSEP $3; if ($5 == "ok") { n = ++cnt[key]; secs[key, n] = $6 + 0; cmd[key, n] = $7 + 0; if ($8 + 0 > rss[key]) rss[key] = $8 + 0; b[$1] = $9 } }
         END {

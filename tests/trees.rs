@@ -396,19 +396,7 @@ fn options_make_distinct_trees() {
         &[Layer::new().file("arch", b"arm64").build()],
         "arm64",
     );
-    let with_platform = |mut d: Value, arch: &str| {
-        d["platform"] = serde_json::json!({ "os": "linux", "architecture": arch });
-        d
-    };
-    let index = builder::index_json(vec![
-        with_platform(amd, "amd64"),
-        with_platform(arm, "arm64"),
-    ]);
-    let index_digest = l.blob("sha256", &index);
-    l.index.push(named(
-        desc(builder::INDEX, &index_digest, index.len()),
-        "multi:1",
-    ));
+    let index_digest = l.platform_index(vec![(amd, "amd64"), (arm, "arm64")], "multi:1");
     import_layout(&s, &l);
 
     let a = render(&s, &["--platform", "linux/amd64", "multi:1"]);
