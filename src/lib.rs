@@ -84,8 +84,8 @@ pub use remote::registry::push::{PushOptions, Pushed};
 pub use remote::registry::reference::ReferenceError;
 pub use remote::registry::token::TokenError;
 pub use render::{
-    DependencySpec, LayerName, LayerProblem, MemberProblem, RenderError, RenderOptions,
-    RenderReport, Resolver,
+    DependencySpec, KeptTree, LayerName, LayerProblem, MemberProblem, RenderError, RenderOptions,
+    RenderReport, Resolver, TreeInfo,
 };
 pub use serve::{ServeError, ServeOptions, Server, ShutdownHandle};
 pub use signals::exit_on_interrupt;

@@ -164,6 +164,11 @@ enum Command {
         /// Also decompress layers and check their diff_ids
         #[arg(long)]
         layers: bool,
+        /// Also re-walk every tree the store keeps against the fingerprint taken when it was
+        /// rendered (paths, types, modes, owners, link targets, contents); --repair drops a
+        /// changed one
+        #[arg(long)]
+        trees: bool,
     },
     /// Write images as an OCI image layout (directory, or FILE.tar)
     Export {
@@ -173,18 +178,30 @@ enum Command {
         #[arg(long, value_name = "DIR|FILE.tar")]
         oci: PathBuf,
     },
-    /// Unpack an image's root filesystem into DIR (created; an existing DIR must be empty)
+    /// Unpack an image's root filesystem into DIR, or into a tree the store keeps; prints the
+    /// root filesystem's path
     ///
     /// An OCI image's layers are applied in order, with their whiteouts, into DIR; an appc
     /// image becomes DIR/manifest and DIR/rootfs/ (its dependencies first). Nothing outside
-    /// DIR is ever written or followed. On failure DIR is removed again.
+    /// DIR is ever written or followed. DIR is created (an existing DIR must be empty); on
+    /// failure DIR is removed again.
+    ///
+    /// Without DIR the image is rendered into <store>/trees/<id>/, kept, and handed out again
+    /// at once to the next `render` of the same image with the same options; a tree is handed
+    /// out only once it is complete and on disk. See `imgstore trees`.
     Render {
         image: String,
-        dir: PathBuf,
+        dir: Option<PathBuf>,
         /// The platform to render from a multi-platform image [default: this machine's]
         #[arg(long, value_name = "OS/ARCH[/VARIANT]", value_parser = parse_platform)]
         platform: Option<Platform>,
+        /// Render as an ordinary user would (as `umoci unpack --rootless`): files owned by the
+        /// caller, no device nodes, no setuid or setgid bits [default: when not root]
+        #[arg(long)]
+        rootless: bool,
     },
+    /// List the trees the store keeps (rendered by `render IMAGE` without DIR)
+    Trees,
     /// List remotes: where blobs were fetched from, with their cache facts
     Remotes,
     /// Disk use by images, shared blobs and garbage
@@ -529,6 +546,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             out.gc(&report)?;
         }
         Command::Prune { unused_for, keep } => {
+            let trees = store.prune_trees(unused_for)?;
             let removed = store.prune(unused_for, keep)?;
             if args.json {
                 out.json(&removed)?;
@@ -536,10 +554,22 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 for image in &removed {
                     out.line(&image.key.to_string())?;
                 }
+                for tree in &trees {
+                    out.line(&tree.path.display().to_string())?;
+                }
             }
         }
-        Command::Fsck { repair, layers } => {
-            let report = store.fsck(&FsckOptions::new().repair(repair).layers(layers))?;
+        Command::Fsck {
+            repair,
+            layers,
+            trees,
+        } => {
+            let report = store.fsck(
+                &FsckOptions::new()
+                    .repair(repair)
+                    .layers(layers)
+                    .trees(trees),
+            )?;
             if args.json {
                 out.json(&report)?;
             } else {
@@ -563,22 +593,41 @@ pub fn run(args: Args) -> Result<ExitCode> {
             image,
             dir,
             platform,
+            rootless,
         } => {
             let key = store.resolve(&image)?;
-            let options = RenderOptions {
+            let mut options = RenderOptions {
                 platform,
                 ..RenderOptions::default()
             };
-            let report = store.render(&key, &dir, &options)?;
-            for warning in &report.warnings {
-                eprintln!("warning: {warning}");
-            }
-            if args.json {
-                out.json(&report)?;
-            } else {
-                out.line(&report.rootfs.display().to_string())?;
+            options.rootless |= rootless;
+            options.progress = progress::Bars::on_terminal();
+            match dir {
+                Some(dir) => {
+                    let report = store.render(&key, &dir, &options)?;
+                    for warning in &report.warnings {
+                        eprintln!("warning: {warning}");
+                    }
+                    if args.json {
+                        out.json(&report)?;
+                    } else {
+                        out.line(&report.rootfs.display().to_string())?;
+                    }
+                }
+                None => {
+                    let kept = store.render_tree(&key, &options)?;
+                    for warning in kept.report.iter().flat_map(|r| &r.warnings) {
+                        eprintln!("warning: {warning}");
+                    }
+                    if args.json {
+                        out.json(&kept)?;
+                    } else {
+                        out.line(&kept.tree.rootfs.display().to_string())?;
+                    }
+                }
             }
         }
+        Command::Trees => out.trees(&store.trees()?)?,
         Command::Remotes => out.remotes(&store.remotes()?)?,
         Command::Du => out.du(&store.du()?)?,
         Command::Pull {

@@ -271,18 +271,6 @@ impl Index {
         }
         self.touch(&info.key)
     }
-
-    /// Removes an image row; its labels, tags and remotes go with it, and the
-    /// triggers release its references. Returns false if there was none.
-    pub fn remove_image(&self, key: &Digest) -> Result<bool, Error> {
-        let mut conn = self.conn()?;
-        let tx = conn.transaction().map_err(Error::sql("begin remove"))?;
-        let n = tx
-            .execute("DELETE FROM images WHERE key = ?", [key.to_string()])
-            .map_err(Error::sql(format!("remove image {key}")))?;
-        tx.commit().map_err(Error::sql("commit remove"))?;
-        Ok(n > 0)
-    }
 }
 
 /// A query for images of an optional name that carry every given label
