@@ -1039,7 +1039,7 @@ fetch_report() { # the fetch table, from $RESULTS (markdown on stdout)
 }
 # --- end of fetch by URL ----------------------------------------------------------
 
-# === registry scenarios (issue 11): pull, push, re-pull ===================
+# === registry scenarios (issue 11): pull, push, re-pull ==========================
 # A private docker-registry (Debian's distribution 2.8) on 127.0.0.1, plain HTTP,
 # its storage on the bench filesystem, holding each image as bench/IMG:latest
 # (pushed once by skopeo from the layout, untimed). Each round, fresh destinations:
@@ -1194,7 +1194,6 @@ registry_ctr_fetch() { # IMG R BYTES REF
     fresh
 }
 # === end of the registry scenarios ================================================
-=======
 # --- render (issue 12) ------------------------------------------------------------
 # `imgstore render --rootless IMAGE DIR` of the image imported from its OCI
 # layout (render), against `umoci raw unpack --rootless` of the same layout,
