@@ -299,6 +299,12 @@ impl Args {
     pub fn default_log_filter(&self) -> Option<&'static str> {
         matches!(self.command, Command::Serve { .. }).then_some("imgstore=info")
     }
+
+    /// Whether the command handles SIGINT and SIGTERM itself (a server
+    /// drops its uploads and stops), instead of exiting at once.
+    pub fn stops_on_signals(&self) -> bool {
+        matches!(self.command, Command::Serve { .. })
+    }
 }
 
 fn jobs(s: &str) -> Result<usize, String> {
