@@ -237,6 +237,10 @@ pub struct DiskUsage {
     pub garbage_blobs: u64,
     /// Their bytes.
     pub garbage_bytes: u64,
+    /// Rendered trees the store keeps (`trees/`).
+    pub trees: u64,
+    /// Their file bytes (hard links counted once), as rendered.
+    pub tree_bytes: u64,
     /// Bytes in `tmp/`: imports in flight, partial downloads, leftovers.
     pub temp_bytes: u64,
     /// Bytes of the index database (with its WAL).

@@ -215,6 +215,11 @@ impl Printer {
                 d.garbage_blobs.to_string(),
                 bytes(d.garbage_bytes),
             ],
+            vec![
+                "kept trees".into(),
+                d.trees.to_string(),
+                bytes(d.tree_bytes),
+            ],
             vec!["temp files".into(), "".into(), bytes(d.temp_bytes)],
             vec!["index".into(), "".into(), bytes(d.index_bytes)],
         ];
