@@ -22,7 +22,9 @@ fn main() -> ExitCode {
             {
                 return ExitCode::SUCCESS;
             }
-            let _ = writeln!(io::stderr(), "error: {err:#}");
+            // One line, whatever the arguments and names in it hold.
+            let message = format!("{err:#}");
+            let _ = writeln!(io::stderr(), "error: {}", cli::output::escape(&message));
             ExitCode::FAILURE
         }
     }

@@ -6,7 +6,8 @@ use serde_json::{Map, Value};
 
 use crate::digest::Digest;
 use crate::error::ArchiveErrorKind;
-use crate::image::Label;
+use crate::image::{self, Label};
+use crate::json;
 
 /// What the store keeps of a valid manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,6 +82,14 @@ fn document(reason: String) -> Invalid {
 }
 
 pub(crate) fn parse(bytes: &[u8]) -> Result<AciManifest, Invalid> {
+    // As for OCI documents: a key given twice could mean two things.
+    if let Some(dup) = json::duplicate_key(bytes) {
+        return Err(ArchiveErrorKind::DuplicateKey {
+            what: "manifest".into(),
+            key: dup.key,
+            path: dup.path,
+        });
+    }
     let value: Value =
         serde_json::from_slice(bytes).map_err(|e| document(format!("is not valid JSON: {e}")))?;
     let obj = value
@@ -102,10 +111,14 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<AciManifest, Invalid> {
         )
     })?;
     let name = string_field(obj, "name")?;
+    image::check_len("manifest field name", name, image::MAX_NAME_BYTES)?;
     if !is_ac_identifier(name) {
         return Err(invalid(
             "name",
-            format!("{name:?} is not an AC identifier (lower-case letters, digits and -._~/)"),
+            format!(
+                "{} is not an AC identifier (lower-case letters, digits and -._~/)",
+                image::quoted(name)
+            ),
         ));
     }
 
@@ -182,6 +195,12 @@ fn parse_labels(v: &Value, field: &str) -> Result<Vec<Label>, Invalid> {
     let arr = v
         .as_array()
         .ok_or_else(|| invalid(field, "is not an array"))?;
+    // Refused before any is looked at: the cost of a refusal is the parse.
+    image::check_count(
+        &format!("manifest field {field}"),
+        arr.len(),
+        image::MAX_LABELS,
+    )?;
     let mut labels: Vec<Label> = Vec::with_capacity(arr.len());
     let mut seen = std::collections::HashSet::with_capacity(arr.len());
     for (i, item) in arr.iter().enumerate() {
@@ -201,10 +220,12 @@ fn parse_labels(v: &Value, field: &str) -> Result<Vec<Label>, Invalid> {
                 return Err(invalid(format!("{at}.value"), "is missing or not a string"));
             }
         };
+        let label = Label::new(name.as_str(), value.as_str());
+        image::check_label(|| format!("manifest field {at}"), &label)?;
         if !is_ac_identifier(name) {
             return Err(invalid(
                 format!("{at}.name"),
-                format!("{name:?} is not an AC identifier"),
+                format!("{} is not an AC identifier", image::quoted(name)),
             ));
         }
         if name == "name" {
@@ -213,7 +234,7 @@ fn parse_labels(v: &Value, field: &str) -> Result<Vec<Label>, Invalid> {
         if !seen.insert(name.as_str()) {
             return Err(invalid(field, format!("label {name:?} appears twice")));
         }
-        labels.push(Label::new(name.as_str(), value.as_str()));
+        labels.push(label);
     }
     labels.sort();
     Ok(labels)

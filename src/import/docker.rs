@@ -262,8 +262,8 @@ fn build(
             .collect(),
     );
     members.blobs.staged.insert(key.clone(), staged);
-    let labels = graph::image_labels(&parsed, None);
-    Ok(graph::new_image(ctx, &key, naming, labels, &closure))
+    let labels = graph::image_labels(&parsed, &config, None).map_err(bad)?;
+    graph::new_image(ctx, &key, naming, labels, &closure).map_err(bad)
 }
 
 fn descriptor(media_type: &str, digest: &Digest, size: u64) -> Descriptor {

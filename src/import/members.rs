@@ -32,6 +32,7 @@ use super::staging::{self, Landed, Range, Syncer};
 use crate::compression::Compression;
 use crate::digest::{Algorithm, Digest};
 use crate::error::{ArchiveErrorKind, DecompressError, Error, IoContext};
+use crate::input::open_input;
 use crate::oci;
 
 /// Metadata files read into memory.
@@ -101,12 +102,8 @@ pub(super) fn read(ctx: &Importer, path: &Path, mode: Mode) -> Result<Members, E
 fn read_seekable(ctx: &Importer, path: &Path, mode: Mode) -> Result<Option<Members>, Error> {
     use std::os::unix::fs::FileExt;
 
-    let file = File::open(path).ctx("open", path)?;
-    let meta = file.metadata().ctx("read", path)?;
-    if !meta.is_file() {
-        return Ok(None);
-    }
-    let len = meta.len();
+    let file = open_input(path)?;
+    let len = file.metadata().ctx("read", path)?.len();
     let mut head = [0u8; 8];
     let n = file.read_at(&mut head, 0).ctx("read", path)?;
     if Compression::sniff(&head[..n]) != Compression::None {
@@ -202,8 +199,12 @@ fn only_zeros(file: &File, path: &Path, from: u64, to: u64) -> Result<bool, Erro
 }
 
 /// Turns a read error of the decompressed stream into a message about the
-/// archive.
+/// archive: a truncated or corrupt compressed stream says so and names its
+/// compression; anything else is the tar's own.
 pub(super) fn stream_error(path: &Path, e: io::Error) -> Error {
+    if let Some(d) = DecompressError::in_io(&e) {
+        return Error::archive(path, d.clone().into());
+    }
     Error::archive(
         path,
         ArchiveErrorKind::Corrupt {

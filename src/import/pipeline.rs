@@ -9,14 +9,15 @@
 //! chunks exist at once and they are recycled, so memory stays bounded
 //! whatever the image size.
 
-use std::fs::File;
 use std::io::{self, BufReader, Read};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
-use crate::compression::{Compression, read_head};
+use crate::compression::Compression;
 use crate::error::{Error, IoContext};
+use crate::input::open_input;
 use crate::progress::Counter;
 
 const CHUNK: usize = 1 << 20;
@@ -49,8 +50,10 @@ pub fn start<'s>(
     progress: Counter,
     sink: Option<ChunkSink<'s>>,
 ) -> Result<ChunkReader<'s>, Error> {
-    let compression = Compression::sniff(&read_head(path, 8)?);
-    let file = File::open(path).ctx("open", path)?;
+    let file = open_input(path)?;
+    let mut head = [0u8; 8];
+    let n = file.read_at(&mut head, 0).ctx("read", path)?;
+    let compression = Compression::sniff(&head[..n]);
     let (chunk_tx, chunk_rx) = sync_channel::<io::Result<Vec<u8>>>(CHUNKS_IN_FLIGHT);
     let (recycle_tx, recycle_rx) = sync_channel::<Vec<u8>>(CHUNKS_IN_FLIGHT + 2);
     let producer = std::thread::Builder::new()

@@ -17,7 +17,9 @@ use super::members::{Job, stream_error, truncated};
 use crate::blobs::{FillError, StagedBlob, read_some};
 use crate::compression::Compression;
 use crate::digest::{Algorithm, Digest};
-use crate::error::{DecompressError, Error, IoContext};
+use crate::error::DecompressError;
+use crate::error::Error;
+use crate::input::open_input;
 use crate::layer::DiffHasher;
 
 /// Most workers staging members at once.
@@ -94,13 +96,11 @@ pub(super) fn stage_ranges(
         |open, range| {
             let result = match open {
                 Some((path, file)) if *path == range.file => stage_range(ctx, path, file, range),
-                _ => File::open(&range.file)
-                    .ctx("open", &range.file)
-                    .and_then(|file| {
-                        advise_sequential(&file);
-                        let (path, file) = open.insert((range.file.clone(), file));
-                        stage_range(ctx, path, file, range)
-                    }),
+                _ => open_input(&range.file).and_then(|file| {
+                    advise_sequential(&file);
+                    let (path, file) = open.insert((range.file.clone(), file));
+                    stage_range(ctx, path, file, range)
+                }),
             };
             if let Ok((Landed::Staged(staged), _)) = &result {
                 syncer.sync(staged);
