@@ -454,11 +454,11 @@ pub enum ArchiveErrorKind {
         unit: &'static str,
     },
     /// A JSON document gives one key twice in an object.
-    #[error("{what} gives the key {key:?} twice (in {path})")]
+    #[error("{what} gives the key {key} twice (in {path})")]
     DuplicateKey {
         /// The document: `index.json`, `manifest`, `config sha256:…`.
         what: String,
-        /// The key, shortened if long.
+        /// The key, quoted as Rust quotes strings, shortened if long.
         key: String,
         /// Where, as a JSON path: `$`, `$.config.Labels`, `$.manifests[0]`.
         path: String,

@@ -82,12 +82,25 @@ fn document(reason: String) -> Invalid {
 }
 
 pub(crate) fn parse(bytes: &[u8]) -> Result<AciManifest, Invalid> {
-    // As for OCI documents: a key given twice could mean two things.
-    if let Some(dup) = json::duplicate_key(bytes) {
-        return Err(ArchiveErrorKind::DuplicateKey {
-            what: "manifest".into(),
-            key: dup.key,
-            path: dup.path,
+    // As for OCI documents: a key given twice could mean two things; and
+    // label lists over the limit are refused before they are parsed.
+    const COUNTED: &[json::Counted] = &[
+        (&["labels"], image::MAX_LABELS),
+        (&["dependencies", "labels"], image::MAX_LABELS),
+    ];
+    if let Some(flaw) = json::check(bytes, COUNTED) {
+        return Err(match flaw {
+            json::Flaw::DuplicateKey { key, path } => ArchiveErrorKind::DuplicateKey {
+                what: "manifest".into(),
+                key,
+                path,
+            },
+            json::Flaw::TooMany { path, count, limit } => ArchiveErrorKind::OverLimit {
+                field: format!("manifest field {}", path.trim_start_matches("$.")),
+                size: count,
+                limit,
+                unit: "labels",
+            },
         });
     }
     let value: Value =

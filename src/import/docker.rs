@@ -205,12 +205,8 @@ fn build(
     let bad = |kind| Error::archive(path, kind);
     let blobs = &members.blobs;
     let config_bytes = blobs.read_json(ctx, &config, "config", path)?;
-    let parsed: ImageConfig = graph::parse_json(
-        &config_bytes,
-        format!("{what}: config {config}"),
-        "image config",
-    )
-    .map_err(bad)?;
+    let parsed: ImageConfig =
+        graph::parse_config(&config_bytes, format!("{what}: config {config}")).map_err(bad)?;
     let diff_ids = graph::config_diff_ids(&parsed, &config, what, layers.len()).map_err(bad)?;
 
     let checker = LayerChecker { ctx, input: path };

@@ -515,8 +515,7 @@ impl<'a, S: Source> Walk<'a, S> {
                 self.source
                     .blobs()
                     .read_json(self.ctx, &config_digest, "config", self.input)?;
-            parse_json(&bytes, format!("config {config_digest}"), "image config")
-                .map_err(|k| self.bad(k))?
+            parse_config(&bytes, format!("config {config_digest}")).map_err(|k| self.bad(k))?
         } else {
             ImageConfig::default()
         };
@@ -774,12 +773,42 @@ pub(super) fn parse_json<T: serde::de::DeserializeOwned>(
     what: impl Into<String>,
     expected: &str,
 ) -> Result<T, ArchiveErrorKind> {
-    if let Some(dup) = json::duplicate_key(bytes) {
-        return Err(ArchiveErrorKind::DuplicateKey {
-            what: what.into(),
-            key: dup.key,
-            path: dup.path,
-        });
+    parse_counted(bytes, what, expected, &[])
+}
+
+/// Parses an image config `what`: as [`parse_json`], and a `config.Labels`
+/// over the store's limit is refused before it is parsed.
+pub(super) fn parse_config(
+    bytes: &[u8],
+    what: impl Into<String>,
+) -> Result<ImageConfig, ArchiveErrorKind> {
+    const COUNTED: &[json::Counted] = &[(&["config", "Labels"], image::MAX_LABELS)];
+    parse_counted(bytes, what, "image config", COUNTED)
+}
+
+fn parse_counted<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    what: impl Into<String>,
+    expected: &str,
+    counted: &[json::Counted],
+) -> Result<T, ArchiveErrorKind> {
+    match json::check(bytes, counted) {
+        None => {}
+        Some(json::Flaw::DuplicateKey { key, path }) => {
+            return Err(ArchiveErrorKind::DuplicateKey {
+                what: what.into(),
+                key,
+                path,
+            });
+        }
+        Some(json::Flaw::TooMany { path, count, limit }) => {
+            return Err(ArchiveErrorKind::OverLimit {
+                field: format!("{} {}", what.into(), path.trim_start_matches("$.")),
+                size: count,
+                limit,
+                unit: "labels",
+            });
+        }
     }
     serde_json::from_slice(bytes).map_err(|e| ArchiveErrorKind::Malformed {
         what: what.into(),
