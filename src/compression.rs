@@ -44,6 +44,23 @@ impl Compression {
         }
     }
 
+    /// The compression whose magic bytes a whole input too short to hold
+    /// them begins with (two bytes or more): what a stream cut inside its
+    /// magic looks like.
+    pub fn sniff_cut_magic(whole: &[u8]) -> Option<Compression> {
+        const MAGICS: [(&[u8], Compression); 3] = [
+            (&[0x28, 0xb5, 0x2f, 0xfd], Compression::Zstd),
+            (&[0xfd, b'7', b'z', b'X', b'Z', 0x00], Compression::Xz),
+            (b"BZh", Compression::Bzip2),
+        ];
+        MAGICS
+            .iter()
+            .find(|(magic, _)| {
+                whole.len() >= 2 && whole.len() < magic.len() && magic.starts_with(whole)
+            })
+            .map(|(_, c)| *c)
+    }
+
     /// The compression's name: `none`, `gzip`, `zstd`, `xz`, `bzip2`.
     pub fn name(self) -> &'static str {
         match self {

@@ -20,6 +20,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::blobs::BlobTree;
+use crate::compression::Compression;
 use crate::error::{ArchiveErrorKind, Error};
 use crate::image::ImageInfo;
 use crate::index::{FileIdentity, Index};
@@ -267,6 +268,11 @@ fn sniff_archive(path: &Path) -> Result<ArchiveFormat, Error> {
         Ok(ArchiveFormat::Oci)
     } else if failed.is_some() {
         Err(broken())
+    } else if let Some(cut) = Compression::sniff_cut_magic(&head) {
+        Err(Error::archive(
+            path,
+            ArchiveErrorKind::Truncated { compression: cut },
+        ))
     } else if names.is_empty() {
         Err(Error::archive(
             path,
