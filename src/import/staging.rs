@@ -22,6 +22,9 @@ use crate::error::Error;
 use crate::input::open_input;
 use crate::layer::DiffHasher;
 
+/// The smallest blob whose flush [`Syncer`] starts early.
+const EARLY_SYNC_MIN: u64 = 1 << 20;
+
 /// Most workers staging members at once.
 const MAX_WORKERS: usize = 4;
 
@@ -197,7 +200,15 @@ impl Syncer {
         }
     }
 
+    /// Starts flushing a staged blob, unless it is small: a small file's
+    /// flush gains little from a head start, and an archive of thousands
+    /// of small documents (a crafted index chain, say) would wait for
+    /// thousands of fsyncs before its graph is even checked. Publish
+    /// flushes every blob, small or not.
     pub fn sync(&self, staged: &StagedBlob) {
+        if staged.size < EARLY_SYNC_MIN {
+            return;
+        }
         if let Some(tx) = &self.tx {
             let _ = tx.send(staged.temp_path().to_path_buf());
         }
