@@ -710,7 +710,162 @@ round() { # round IMG R — every tool on every scenario once
         record "$img" warm skopeo "$r" "$layout_b" failed
     fi
     fresh
+
+    fetch_round "$img" "$r"
 }
+
+# --- fetch by URL (issue 10) ------------------------------------------------------
+# `imgstore fetch` of the ACI and of the oci-archive from nginx on loopback,
+# against `imgstore import` of the same local file and against `curl -o` of it
+# followed by `imgstore import` — unthrottled, and at a network's pace (nginx
+# `limit_rate 100m`, 100 MB/s per connection). Targets (issue 10): unthrottled,
+# fetch <= 1.2 x the local import; at 100m, fetch <= 0.8 x curl + import (the
+# download overlaps the import instead of preceding it); peak RSS <= 64 MB.
+# Each nginx (Debian's nginx-light) has a private prefix under $WORK, serves
+# $MNT/in/IMG and lives for one round of one image. Everything of this scenario
+# is in this block; round() calls fetch_round, report() calls fetch_report.
+FETCH_NGINX_PIDS=()
+declare -A FETCH_PORT # pace (plain, 100m) -> port
+
+fetch_free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+fetch_nginx_start() { # fetch_nginx_start PACE DOCROOT DIRECTIVES — sets FETCH_PORT[PACE]
+    local pace=$1 root=$2 directives=$3 port prefix i
+    port=$(fetch_free_port) || return 1
+    prefix=$WORK/fetch-nginx-$pace
+    rm -rf "$prefix"
+    mkdir -p "$prefix"
+    cat >"$prefix/nginx.conf" <<EOF
+pid $prefix/nginx.pid;
+error_log $prefix/error.log notice;
+events { worker_connections 64; }
+http {
+    default_type application/octet-stream;
+    access_log $prefix/access.log;
+    sendfile on;
+    client_body_temp_path $prefix/body;
+    proxy_temp_path $prefix/proxy;
+    fastcgi_temp_path $prefix/fastcgi;
+    uwsgi_temp_path $prefix/uwsgi;
+    scgi_temp_path $prefix/scgi;
+    server {
+        listen 127.0.0.1:$port;
+        root $root;
+        $directives
+    }
+}
+EOF
+    /usr/sbin/nginx -p "$prefix" -c "$prefix/nginx.conf" -g 'daemon off; master_process off;' \
+        >>"$LOGS/fetch-nginx.log" 2>&1 &
+    FETCH_NGINX_PIDS+=($!)
+    for ((i = 0; i < 100; i++)); do
+        if curl -s -o /dev/null "http://127.0.0.1:$port/"; then
+            FETCH_PORT[$pace]=$port
+            return 0
+        fi
+        sleep 0.05
+    done
+    log "nginx for fetch ($pace) did not come up; see $LOGS/fetch-nginx.log"
+    return 1
+}
+
+fetch_nginx_stop() {
+    local pid
+    for pid in "${FETCH_NGINX_PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    FETCH_NGINX_PIDS=()
+}
+
+fetch_measure() { # fetch_measure IMG SCN TOOL R BYTES FILE URL
+    local img=$1 scn=$2 tool=$3 r=$4 bytes=$5 file=$6 url=$7 d=$MNT/dest/store
+    # grep -c reads it all: `imgstore images --json` fails on a pipe closed early.
+    local check="'$IMGSTORE' --store '$d' images --json | grep -c '\"key\"' >/dev/null"
+    fresh
+    case $tool in
+        fetch) measure "$img" "$scn" fetch "$r" "$bytes" "$check" "$IMGSTORE" --store "$d" fetch "$url" ;;
+        import) measure "$img" "$scn" import "$r" "$bytes" "$check" "$IMGSTORE" --store "$d" import "$file" ;;
+        curl+import) measure "$img" "$scn" curl+import "$r" "$bytes" "$check" bash -c \
+            'curl -sSf -o "$1" "$2" && exec "$3" --store "$4" import "$1"' _ \
+            "$MNT/tmp/$(basename "$file")" "$url" "$IMGSTORE" "$d" ;;
+    esac
+    fresh
+}
+
+fetch_round() { # fetch_round IMG R — every fetch scenario once
+    local img=$1 r=$2 in=$MNT/in/$1 what file bytes scn url
+    if ((!IMGSTORE_OK)) || ! grep -qw fetch "$LOGS/imgstore-help.log"; then
+        for what in aci oci; do record "$img" "fetch-$what" fetch "$r" 0 n/a; done
+        return 0
+    fi
+    command -v curl >/dev/null && [[ -x /usr/sbin/nginx ]] || apt_install curl nginx-light
+    trap 'fetch_nginx_stop; cleanup' EXIT
+    if fetch_nginx_start plain "$in" "" && fetch_nginx_start 100m "$in" "limit_rate 100m;"; then
+        for what in aci oci; do
+            file=$in/$img.aci
+            [[ $what == oci ]] && file=$in/$img.oci.tar
+            bytes=$(size_of "$file")
+            scn=fetch-$what
+            url=http://127.0.0.1:${FETCH_PORT[plain]}/$(basename "$file")
+            in_turn "$r" \
+                "fetch_measure $img $scn fetch $r $bytes $file $url" \
+                "fetch_measure $img $scn import $r $bytes $file $url" \
+                "fetch_measure $img $scn curl+import $r $bytes $file $url"
+            url=http://127.0.0.1:${FETCH_PORT[100m]}/$(basename "$file")
+            in_turn "$r" \
+                "fetch_measure $img $scn-100m fetch $r $bytes $file $url" \
+                "fetch_measure $img $scn-100m curl+import $r $bytes $file $url"
+        done
+    else
+        for what in aci oci; do record "$img" "fetch-$what" fetch "$r" 0 failed; done
+    fi
+    fetch_nginx_stop
+    trap cleanup EXIT
+}
+
+fetch_report() { # the fetch table, from $RESULTS (markdown on stdout)
+    echo "### imgstore fetch (issue 10)"
+    echo
+    echo "nginx on loopback serving the archive; \`curl+import\` is \`curl -o F URL && imgstore import F\`. Targets: unthrottled, fetch ≤ 1.2 × import of the local file; at \`limit_rate 100m\`, fetch ≤ 0.8 × curl+import; peak RSS ≤ 64 MB."
+    echo
+    awk -F'\t' -v images="${IMAGES[*]}" '
+        function sortn(a, n,    i, j, t) { for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t } }
+        function median(key,    n, i, v) {
+            n = cnt[key]; if (n == 0) return -1
+            for (i = 1; i <= n; i++) v[i] = val[key, i]
+            sortn(v, n)
+            return (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+        }
+        function fmt(x) { return x < 0 ? "n/a" : sprintf("%.3f", x) }
+        function ratio(a, b) { return (a < 0 || b <= 0) ? "n/a" : sprintf("%.2f", a / b) }
+        $1 == "image" || $2 !~ /^fetch-/ { next }
+        { key = $1 SUBSEP $2 SUBSEP $3; if ($5 == "ok") { val[key, ++cnt[key]] = $6 + 0; if ($8 + 0 > rss[key]) rss[key] = $8 + 0 } }
+        END {
+            print "| image | archive | pace | fetch s | import s | curl+import s | fetch ÷ import | fetch ÷ curl+import | fetch peak RSS MiB | within target |"
+            print "|---|---|---|---:|---:|---:|---:|---:|---:|---|"
+            ni = split(images, imgs, " ")
+            for (i = 1; i <= ni; i++) for (a = 1; a <= 2; a++) for (p = 1; p <= 2; p++) {
+                what = (a == 1) ? "aci" : "oci"; scn = "fetch-" what (p == 2 ? "-100m" : "")
+                f = median(imgs[i] SUBSEP scn SUBSEP "fetch"); im = median(imgs[i] SUBSEP scn SUBSEP "import")
+                c = median(imgs[i] SUBSEP scn SUBSEP "curl+import")
+                if (f < 0 && c < 0) continue
+                r = rss[imgs[i] SUBSEP scn SUBSEP "fetch"]
+                ok = "n/a"
+                if (f > 0) {
+                    if (p == 1 && im > 0) ok = (f <= 1.2 * im) ? "yes" : "no"
+                    if (p == 2 && c > 0) ok = (f <= 0.8 * c) ? "yes" : "no"
+                    if (r > 64 * 1000) ok = ok " (RSS over 64 MB)"
+                }
+                printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", imgs[i], (a == 1 ? "ACI (gzip)" : "oci-archive (gzip)"),
+                    (p == 1 ? "unthrottled" : "limit_rate 100m"), fmt(f), (p == 1 ? fmt(im) : "—"), fmt(c),
+                    (p == 1 ? ratio(f, im) : "—"), ratio(f, c), (r > 0 ? sprintf("%.0f", r / 1024) : "n/a"), ok
+            }
+        }' "$RESULTS"
+}
+# --- end of fetch by URL ----------------------------------------------------------
 
 # --- the report ---------------------------------------------------------------
 report() {
@@ -871,6 +1026,8 @@ AWK
                     printf "| %s | %s | %s | %.3f | %.0f |\n", p[1], src, p[3], med, (med > 0 ? b[k] / 1e6 / med : 0)
                 }
             }' "$STAGES_TSV"
+        echo
+        fetch_report
         echo
         echo "Times include a final \`sync -f\` of the bench filesystem (\"cmd s\" leaves it out). Peak RSS for ctr is the client's plus containerd's (VmHWM, reset before each import). MB = 10^6 bytes; MB/s is the input archive (or layout) size over the median."
     } >"$tmp"

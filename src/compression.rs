@@ -178,6 +178,22 @@ pub fn open_decompressed(path: &Path) -> Result<(Compression, Box<dyn Read + Sen
     Ok((compression, reader))
 }
 
+/// Reads until `buf` is full or the stream ends; returns the bytes read.
+/// Decoders hand out a few bytes at a time: whole chunks keep the stages
+/// that take them (hashing, writing) from paying per call.
+pub(crate) fn read_full(input: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match input.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
 #[cfg(test)]
 mod tests {
     use std::io::Write;

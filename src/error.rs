@@ -160,6 +160,12 @@ pub enum Error {
     /// A bug: the store broke one of its own rules.
     #[error("internal error: {0}")]
     Internal(String),
+    /// A platform argument is malformed, or an index has no image for it.
+    #[error(transparent)]
+    Platform(#[from] crate::platform::PlatformError),
+    /// Rendering an image into a directory failed.
+    #[error(transparent)]
+    Render(#[from] crate::render::RenderError),
 }
 
 /// Why an IMAGE argument or key prefix did not lead to exactly one key.

@@ -223,6 +223,11 @@ struct FileCheck {
 /// Most threads re-hashing blobs at once.
 const MAX_WORKERS: usize = 8;
 
+/// Rows gathered before their files are re-hashed: enough that a batch
+/// keeps every core busy, few enough that memory stays small (a row is a
+/// digest, a size and perhaps a diff_id).
+const HASH_BATCH: usize = 4096;
+
 impl Store {
     /// Checks the store and, with `options.repair`, fixes what it found.
     /// Waits for running imports and gc to finish first.
@@ -286,8 +291,10 @@ impl Store {
         for line in self.index.quick_check()? {
             f.problem(ProblemKind::Index, None, format!("quick_check: {line}"));
         }
+        let mut pending = Vec::new();
         self.tree
-            .for_each_shard(|shard| self.check_shard(shard, options, &mut f))?;
+            .for_each_shard(|shard| self.check_shard(shard, options, &mut pending, &mut f))?;
+        self.hash_pending(&mut pending, options, &mut f);
         let tmp = self.tree.tmp_dir();
         for entry in std::fs::read_dir(tmp).map_err(|e| Error::io("read directory", tmp, e))? {
             let entry = entry.map_err(|e| Error::io("read directory", tmp, e))?;
@@ -332,6 +339,7 @@ impl Store {
         &self,
         shard: Shard,
         options: &FsckOptions,
+        pending: &mut Vec<BlobRow>,
         f: &mut Findings,
     ) -> Result<(), Error> {
         let Some(algorithm) = shard.algorithm else {
@@ -377,9 +385,21 @@ impl Store {
             }
         }
 
-        let order = (0..to_hash.len()).collect();
+        pending.extend(to_hash.into_iter().cloned());
+        if pending.len() >= HASH_BATCH {
+            self.hash_pending(pending, options, f);
+        }
+        Ok(())
+    }
+
+    /// Re-hashes the files of the rows gathered so far on every core, and
+    /// judges them. Rows are gathered over several shards, so that the
+    /// threads seldom wait for each other at the end of a batch.
+    fn hash_pending(&self, pending: &mut Vec<BlobRow>, options: &FsckOptions, f: &mut Findings) {
+        let rows = std::mem::take(pending);
+        let order = (0..rows.len()).collect();
         let checks = crate::parallel::run(
-            &to_hash,
+            &rows,
             order,
             crate::parallel::workers(MAX_WORKERS),
             || (),
@@ -392,13 +412,12 @@ impl Store {
                 ))
             },
         );
-        for (row, check) in to_hash.iter().zip(checks) {
+        for (row, check) in rows.iter().zip(checks) {
             let Some(Ok(check)) = check else {
                 unreachable!("an infallible check is never skipped")
             };
             self.judge(row, check, f);
         }
-        Ok(())
     }
 
     /// Turns one file's check into problems.

@@ -148,7 +148,10 @@ impl Store {
         // live, so under the exclusive lock every temp file is stale. The
         // subdirectories of tmp/ hold what outlives a process on purpose
         // (partial downloads to resume, upload sessions of `serve`): those
-        // files go once older than the grace period.
+        // files go once older than the grace period, unless a process holds
+        // a lock on one (a fetch waiting its turn for a URL holds its lock
+        // file, however old): gc removes them under a lock of its own,
+        // taken without waiting, so that no one takes one in between.
         let now = SystemTime::now();
         let tmp = self.tree.tmp_dir();
         for entry in fs::read_dir(tmp).ctx("read directory", tmp)? {
@@ -166,6 +169,9 @@ impl Store {
                     if age < options.grace {
                         continue;
                     }
+                    let Some(_claimed) = claim(&kept.path()) else {
+                        continue;
+                    };
                     if !options.dry_run {
                         remove_path(&kept.path())?;
                     }
@@ -349,4 +355,20 @@ impl Sweep<'_> {
         }
         Ok(())
     }
+}
+
+/// An exclusive flock on a kept file, taken without waiting, held while gc
+/// removes it; `None` if another process holds a lock on it. A file that
+/// cannot be opened is not held by anyone (`Some(None)`).
+fn claim(path: &std::path::Path) -> Option<Option<fs::File>> {
+    use std::os::unix::io::AsRawFd;
+    let Ok(file) = fs::File::open(path) else {
+        return Some(None);
+    };
+    // SAFETY: flock on a file descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Some(Some(file));
+    }
+    let err = std::io::Error::last_os_error();
+    (err.raw_os_error() != Some(libc::EWOULDBLOCK)).then_some(None)
 }

@@ -14,7 +14,7 @@ use std::path::Path;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
-use crate::compression::Compression;
+use crate::compression::{Compression, read_full};
 use crate::digest::{Algorithm, Digest};
 use crate::error::DecompressError;
 
@@ -128,7 +128,7 @@ fn hash_decompressed(
             let mut hasher = algorithm.hasher();
             let mut buf = vec![0u8; HASH_BUFFER];
             loop {
-                match fill(&mut *decoder, &mut buf).map_err(fail)? {
+                match read_full(&mut *decoder, &mut buf).map_err(fail)? {
                     0 => return Ok(hasher.finish()),
                     n => hasher.update(&buf[..n]),
                 }
@@ -147,7 +147,7 @@ fn hash_decompressed(
                 let _ = hashing.join();
                 return Err(DecompressError::Thread);
             };
-            let n = match fill(&mut *decoder, &mut buf) {
+            let n = match read_full(&mut *decoder, &mut buf) {
                 Ok(n) => n,
                 Err(e) => {
                     drop(full_tx);
@@ -171,20 +171,6 @@ fn hash_decompressed(
 /// thread, and their size: 1 MiB in flight at most.
 const HASH_BUFFERS: usize = 4;
 const HASH_BUFFER: usize = 256 << 10;
-
-/// Reads until `buf` is full or the stream ends; returns the bytes read.
-fn fill(input: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match input.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(filled)
-}
 
 struct ChannelReader {
     rx: Receiver<Vec<u8>>,

@@ -1,7 +1,8 @@
 //! imgstore: a content-addressable store for container images.
 //!
 //! [`Store`] is the public surface: open a store directory, import appc
-//! ACIs, OCI image layouts (directories and archives) and docker archives,
+//! ACIs, OCI image layouts (directories and archives) and docker archives
+//! (from files, or by URL with HTTP caching and resume: [`Store::fetch`]),
 //! look images up by key prefix, tag or name and labels, read verified
 //! blobs and manifests, export OCI layouts, remove images, collect garbage
 //! and check the store. The blob tree, the SQL and the archive parsers are
@@ -40,6 +41,7 @@ mod layer;
 mod lock;
 mod oci;
 mod parallel;
+mod platform;
 mod progress;
 mod prune;
 mod publish;
@@ -60,6 +62,12 @@ pub use image::{
 };
 pub use import::{ArchiveFormat, ImportOptions};
 pub use index::SCHEMA_VERSION;
+pub use platform::{Platform, PlatformError};
 pub use progress::{Progress, ProgressTask};
+pub use remote::fetch::FetchOptions;
 pub use remote::http::{Op, RateLimit, RemoteError, RemoteErrorKind};
+pub use render::{
+    DependencySpec, LayerName, LayerProblem, MemberProblem, RenderError, RenderOptions,
+    RenderReport, Resolver,
+};
 pub use store::Store;

@@ -106,6 +106,7 @@ impl Store {
             index: &self.index,
             options,
             progress: Counter::begin(options.progress.as_deref(), &label, total),
+            download: None,
         }
         .import(path)
     }

@@ -13,7 +13,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use imgstore::{ArchiveFormat, FsckOptions, GcOptions, ImportOptions, Label, Store};
+use imgstore::{
+    ArchiveFormat, FetchOptions, FsckOptions, GcOptions, ImportOptions, Label, Platform,
+    RenderOptions, Store,
+};
 
 use output::Printer;
 
@@ -56,6 +59,30 @@ enum Command {
         /// as umoci and `skopeo copy … oci:DIR:TAG` write); a name the input gives wins
         #[arg(long, value_name = "NAME")]
         name: Option<String>,
+    },
+    /// Download archives over HTTP(S) and import them (any format import reads), with rkt's cache
+    /// rules; prints each image key
+    ///
+    /// A URL whose last download is still fresh (Cache-Control: max-age) is not asked again while
+    /// its image is in the store; after that it is asked with If-None-Match, and a 304 transfers
+    /// nothing. A download that breaks is resumed, within the run and by the next fetch of the URL.
+    /// Credentials in the URL (https://user:secret@host/...) go to that host only, as Basic
+    /// authorization. HTTPS trusts the system's roots plus SSL_CERT_FILE and SSL_CERT_DIR.
+    Fetch {
+        #[arg(required = true, value_name = "URL")]
+        urls: Vec<String>,
+        /// Ask the server even within max-age, and without If-None-Match: always download
+        #[arg(long)]
+        no_cache: bool,
+        /// Flag the images as the latest of their names
+        #[arg(long)]
+        latest: bool,
+        /// Archive format [default: told by the contents]
+        #[arg(long, value_enum, default_value_t = FormatArg::Auto)]
+        format: FormatArg,
+        /// Decompress each layer while importing and check its diff_id
+        #[arg(long)]
+        verify_layers: bool,
     },
     /// List images
     Images {
@@ -148,6 +175,18 @@ enum Command {
         #[arg(long, value_name = "DIR|FILE.tar")]
         oci: PathBuf,
     },
+    /// Unpack an image's root filesystem into DIR (created; an existing DIR must be empty)
+    ///
+    /// An OCI image's layers are applied in order, with their whiteouts, into DIR; an appc
+    /// image becomes DIR/manifest and DIR/rootfs/ (its dependencies first). Nothing outside
+    /// DIR is ever written or followed. On failure DIR is removed again.
+    Render {
+        image: String,
+        dir: PathBuf,
+        /// The platform to render from a multi-platform image [default: this machine's]
+        #[arg(long, value_name = "OS/ARCH[/VARIANT]", value_parser = parse_platform)]
+        platform: Option<Platform>,
+    },
     /// List remotes: where blobs were fetched from, with their cache facts
     Remotes,
     /// Disk use by images, shared blobs and garbage
@@ -162,6 +201,17 @@ enum FormatArg {
     Docker,
 }
 
+impl From<FormatArg> for ArchiveFormat {
+    fn from(f: FormatArg) -> ArchiveFormat {
+        match f {
+            FormatArg::Auto => ArchiveFormat::Auto,
+            FormatArg::Aci => ArchiveFormat::Aci,
+            FormatArg::Oci => ArchiveFormat::Oci,
+            FormatArg::Docker => ArchiveFormat::Docker,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub(crate) enum SortArg {
     Name,
@@ -172,6 +222,10 @@ pub(crate) enum SortArg {
 
 fn parse_label(s: &str) -> Result<Label, String> {
     Label::parse(s).map_err(|e| e.to_string())
+}
+
+fn parse_platform(s: &str) -> Result<Platform, String> {
+    Platform::parse(s).map_err(|e| e.to_string())
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
@@ -190,12 +244,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         } => {
             let mut options = ImportOptions::new()
                 .latest(latest)
-                .format(match format {
-                    FormatArg::Auto => ArchiveFormat::Auto,
-                    FormatArg::Aci => ArchiveFormat::Aci,
-                    FormatArg::Oci => ArchiveFormat::Oci,
-                    FormatArg::Docker => ArchiveFormat::Docker,
-                })
+                .format(format.into())
                 .verify_layers(verify_layers)
                 .allow_missing(allow_missing);
             if let Some(name) = name {
@@ -234,6 +283,34 @@ pub fn run(args: Args) -> Result<ExitCode> {
             }
             if args.json {
                 out.json(&imported)?;
+            }
+        }
+        Command::Fetch {
+            urls,
+            no_cache,
+            latest,
+            format,
+            verify_layers,
+        } => {
+            let mut options = FetchOptions::new()
+                .no_cache(no_cache)
+                .latest(latest)
+                .format(format.into())
+                .verify_layers(verify_layers);
+            options.progress = progress::Bars::on_terminal();
+            let mut fetched = Vec::new();
+            for url in &urls {
+                // Library errors name the URL already.
+                let images = store.fetch(url, &options)?;
+                if !args.json {
+                    for image in &images {
+                        out.line(&image.key.to_string())?;
+                    }
+                }
+                fetched.extend(images);
+            }
+            if args.json {
+                out.json(&fetched)?;
             }
         }
         Command::Images { name, labels, sort } => {
@@ -343,6 +420,26 @@ pub fn run(args: Args) -> Result<ExitCode> {
             store.export(&keys, &oci)?;
             if args.json {
                 out.json(&serde_json::json!({ "exported": keys, "to": oci }))?;
+            }
+        }
+        Command::Render {
+            image,
+            dir,
+            platform,
+        } => {
+            let key = store.resolve(&image)?;
+            let options = RenderOptions {
+                platform,
+                ..RenderOptions::default()
+            };
+            let report = store.render(&key, &dir, &options)?;
+            for warning in &report.warnings {
+                eprintln!("warning: {warning}");
+            }
+            if args.json {
+                out.json(&report)?;
+            } else {
+                out.line(&report.rootfs.display().to_string())?;
             }
         }
         Command::Remotes => out.remotes(&store.remotes()?)?,

@@ -12,7 +12,7 @@ use super::{Importer, appc, pipeline};
 use crate::digest::Algorithm;
 use crate::error::{ArchiveErrorKind, Error, IoContext};
 use crate::image::{ImageFormat, ImageInfo};
-use crate::index::{Commit, NewBlob, NewImage};
+use crate::index::{NewBlob, NewImage};
 use crate::publish::Publication;
 
 /// Media type recorded for the uncompressed ACI tar.
@@ -34,7 +34,7 @@ pub(super) fn import(ctx: &Importer, path: &Path) -> Result<ImageInfo, Error> {
         })
     };
     let scanned = {
-        let mut stream = pipeline::start(path, ctx.progress.clone(), Some(&mut sink))?;
+        let mut stream = pipeline::start(ctx, path, Some(&mut sink))?;
         let scanned = scan(&mut stream, path).and_then(|manifest| {
             stream.drain().map_err(|e| stream_error(path, e))?;
             if !stream.ends_in_zero_blocks() {
@@ -89,10 +89,7 @@ pub(super) fn import(ctx: &Importer, path: &Path) -> Result<ImageInfo, Error> {
     publication.stage(tar);
     publication.stage(manifest_blob);
     let info = publication
-        .commit(&Commit {
-            images: vec![image],
-            ..Commit::default()
-        })?
+        .commit(&ctx.rows(vec![image])?)?
         .pop()
         .ok_or_else(|| Error::Internal("an ACI import committed no image".into()))?;
     Ok(info)

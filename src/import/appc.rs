@@ -15,6 +15,8 @@ pub(crate) struct AciManifest {
     pub name: String,
     pub labels: Vec<Label>,
     pub dependencies: Vec<Dependency>,
+    /// Absolute paths; empty when absent (everything is kept).
+    pub path_whitelist: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -180,19 +182,21 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<AciManifest, Invalid> {
             .collect::<Result<_, _>>()?,
         Some(_) => return Err(invalid("dependencies", "is not an array")),
     };
-    if let Some(wl) = obj.get("pathWhitelist")
-        && !wl.is_null()
-        && !wl
-            .as_array()
-            .is_some_and(|a| a.iter().all(Value::is_string))
-    {
-        return Err(invalid("pathWhitelist", "is not an array of strings"));
-    }
+    let path_whitelist = match obj.get("pathWhitelist") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(paths)) => paths
+            .iter()
+            .map(|p| p.as_str().map(str::to_string))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| invalid("pathWhitelist", "is not an array of strings"))?,
+        Some(_) => return Err(invalid("pathWhitelist", "is not an array of strings")),
+    };
 
     Ok(AciManifest {
         name: name.to_string(),
         labels,
         dependencies,
+        path_whitelist,
     })
 }
 

@@ -57,7 +57,7 @@ struct GeneratedManifest {
 }
 
 pub(super) fn import(ctx: &Importer, path: &Path) -> Result<Vec<ImageInfo>, Error> {
-    if path.is_dir() {
+    if ctx.download.is_none() && path.is_dir() {
         return Err(Error::archive(
             path,
             ArchiveErrorKind::WrongFormat(

@@ -24,7 +24,7 @@ use crate::blobs::StagedBlob;
 use crate::digest::{Algorithm, Digest};
 use crate::error::{ArchiveErrorKind, DecompressError, Error, IoContext};
 use crate::image::{self, ImageFormat, ImageInfo, Label};
-use crate::index::{Commit, NewBlob, NewImage};
+use crate::index::{NewBlob, NewImage};
 use crate::json;
 use crate::layer;
 use crate::oci::{self, Descriptor, ImageConfig, ImageIndex, ImageManifest, Kind};
@@ -859,8 +859,5 @@ pub(super) fn commit(
 ) -> Result<Vec<ImageInfo>, Error> {
     let mut publication = Publication::new(ctx.tree, ctx.index);
     publication.stage_all(blobs.staged.into_values());
-    publication.commit(&Commit {
-        images,
-        ..Commit::default()
-    })
+    publication.commit(&ctx.rows(images)?)
 }

@@ -81,7 +81,7 @@ pub(super) fn read(ctx: &Importer, path: &Path, mode: Mode) -> Result<Members, E
     if let Some(members) = read_seekable(ctx, path, mode)? {
         return Ok(members);
     }
-    let mut stream = pipeline::start(path, ctx.progress.clone(), None)?;
+    let mut stream = pipeline::start(ctx, path, None)?;
     let syncer = Syncer::start();
     let members = scan(ctx, path, mode, &mut stream, &syncer)?;
     syncer.finish();
@@ -97,11 +97,15 @@ pub(super) fn read(ctx: &Importer, path: &Path, mode: Mode) -> Result<Members, E
 /// byte ranges on several threads, largest first. Hashing
 /// dominates a plain import and the layers of an image are independent, so
 /// hashing two of them at once uses both cores where one stream would
-/// leave one idle. `None` if the input is compressed, not a regular file or
-/// holds sparse members: the streaming reader takes those.
+/// leave one idle. `None` if the input is compressed, a download still
+/// arriving, or holds sparse members: the streaming
+/// reader takes those.
 fn read_seekable(ctx: &Importer, path: &Path, mode: Mode) -> Result<Option<Members>, Error> {
     use std::os::unix::fs::FileExt;
 
+    if ctx.download.is_some() {
+        return Ok(None); // still arriving: only a stream can read it
+    }
     let file = open_input(path)?;
     let len = file.metadata().ctx("read", path)?.len();
     let mut head = [0u8; 8];

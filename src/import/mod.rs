@@ -11,6 +11,7 @@ mod aci;
 pub(crate) mod appc;
 mod docker;
 mod graph;
+mod input;
 mod layout;
 mod members;
 pub(crate) mod pipeline;
@@ -25,6 +26,8 @@ use crate::error::{ArchiveErrorKind, Error};
 use crate::image::ImageInfo;
 use crate::index::{FileIdentity, Index};
 use crate::progress::{Counter, Progress};
+
+pub(crate) use input::{Arriving, RemoteFacts};
 
 /// Which reader to use for an input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -125,6 +128,9 @@ pub(crate) struct Importer<'a> {
     pub options: &'a ImportOptions,
     /// The bytes read of the input.
     pub progress: Counter,
+    /// The download being imported as it arrives (`fetch`), instead of a
+    /// file at the input's path; its images commit with its remote row.
+    pub download: Option<Arc<dyn Arriving>>,
 }
 
 impl Importer<'_> {
@@ -150,7 +156,7 @@ impl Importer<'_> {
         }
         let format = match self.options.format {
             ArchiveFormat::Auto if meta.is_dir() => ArchiveFormat::Oci,
-            ArchiveFormat::Auto => sniff_archive(path)?,
+            ArchiveFormat::Auto => sniff_archive(self, path)?,
             forced => forced,
         };
         match format {
@@ -174,6 +180,21 @@ impl Importer<'_> {
 }
 
 impl Importer<'_> {
+    /// Imports the download in [`Importer::download`], named `name` (its
+    /// URL) in errors; returns the images it held.
+    pub fn import_download(&self, name: &Path) -> Result<Vec<ImageInfo>, Error> {
+        let format = match self.options.format {
+            ArchiveFormat::Auto => sniff_archive(self, name)?,
+            forced => forced,
+        };
+        match format {
+            ArchiveFormat::Aci => Ok(vec![aci::import(self, name)?]),
+            ArchiveFormat::Oci => layout::import(self, name, false),
+            ArchiveFormat::Docker => docker::import(self, name),
+            ArchiveFormat::Auto => unreachable!("resolved above"),
+        }
+    }
+
     /// A re-import of a file that an ACI came from and that has not changed
     /// since: the image, if the store still has it whole, without reading
     /// the file.
@@ -232,9 +253,9 @@ fn check_name_option(name: &str) -> Result<(), Error> {
 const SNIFF_LIMIT: u64 = 1 << 20;
 
 /// Tells the archive format from the names of its first entries.
-fn sniff_archive(path: &Path) -> Result<ArchiveFormat, Error> {
+fn sniff_archive(ctx: &Importer, path: &Path) -> Result<ArchiveFormat, Error> {
     use std::io::Read;
-    let (compression, reader) = crate::compression::open_decompressed(path)?;
+    let (compression, reader) = ctx.open_decompressed(path)?;
     let mut head = Vec::new();
     // Sniffing works with what it got: a stream that breaks after the
     // first names is reported by the real import, with the whole stream

@@ -10,15 +10,13 @@
 //! whatever the image size.
 
 use std::io::{self, BufReader, Read};
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
-use crate::compression::Compression;
+use super::Importer;
+use crate::compression::{Compression, read_full};
 use crate::error::{Error, IoContext};
-use crate::input::open_input;
-use crate::progress::Counter;
 
 const CHUNK: usize = 1 << 20;
 const CHUNKS_IN_FLIGHT: usize = 4;
@@ -42,18 +40,18 @@ pub struct ChunkReader<'s> {
     done: bool,
 }
 
-/// Starts decompressing `path` on its own thread. `progress` counts the
+/// Starts decompressing the input at `path` (or the download the importer
+/// reads instead) on its own thread. The importer's progress counts the
 /// compressed bytes read; `sink`, if given, sees every decompressed chunk,
 /// whole and in order, before the parser does.
 pub fn start<'s>(
+    ctx: &Importer,
     path: &Path,
-    progress: Counter,
     sink: Option<ChunkSink<'s>>,
 ) -> Result<ChunkReader<'s>, Error> {
-    let file = open_input(path)?;
-    let mut head = [0u8; 8];
-    let n = file.read_at(&mut head, 0).ctx("read", path)?;
-    let compression = Compression::sniff(&head[..n]);
+    let compression = Compression::sniff(&ctx.read_head(path, 8)?);
+    let file = ctx.open(path)?;
+    let progress = ctx.progress.clone();
     let (chunk_tx, chunk_rx) = sync_channel::<io::Result<Vec<u8>>>(CHUNKS_IN_FLIGHT);
     let (recycle_tx, recycle_rx) = sync_channel::<Vec<u8>>(CHUNKS_IN_FLIGHT + 2);
     let producer = std::thread::Builder::new()
@@ -72,7 +70,7 @@ pub fn start<'s>(
                     .try_recv()
                     .unwrap_or_else(|_| Vec::with_capacity(CHUNK));
                 buf.resize(CHUNK, 0);
-                match fill(&mut reader, &mut buf) {
+                match read_full(&mut reader, &mut buf) {
                     Ok(0) => return,
                     Ok(n) => {
                         buf.truncate(n);
@@ -99,20 +97,6 @@ pub fn start<'s>(
         producer: Some(producer),
         done: false,
     })
-}
-
-/// Reads until `buf` is full or the stream ends.
-fn fill(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 impl<'s> ChunkReader<'s> {

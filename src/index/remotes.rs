@@ -1,6 +1,8 @@
 //! Remotes: where a blob was downloaded from, with the HTTP cache facts
 //! (ETag, max-age) a later fetch needs. A remote holds its blob (an edge of
-//! kind 3) and goes away with the image it produced.
+//! kind 3) and goes away with the image it produced. One row per URL:
+//! recording a URL again replaces its row, and a `304` refreshes it in
+//! place ([`Index::refresh_remote`]).
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -101,6 +103,32 @@ impl Index {
         let tx = conn.transaction().map_err(Error::sql("begin remote"))?;
         insert_remote(&tx, remote, now_micros())?;
         tx.commit().map_err(Error::sql("commit remote"))
+    }
+
+    /// A `304` for a remote: its download time becomes now, its max-age
+    /// the one the answer gave, and its ETag the answer's if it sent one —
+    /// in one statement, so in one transaction (rkt left them stale, and
+    /// every later fetch asked again). Returns the refreshed row; `None`
+    /// if the URL has no row (any more) or no image.
+    pub fn refresh_remote(
+        &self,
+        url: &str,
+        etag: Option<&str>,
+        max_age: Option<u64>,
+    ) -> Result<Option<Remote>, Error> {
+        let conn = self.conn()?;
+        let changed = conn
+            .execute(
+                "UPDATE remotes SET downloaded_at = ?, max_age = ?, etag = COALESCE(?, etag) \
+                 WHERE url = ? AND image_id IS NOT NULL",
+                params![now_micros(), max_age.map(|s| s as i64), etag, url],
+            )
+            .map_err(Error::sql(format!("refresh remote {url}")))?;
+        drop(conn);
+        if changed == 0 {
+            return Ok(None);
+        }
+        self.remote(url)
     }
 
     pub fn remote(&self, url: &str) -> Result<Option<Remote>, Error> {

@@ -4,5 +4,6 @@
 //! Bytes from the network go through the same staging, hashing and commit
 //! path as bytes from a file (DESIGN.md §1): there is one way into the store.
 
+pub(crate) mod fetch;
 pub(crate) mod http;
 pub(crate) mod registry;

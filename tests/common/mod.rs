@@ -3,6 +3,8 @@
 //! store's whole state for "bad input changes nothing" assertions.
 #![allow(dead_code)]
 
+pub mod layers;
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -10,8 +10,6 @@
 //! - [`challenge`]: `WWW-Authenticate` parsing, scopes, the token request URL.
 //! - [`token`]: token responses and a thread-safe per-scope token cache.
 //! - [`media`]: manifest media types, the `Accept` header, classification.
-//! - [`platform`]: `OS/ARCH[/VARIANT]`, the host's platform, choosing a
-//!   manifest from an index.
 //! - [`errors`]: the distribution spec's error codes and JSON bodies.
 //! - [`paths`]: API URLs, upload `Location` resolution, `Link` pagination.
 
@@ -23,6 +21,5 @@ pub(crate) mod challenge;
 pub(crate) mod errors;
 pub(crate) mod media;
 pub(crate) mod paths;
-pub(crate) mod platform;
 pub(crate) mod reference;
 pub(crate) mod token;

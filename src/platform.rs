@@ -32,12 +32,21 @@ pub(crate) const ATTESTATION_MANIFEST: &str = "attestation-manifest";
 /// Why a platform could not be parsed or found.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub(crate) enum PlatformError {
+pub enum PlatformError {
+    /// Not `OS/ARCH[/VARIANT]`.
     #[error("invalid platform {input:?}: {reason}")]
-    Malformed { input: String, reason: &'static str },
+    Malformed {
+        /// The input.
+        input: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// No image of an index runs on the platform.
     #[error("the index has no image for {wanted}; it has {}", list(available))]
     NoMatch {
+        /// The platform wanted.
         wanted: String,
+        /// The platforms the index has images for.
         available: Vec<String>,
     },
 }
@@ -50,9 +59,17 @@ fn list(platforms: &[String]) -> String {
     }
 }
 
-/// A normalised platform. Fields are private so every value is normalised.
+/// An OCI platform, normalised (`linux/arm64/v8`): fields are private so
+/// that every value is.
+///
+/// ```
+/// let p = imgstore::Platform::parse("linux/aarch64")?;
+/// assert_eq!((p.os(), p.architecture(), p.variant()), ("linux", "arm64", Some("v8")));
+/// assert_eq!(p.to_string(), "linux/arm64/v8");
+/// # Ok::<(), imgstore::PlatformError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) struct Platform {
+pub struct Platform {
     os: String,
     architecture: String,
     variant: Option<String>,
@@ -60,7 +77,7 @@ pub(crate) struct Platform {
 
 impl Platform {
     /// A platform from its parts, normalised.
-    pub(crate) fn new(os: &str, architecture: &str, variant: Option<&str>) -> Platform {
+    pub fn new(os: &str, architecture: &str, variant: Option<&str>) -> Platform {
         let os = os.to_ascii_lowercase();
         let os = match os.as_str() {
             "macos" => "darwin".to_string(),
@@ -80,7 +97,7 @@ impl Platform {
     }
 
     /// Parses `OS/ARCH[/VARIANT]`, as `--platform` takes it.
-    pub(crate) fn parse(input: &str) -> Result<Platform, PlatformError> {
+    pub fn parse(input: &str) -> Result<Platform, PlatformError> {
         let malformed = |reason| PlatformError::Malformed {
             input: input.to_string(),
             reason,
@@ -104,7 +121,7 @@ impl Platform {
     }
 
     /// The platform this binary runs on.
-    pub(crate) fn host() -> Platform {
+    pub fn host() -> Platform {
         Platform::from_rust(
             std::env::consts::OS,
             std::env::consts::ARCH,
@@ -144,21 +161,24 @@ impl Platform {
         )
     }
 
-    pub(crate) fn os(&self) -> &str {
+    /// The operating system: `linux`, `windows`, `darwin`…
+    pub fn os(&self) -> &str {
         &self.os
     }
 
-    pub(crate) fn architecture(&self) -> &str {
+    /// The architecture, in the OCI (Go) spelling: `amd64`, `arm64`, `arm`…
+    pub fn architecture(&self) -> &str {
         &self.architecture
     }
 
-    pub(crate) fn variant(&self) -> Option<&str> {
+    /// The variant: `v8`, `v7`…; arm64 and arm always have one.
+    pub fn variant(&self) -> Option<&str> {
         self.variant.as_deref()
     }
 
     /// How well `candidate` serves a wanted `self`: `Some(rank)`, lower is
     /// better, `0` an exact match; `None` when it does not run here.
-    pub(crate) fn rank(&self, candidate: &Platform) -> Option<u32> {
+    pub fn rank(&self, candidate: &Platform) -> Option<u32> {
         if self.os != candidate.os {
             return None;
         }
