@@ -13,6 +13,7 @@ packages=(
     docker-registry # testkit::Registry: pull and push
     containerd      # testkit::Containerd: a peer's content store (ctr)
     apache2-utils   # htpasswd, for testkit::Registry::with_htpasswd
+    podman          # interop: `podman load` of an export names the image right
 )
 missing=()
 for p in "${packages[@]}"; do
