@@ -48,6 +48,16 @@ fn umoci_unpack(image: &str, bundle: &Path) {
     run("umoci", &args);
 }
 
+/// Builds `LAYOUT:TAG` with umoci: a new image holding `files` at `at`.
+/// Returns the image reference.
+fn umoci_build(layout: &str, tag: &str, files: &str, at: &str) -> String {
+    let image = format!("{layout}:{tag}");
+    run("umoci", &["init", "--layout", layout]);
+    run("umoci", &["new", "--image", &image]);
+    run("umoci", &["insert", "--image", &image, files, at]);
+    image
+}
+
 fn inspect_digest(reference: &str) -> String {
     let v: Value = serde_json::from_str(&skopeo(&["inspect", reference])).unwrap();
     v["Digest"].as_str().unwrap().to_string()
@@ -69,13 +79,7 @@ fn umoci_and_skopeo_images_round_trip() {
     std::fs::create_dir_all(t("files/etc")).unwrap();
     std::fs::write(t("files/etc/hello.txt"), b"hello from interop\n").unwrap();
     std::fs::write(t("files/etc/other.conf"), vec![b'z'; 70_000]).unwrap();
-    run("umoci", &["init", "--layout", &s("built")]);
-    let built_ref = format!("{}:v1", s("built"));
-    run("umoci", &["new", "--image", &built_ref]);
-    run(
-        "umoci",
-        &["insert", "--image", &built_ref, &s("files/etc"), "/etc"],
-    );
+    let built_ref = umoci_build(&s("built"), "v1", &s("files/etc"), "/etc");
     run(
         "umoci",
         &[
@@ -217,13 +221,7 @@ fn skopeo_layouts_with_gzip_and_zstd_layers() {
     let s = |p: &str| tmp.path().join(p).to_str().unwrap().to_string();
     std::fs::create_dir_all(tmp.path().join("files")).unwrap();
     std::fs::write(tmp.path().join("files/data"), b"compressed layers").unwrap();
-    let built = format!("{}:t", s("built"));
-    run("umoci", &["init", "--layout", &s("built")]);
-    run("umoci", &["new", "--image", &built]);
-    run(
-        "umoci",
-        &["insert", "--image", &built, &s("files/data"), "/data"],
-    );
+    let built = umoci_build(&s("built"), "t", &s("files/data"), "/data");
     let store = TestStore::new();
     for format in ["gzip", "zstd"] {
         let dest = format!("{}:t", s(format));
@@ -259,19 +257,7 @@ fn a_tag_in_ref_name_is_a_version_and_every_peer_loads_the_export_by_name() {
     let s = |p: &str| t(p).to_str().unwrap().to_string();
     std::fs::create_dir_all(t("files")).unwrap();
     std::fs::write(t("files/greeting"), b"named by its tag\n").unwrap();
-    let built = format!("{}:1.0.0", s("umoci"));
-    run("umoci", &["init", "--layout", &s("umoci")]);
-    run("umoci", &["new", "--image", &built]);
-    run(
-        "umoci",
-        &[
-            "insert",
-            "--image",
-            &built,
-            &s("files/greeting"),
-            "/greeting",
-        ],
-    );
+    let built = umoci_build(&s("umoci"), "1.0.0", &s("files/greeting"), "/greeting");
     run(
         "umoci",
         &[
