@@ -18,63 +18,142 @@
 //! The tree knows nothing of images or reference counts; that is the index's
 //! business.
 
-use std::fs::{self, File, OpenOptions};
+use std::ffi::OsString;
+use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
 use crate::digest::{Algorithm, Digest, Hasher};
 use crate::error::{Error, IoContext};
+use crate::nofollow::{Dir, Kind, Meta};
+use crate::signals::{self, Staged};
 
 /// Buffer size for blob writes: large enough that the write syscalls vanish
 /// next to hashing.
 const WRITE_BUFFER: usize = 1 << 20;
 
+/// The directories under `tmp/` whose files outlive a process on purpose
+/// ([`BlobTree::kept_dir`]).
+pub(crate) const KEPT_DIRS: [&str; 2] = ["partial", "uploads"];
+
+/// The store's own directories besides the shards: none may be a link.
+const OWN_DIRS: [&str; 4] = ["blobs", "tmp", "intents", "trees"];
+
+/// The blob tree and the store directories it writes through. Every
+/// directory is reached from the store root's descriptor without following
+/// links ([`crate::nofollow`]); the paths are kept for messages and for
+/// readers of single files.
 #[derive(Debug, Clone)]
 pub(crate) struct BlobTree {
+    root: Arc<Dir>,
     blobs: PathBuf,
-    tmp: PathBuf,
-    intents: PathBuf,
+    tmp: Arc<Dir>,
+    intents: Arc<Dir>,
+}
+
+/// The directories a sweep (gc, fsck) works in, opened afresh when it
+/// starts, so that a link swapped in since the store was opened is met.
+pub(crate) struct SweepDirs {
+    pub tmp: Arc<Dir>,
+    pub intents: Arc<Dir>,
 }
 
 impl BlobTree {
-    pub fn open(store: &Path) -> Result<BlobTree, Error> {
-        let blobs = store.join("blobs");
-        let tmp = store.join("tmp");
-        let intents = store.join("intents");
-        for dir in [&blobs, &tmp, &intents] {
-            fs::create_dir_all(dir).ctx("create directory", dir)?;
+    /// Refuses a store whose own directories are links (or not
+    /// directories), and whose shard directories are links, before
+    /// anything is written to it. Reads the algorithm directories, no more:
+    /// a few system calls.
+    pub fn check(root: &Dir) -> Result<(), Error> {
+        for name in OWN_DIRS {
+            root.try_sub(name)?;
         }
+        if let Some(tmp) = root.try_sub("tmp")? {
+            for name in KEPT_DIRS {
+                tmp.try_sub(name)?;
+            }
+        }
+        if let Some(blobs) = root.try_sub("blobs")? {
+            for algorithm in Algorithm::ALL {
+                let Some(alg) = blobs.try_sub(algorithm.name())? else {
+                    continue;
+                };
+                for entry in alg.entries()? {
+                    if entry.kind == Kind::Link && is_shard_name(&entry.name.to_string_lossy()) {
+                        return Err(Error::StoreLink {
+                            path: alg.child_path(&entry.name),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Opens the tree of the store whose root is `root`, creating its
+    /// directories where missing.
+    pub fn open(root: Arc<Dir>) -> Result<BlobTree, Error> {
+        let (blobs, _) = root.sub_or_create("blobs")?;
+        for algorithm in Algorithm::ALL {
+            blobs.sub_or_create(algorithm.name())?;
+        }
+        let tmp = Arc::new(root.sub_or_create("tmp")?.0);
+        let intents = Arc::new(root.sub_or_create("intents")?.0);
         Ok(BlobTree {
-            blobs,
+            blobs: blobs.path().to_path_buf(),
+            root,
             tmp,
             intents,
         })
     }
 
+    /// The store's root directory.
+    pub fn root(&self) -> &Arc<Dir> {
+        &self.root
+    }
+
     /// Temp files of running writers: stale once no writer holds the
     /// store lock, so gc removes them all.
     pub fn tmp_dir(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    /// The temp directory itself, for writers that make files in it.
+    pub fn tmp_dir_handle(&self) -> &Arc<Dir> {
         &self.tmp
+    }
+
+    /// Checks the store's directories again (as [`BlobTree::check`]) and
+    /// opens the ones a sweep works in, from the root, none of them
+    /// through a link.
+    pub fn sweep_dirs(&self) -> Result<SweepDirs, Error> {
+        BlobTree::check(&self.root)?;
+        let tmp = self.root.sub("tmp")?;
+        for name in KEPT_DIRS {
+            tmp.try_sub(name)?;
+        }
+        Ok(SweepDirs {
+            tmp: Arc::new(tmp),
+            intents: Arc::new(self.root.sub("intents")?),
+        })
     }
 
     /// A directory under `tmp/` for files that outlive a process on
     /// purpose (`partial`: downloads to resume; `uploads`: upload sessions
     /// of `serve`); gc removes what is older than its grace period.
     /// Created on first use.
-    #[allow(dead_code)] // for fetch and serve, which come next
     pub fn kept_dir(&self, name: &str) -> Result<PathBuf, Error> {
-        let dir = self.tmp.join(name);
-        fs::create_dir_all(&dir).ctx("create directory", &dir)?;
-        Ok(dir)
+        let (dir, _) = self.tmp.sub_or_create(name)?;
+        Ok(dir.path().to_path_buf())
     }
 
     /// Where writers record the blobs they may leave without a row
     /// ([`crate::intents`]).
-    pub fn intents_dir(&self) -> &Path {
+    pub fn intents_dir(&self) -> &Arc<Dir> {
         &self.intents
     }
 
@@ -86,20 +165,77 @@ impl BlobTree {
             .join(hex)
     }
 
+    /// The shard directory of a digest, reached from the root without
+    /// following links; `None` if it does not exist.
+    fn shard(&self, digest: &Digest) -> Result<Option<Dir>, Error> {
+        let Some(alg) = self.root.sub("blobs")?.try_sub(digest.algorithm().name())? else {
+            return Ok(None);
+        };
+        alg.try_sub(&digest.hex()[..2])
+    }
+
+    /// The shard directory of a digest, created (durably) if missing.
+    fn shard_for_write(&self, digest: &Digest) -> Result<Dir, Error> {
+        let (alg, _) = self
+            .root
+            .sub("blobs")?
+            .sub_or_create(digest.algorithm().name())?;
+        let (shard, created) = alg.sub_or_create(&digest.hex()[..2])?;
+        if created {
+            alg.sync()?;
+        }
+        Ok(shard)
+    }
+
+    /// Whether the tree holds the blob: a regular file at its path, reached
+    /// without following a link.
     pub fn contains(&self, digest: &Digest) -> bool {
-        self.path(digest).is_file()
+        matches!(
+            self.shard(digest).and_then(|s| match s {
+                Some(shard) => shard.meta(digest.hex()),
+                None => Ok(None),
+            }),
+            Ok(Some(meta)) if meta.kind == Kind::File
+        )
+    }
+
+    /// Opens a blob's file, reached without following links.
+    pub fn open_file(&self, digest: &Digest) -> Result<File, Error> {
+        match self.shard(digest)? {
+            Some(shard) => shard.open_file(digest.hex()),
+            None => Err(Error::io(
+                "open blob",
+                &self.path(digest),
+                io::ErrorKind::NotFound.into(),
+            )),
+        }
     }
 
     /// Opens a blob for reading, verifying its digest as it is read.
     pub fn read(&self, digest: &Digest) -> Result<VerifiedReader<File>, Error> {
-        let path = self.path(digest);
-        let file = File::open(&path).ctx("open blob", &path)?;
-        Ok(VerifiedReader::new(file, digest.clone(), path))
+        let file = self.open_file(digest)?;
+        Ok(VerifiedReader::new(file, digest.clone(), self.path(digest)))
     }
 
     /// Starts a new blob, hashed with `algorithm` as it is written.
+    /// The store's reserve must be in place first: a writer never spends
+    /// it ([`crate::reserve`]).
     pub fn writer(&self, algorithm: Algorithm) -> Result<BlobWriter, Error> {
-        let (temp, file) = TempFile::create(&self.tmp)?;
+        self.writer_at(&self.tmp, algorithm)
+    }
+
+    /// Starts a new blob in the [`kept_dir`](Self::kept_dir) `kept` of
+    /// `tmp/`: for a writer that does not hold the store lock all along,
+    /// such as an upload session of `serve`, whose file gc must leave alone
+    /// until the grace period is over.
+    pub fn writer_in(&self, kept: &str, algorithm: Algorithm) -> Result<BlobWriter, Error> {
+        let (dir, _) = self.tmp.sub_or_create(kept)?;
+        self.writer_at(&Arc::new(dir), algorithm)
+    }
+
+    fn writer_at(&self, dir: &Arc<Dir>, algorithm: Algorithm) -> Result<BlobWriter, Error> {
+        crate::reserve::require(self)?;
+        let (temp, file) = TempFile::create(dir)?;
         Ok(BlobWriter {
             out: BufWriter::with_capacity(WRITE_BUFFER, file),
             hasher: HashSink::new(algorithm.hasher()),
@@ -109,66 +245,69 @@ impl BlobTree {
         })
     }
 
-    /// Removes a blob file (gc, repair). A file already gone is not an error.
-    pub fn remove(&self, digest: &Digest) -> Result<(), Error> {
-        let path = self.path(digest);
-        match fs::remove_file(&path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                Err(Error::io("remove blob", &path, e))
-            }
-            _ => Ok(()),
-        }
+    /// Removes a blob file (gc, repair); returns the shard directory it was
+    /// in, for an fsync. A file already gone is not an error.
+    pub fn remove(&self, digest: &Digest) -> Result<Option<PathBuf>, Error> {
+        let Some(shard) = self.shard(digest)? else {
+            return Ok(None);
+        };
+        shard.remove(digest.hex())?;
+        Ok(Some(shard.path().to_path_buf()))
     }
 
     /// Visits the tree one shard at a time, in order: every shard a digest
     /// can have (`sha256/00` to `sha512/ff`, missing ones as empty), each
     /// sorted by name, so that a sweep holds one shard in memory, never the
     /// whole tree. Entries where a shard or algorithm directory should be
-    /// (stray files, unknown names) come last, as shards with no algorithm.
+    /// (stray files, unknown names, links) come last, as shards with no
+    /// algorithm. Every directory is opened without following links: a
+    /// shard or algorithm directory that is a link fails the walk.
     pub fn for_each_shard(
         &self,
         mut visit: impl FnMut(Shard) -> Result<(), Error>,
     ) -> Result<(), Error> {
+        let blobs = self.root.sub("blobs")?;
         let mut strays = Vec::new();
-        for alg_dir in read_dir_sorted(&self.blobs)? {
-            let name = alg_dir.file_name().unwrap_or_default().to_string_lossy();
-            let known = Algorithm::from_name(&name).is_some() && alg_dir.is_dir();
+        for entry in blobs.entries()? {
+            let name = entry.name.to_string_lossy();
+            let known = Algorithm::from_name(&name).is_some()
+                && matches!(entry.kind, Kind::Dir | Kind::Link);
             if !known {
-                strays.push(alg_dir);
+                strays.push(blobs.child_path(&entry.name));
             }
         }
         for algorithm in Algorithm::ALL {
-            let alg_dir = self.blobs.join(algorithm.name());
-            let mut shard_dirs = Vec::new();
-            if alg_dir.is_dir() {
-                for shard_dir in read_dir_sorted(&alg_dir)? {
-                    let name = shard_dir.file_name().unwrap_or_default().to_string_lossy();
-                    if is_shard_name(&name) && shard_dir.is_dir() {
-                        shard_dirs.push(shard_dir);
+            let alg_dir = blobs.try_sub(algorithm.name())?;
+            let mut shard_names = Vec::new();
+            if let Some(alg_dir) = &alg_dir {
+                for entry in alg_dir.entries()? {
+                    let name = entry.name.to_string_lossy();
+                    if is_shard_name(&name) && matches!(entry.kind, Kind::Dir | Kind::Link) {
+                        shard_names.push(entry.name);
                     } else {
-                        strays.push(shard_dir);
+                        strays.push(alg_dir.child_path(&entry.name));
                     }
                 }
             }
-            let mut existing = shard_dirs.into_iter().peekable();
+            let mut existing = shard_names.into_iter().peekable();
             for n in 0..=255u8 {
                 let prefix = format!("{n:02x}");
-                let dir = alg_dir.join(&prefix);
-                let files = if existing.peek() == Some(&dir) {
+                let mut files = Vec::new();
+                if let Some(alg_dir) = &alg_dir
+                    && existing.peek().is_some_and(|name| *name == *prefix)
+                {
                     existing.next();
-                    read_dir_sorted(&dir)?
-                        .into_iter()
-                        .map(|file| {
-                            let name = file.file_name().unwrap_or_default().to_string_lossy();
-                            let digest = Digest::parse(&format!("{algorithm}:{name}"))
-                                .ok()
-                                .filter(|d| file == self.path(d));
-                            (digest, file)
-                        })
-                        .collect()
-                } else {
-                    Vec::new()
-                };
+                    // A link here fails the walk (Error::StoreLink).
+                    let shard = alg_dir.sub(&prefix)?;
+                    for entry in shard.entries()? {
+                        let path = shard.child_path(&entry.name);
+                        let name = entry.name.to_string_lossy();
+                        let digest = Digest::parse(&format!("{algorithm}:{name}"))
+                            .ok()
+                            .filter(|d| entry.kind == Kind::File && path == self.path(d));
+                        files.push((digest, path));
+                    }
+                }
                 visit(Shard {
                     algorithm: Some(algorithm),
                     prefix,
@@ -180,6 +319,44 @@ impl BlobTree {
             visit(Shard::stray(stray))?;
         }
         Ok(())
+    }
+
+    /// Removes the entry at `path`, a path under the store's root (a file,
+    /// a link, a directory with everything in it), reaching it from the
+    /// root's descriptor without following links.
+    pub fn remove_path(&self, path: &Path) -> Result<(), Error> {
+        self.root.remove_at(self.relative(path)?)
+    }
+
+    /// The `lstat` of the entry at `path`, a path under the store's root,
+    /// reached without following links; `None` if it (or its directory)
+    /// is gone.
+    pub fn meta_path(&self, path: &Path) -> Result<Option<Meta>, Error> {
+        let rel = self.relative(path)?;
+        let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else {
+            return Ok(None);
+        };
+        match self.root.walk(parent) {
+            Ok(dir) => dir.meta(name),
+            Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn relative<'p>(&self, path: &'p Path) -> Result<&'p Path, Error> {
+        path.strip_prefix(self.root.path()).map_err(|_| {
+            Error::Internal(format!(
+                "{} is not inside the store {}",
+                path.display(),
+                self.root.path().display()
+            ))
+        })
+    }
+
+    /// fsyncs a directory under the store's root, reached without
+    /// following links.
+    pub fn sync_path(&self, dir: &Path) -> Result<(), Error> {
+        self.root.walk(self.relative(dir)?)?.sync()
     }
 }
 
@@ -209,68 +386,102 @@ impl Shard {
     }
 }
 
-fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>, Error> {
-    let mut entries = Vec::new();
-    for entry in fs::read_dir(dir).ctx("read directory", dir)? {
-        entries.push(entry.ctx("read directory", dir)?.path());
-    }
-    entries.sort();
-    Ok(entries)
-}
-
-/// A temp file in `<store>/tmp/`, removed on drop unless kept. It holds
-/// only the name: an archive import may stage thousands of blobs before it
-/// publishes any, and must not hold a descriptor open for each.
+/// A temp file in `<store>/tmp/`, removed on drop unless kept, and on
+/// SIGINT or SIGTERM ([`crate::signals`]). It holds only the name: an
+/// archive import may stage thousands of blobs before it publishes any,
+/// and must not hold a descriptor open for each.
 #[derive(Debug)]
 pub(crate) struct TempFile {
     pub path: PathBuf,
+    dir: Arc<Dir>,
+    name: OsString,
     keep: bool,
+    _staged: Staged,
 }
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// Creates a file of a name no other one has in `dir`, `<pid>-<n>-<nanos>`
-/// plus `suffix`, open for reading and writing, mode 0600. The pid in the
-/// name tells whose it is.
-pub(crate) fn create_unique(
-    dir: &Path,
+/// A name no other file of this process has, `<pid>-<n>-<nanos>` plus
+/// `suffix`. The pid in the name tells whose it is.
+fn unique_name(suffix: &str) -> OsString {
+    let pid = std::process::id();
+    let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    OsString::from(format!("{pid}-{n}-{nanos:08x}{suffix}"))
+}
+
+/// Creates a file of a name no other one has in `dir` (see
+/// [`unique_name`]), open for reading and writing, mode 0600; with
+/// `staged`, registered for removal on interruption before it exists.
+fn create_in(
+    dir: &Arc<Dir>,
     suffix: &str,
     what: &'static str,
-) -> Result<(PathBuf, File), Error> {
-    let pid = std::process::id();
+    staged: bool,
+) -> Result<(OsString, File, Option<Staged>), Error> {
     loop {
-        let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let path = dir.join(format!("{pid}-{n}-{nanos:08x}{suffix}"));
-        match OpenOptions::new()
-            .write(true)
-            .read(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-        {
-            Ok(file) => return Ok((path, file)),
+        let name = unique_name(suffix);
+        let created = if staged {
+            signals::create_staged(dir, &name, || dir.create_file(&name)).map(|(s, f)| (f, Some(s)))
+        } else {
+            dir.create_file(&name).map(|f| (f, None))
+        };
+        match created {
+            Ok((file, staged)) => return Ok((name, file, staged)),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(Error::io(what, &path, e)),
+            Err(e) => return Err(Error::io(what, &dir.child_path(&name), e)),
+        }
+    }
+}
+
+/// Creates a file of a name no other one has in `dir`, not registered for
+/// removal on interruption (intent files must outlive the process).
+pub(crate) fn create_unique(
+    dir: &Dir,
+    suffix: &str,
+    what: &'static str,
+) -> Result<(OsString, File), Error> {
+    loop {
+        let name = unique_name(suffix);
+        match dir.create_file(&name) {
+            Ok(file) => return Ok((name, file)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(Error::io(what, &dir.child_path(&name), e)),
         }
     }
 }
 
 impl TempFile {
-    /// Creates a new temp file; returns it and a handle open for writing.
-    pub fn create(dir: &Path) -> Result<(TempFile, File), Error> {
-        let (path, file) = create_unique(dir, ".tmp", "create temp file")?;
-        Ok((TempFile { path, keep: false }, file))
+    /// Creates a new temp file in `dir`; returns it and a handle open for
+    /// writing.
+    pub fn create(dir: &Arc<Dir>) -> Result<(TempFile, File), Error> {
+        let (name, file, staged) = create_in(dir, ".tmp", "create temp file", true)?;
+        let temp = TempFile {
+            path: dir.child_path(&name),
+            dir: Arc::clone(dir),
+            name,
+            keep: false,
+            _staged: staged.expect("created staged"),
+        };
+        Ok((temp, file))
+    }
+
+    /// Renames the file to `to` in `dest`; it is no temp file any more.
+    pub fn rename_into(mut self, dest: &Dir, to: impl AsRef<std::ffi::OsStr>) -> io::Result<()> {
+        self.dir.rename(&self.name, dest, to)?;
+        self.keep = true;
+        Ok(())
     }
 }
 
 impl Drop for TempFile {
     fn drop(&mut self) {
+        // Removed before `_staged` unregisters it (fields drop after this).
         if !self.keep {
-            let _ = fs::remove_file(&self.path);
+            let _ = self.dir.remove(&self.name);
         }
     }
 }
@@ -290,6 +501,11 @@ pub(crate) struct BlobWriter {
 const WRITEBACK_EVERY: u64 = 16 << 20;
 
 impl BlobWriter {
+    /// The bytes written so far.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
     /// Flushes the buffer, closes the file and returns the blob's digest,
     /// not yet durable.
     pub fn finish(mut self) -> Result<StagedBlob, Error> {
@@ -555,7 +771,7 @@ impl StagedBlob {
 
     /// Makes the blob durable at its final path. If the tree already has the
     /// blob, the temp file is dropped without an fsync.
-    pub fn publish(mut self, tree: &BlobTree) -> Result<(), Error> {
+    pub fn publish(self, tree: &BlobTree) -> Result<(), Error> {
         if tree.contains(&self.digest) {
             return Ok(());
         }
@@ -566,15 +782,14 @@ impl StagedBlob {
             .ctx("fsync temp file", &self.temp.path)?;
         fs::set_permissions(&self.temp.path, fs::Permissions::from_mode(0o444))
             .ctx("make blob read-only", &self.temp.path)?;
-        let shard = dest.parent().expect("blob path has a shard");
-        if !shard.is_dir() {
-            fs::create_dir_all(shard).ctx("create shard directory", shard)?;
-            sync_dir(shard.parent().expect("shard has a parent"))?;
-        }
-        fs::rename(&self.temp.path, &dest).ctx("rename blob into place", &dest)?;
-        self.temp.keep = true;
+        // Reached without following links: a shard that is a link fails
+        // here, before anything lands outside the store.
+        let shard = tree.shard_for_write(&self.digest)?;
+        self.temp
+            .rename_into(&shard, self.digest.hex())
+            .ctx("rename blob into place", &dest)?;
         crate::failpoint::hit("publish-after-rename");
-        sync_dir(shard)
+        shard.sync()
     }
 }
 
@@ -637,7 +852,7 @@ mod tests {
     #[test]
     fn a_blob_hashed_on_a_thread_has_the_digest_of_its_bytes() {
         let dir = tempfile::tempdir().unwrap();
-        let tree = BlobTree::open(dir.path()).unwrap();
+        let tree = BlobTree::open(Arc::new(Dir::open_root(dir.path()).unwrap())).unwrap();
         // Several chunks and a ragged end, in pieces that straddle chunks.
         let bytes: Vec<u8> = (0..(5 * HASH_CHUNK + 12345))
             .map(|i| (i * 7 % 251) as u8)
@@ -657,7 +872,7 @@ mod tests {
     #[test]
     fn a_blob_filled_from_a_reader_matches_one_written_in_pieces() {
         let dir = tempfile::tempdir().unwrap();
-        let tree = BlobTree::open(dir.path()).unwrap();
+        let tree = BlobTree::open(Arc::new(Dir::open_root(dir.path()).unwrap())).unwrap();
         for len in [0, 1, HASH_CHUNK - 1, HASH_CHUNK, 3 * HASH_CHUNK + 777] {
             let bytes: Vec<u8> = (0..len).map(|i| (i * 13 % 241) as u8).collect();
             // A reader that hands out ragged pieces, as a tar entry does.

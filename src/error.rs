@@ -79,6 +79,15 @@ pub enum Error {
     /// A server or registry refused, failed or lied.
     #[error(transparent)]
     Remote(#[from] crate::remote::http::RemoteError),
+    /// A registry refused, sent what the store does not take, or lied; or a
+    /// reference, platform or credentials were not usable.
+    #[error(transparent)]
+    // Boxed: registry errors carry URLs and digests, and every Result of
+    // the crate carries an Error.
+    Registry(Box<crate::remote::registry::RegistryError>),
+    /// A registry server could not start.
+    #[error(transparent)]
+    Serve(#[from] crate::serve::ServeError),
     /// The store has no such blob.
     #[error("blob {0} is not in the store")]
     BlobNotFound(Digest),
@@ -157,6 +166,61 @@ pub enum Error {
         /// Whether it is a directory with something in it.
         non_empty_dir: bool,
     },
+    /// One of the store's own directories or files (`tmp/`, `intents/`,
+    /// `blobs/` and its shards, `index.db`…) is a symbolic link: the store
+    /// never follows a link out of its own directories.
+    #[error(
+        "{} is a symbolic link; a store's own directories and files may not be links (imgstore never follows a link out of its store)",
+        path.display()
+    )]
+    StoreLink {
+        /// The link.
+        path: PathBuf,
+    },
+    /// The directory given as the store is not one, and is not empty: it
+    /// is refused rather than adopted.
+    #[error(
+        "{} is not an imgstore store: {reason}; give an empty or new directory as the store (--store or $IMGSTORE_DIR)",
+        path.display()
+    )]
+    NotAStore {
+        /// The directory.
+        path: PathBuf,
+        /// Why it is not taken for a store.
+        reason: NotAStoreReason,
+    },
+    /// The index belongs to another store (it is linked or copied from
+    /// one), so that repairing it from this store's tree would damage the
+    /// other's.
+    #[error(
+        "{} belongs to another store (id {index_store}), not to the store at {}{}; a store uses only the index it made",
+        index.display(),
+        store.display(),
+        store_id.as_ref().map(|id| format!(" (id {id})")).unwrap_or_default()
+    )]
+    ForeignIndex {
+        /// The index file.
+        index: PathBuf,
+        /// The store directory.
+        store: PathBuf,
+        /// The id of the store the index belongs to.
+        index_store: String,
+        /// The id of this store, if it has one yet.
+        store_id: Option<String>,
+    },
+    /// The disk (or quota) holding the store has no space left for a write
+    /// that would use space. The store's reserve is kept for `rm` and `gc`.
+    #[error(
+        "the disk holding the store {} is full; `imgstore rm` and `imgstore gc` can still free space",
+        store.display()
+    )]
+    DiskFull {
+        /// The store directory.
+        store: PathBuf,
+        /// The write that failed.
+        #[source]
+        source: Box<Error>,
+    },
     /// A bug: the store broke one of its own rules.
     #[error("internal error: {0}")]
     Internal(String),
@@ -166,6 +230,34 @@ pub enum Error {
     /// Rendering an image into a directory failed.
     #[error(transparent)]
     Render(#[from] crate::render::RenderError),
+}
+
+/// Why a directory is not taken for a store ([`Error::NotAStore`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NotAStoreReason {
+    /// Something is in it, but neither the marker a store writes when it is
+    /// created nor the index of a store made by an earlier imgstore.
+    #[error(
+        "it is not empty, and has neither a store's marker (imgstore.id) nor a store's index.db"
+    )]
+    NotEmpty,
+    /// It has an `index.db` that is not an imgstore index.
+    #[error("its index.db is not an imgstore index")]
+    NotAnIndex,
+    /// Its marker file is not one an imgstore writes (or one of a newer
+    /// imgstore).
+    #[error(
+        "its marker imgstore.id is not one this imgstore writes (damaged, or from a newer imgstore)"
+    )]
+    BadMarker,
+    /// Its index belongs to a store, but the directory has no marker: the
+    /// index was linked or copied here from another store, or the marker
+    /// was deleted.
+    #[error(
+        "its index.db belongs to a store, but it has no marker imgstore.id (copied or linked from another store, or the marker was deleted)"
+    )]
+    IndexWithoutMarker,
 }
 
 /// Why an IMAGE argument or key prefix did not lead to exactly one key.
@@ -605,6 +697,7 @@ impl Error {
                 Some(libc::ENOSPC) | Some(libc::EDQUOT) | Some(libc::EFBIG)
             ),
             Error::Index(e) => e.is_disk_full(),
+            Error::DiskFull { .. } => true,
             _ => false,
         }
     }

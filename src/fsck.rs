@@ -13,9 +13,21 @@
 //! | `missing`  | a row names a blob whose file is gone          | row dropped, with the images needing it |
 //! | `corrupt`  | a file's bytes do not hash to its name         | file deleted, row dropped as above  |
 //! | `size`     | a file's length differs from its row's size    | row's size fixed (if the hash is right) |
-//! | `diff_id`  | (`--layers`) a layer does not decompress to its diff_id | treated as corrupt         |
+//! | `diff_id`  | (`--layers`) a layer does not decompress to the diff_id its config names (or that was recorded at import) | treated as corrupt |
 //! | `refcount` | a count differs from the sum of its edges      | recounted                           |
-//! | `orphan`   | a file in the tree no row names, or a temp file | deleted                            |
+//! | `orphan`   | a file in the tree no row names, or a temp file, or an entry of `trees/` no row names | deleted |
+//! | `tree`     | a kept tree's directory is gone, or (`--trees`) its contents differ from its fingerprint | row dropped, then directory |
+//!
+//! With `--layers` every layer is decompressed and checked, whether or not
+//! its diff_id was checked at import: the image manifests in the store are
+//! read one at a time, each with its config, to learn the diff_id each
+//! layer must decompress to; each layer is then decompressed once, during
+//! the walk of its shard. An uncompressed layer is its own diff_id, so its
+//! re-hash checks it.
+//!
+//! Every directory is reached without following links
+//! ([`crate::nofollow`]): a store whose `tmp/`, `intents/`, `blobs/` or a
+//! shard is a link fails the check before anything is repaired.
 //!
 //! Rows are repaired first and files removed second, the order gc keeps,
 //! so a repair cut short leaves at worst orphans. No intent file records
@@ -28,17 +40,19 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
-use std::fs::File;
-use std::io::{self, Read};
+use std::io::{self, Read, Seek};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::blobs::Shard;
-use crate::digest::{Digest, Hasher};
+use crate::blobs::{BlobTree, Shard};
+use crate::digest::{Algorithm, Digest, Hasher};
 use crate::error::{DecompressError, Error};
 use crate::index::BlobRow;
 use crate::lock::LockMode;
+use crate::nofollow::Kind;
+use crate::oci::{self, ImageConfig, ImageManifest};
+use crate::signals::Critical;
 use crate::store::Store;
 
 /// Settings of a check.
@@ -47,8 +61,11 @@ use crate::store::Store;
 pub struct FsckOptions {
     /// Fix what can be fixed (see the table at the top of this module).
     pub repair: bool,
-    /// Also decompress layers and check their diff_ids.
+    /// Also decompress every layer and check it against the diff_id its
+    /// config names.
     pub layers: bool,
+    /// Also re-walk every tree the store keeps against its fingerprint.
+    pub trees: bool,
 }
 
 impl FsckOptions {
@@ -68,6 +85,12 @@ impl FsckOptions {
         self.layers = layers;
         self
     }
+
+    /// With `trees`, also re-walk the kept trees against their fingerprints.
+    pub fn trees(mut self, trees: bool) -> FsckOptions {
+        self.trees = trees;
+        self
+    }
 }
 
 /// What kind of thing is wrong (the table at the top of this module).
@@ -83,12 +106,17 @@ pub enum ProblemKind {
     Corrupt,
     /// A file's length differs from its row's size.
     Size,
-    /// A layer does not decompress to its diff_id (`--layers`).
+    /// A layer does not decompress to the diff_id its config names
+    /// (`--layers`).
     DiffId,
     /// A count differs from the sum of its edges.
     Refcount,
-    /// A file no row names, or a temp file.
+    /// A file no row names, or a temp file, or an entry of `trees/` no
+    /// row names.
     Orphan,
+    /// A kept tree's directory is gone, or its contents changed since it
+    /// was rendered (`--trees`).
+    Tree,
 }
 
 impl ProblemKind {
@@ -102,6 +130,7 @@ impl ProblemKind {
             ProblemKind::DiffId => "diff_id",
             ProblemKind::Refcount => "refcount",
             ProblemKind::Orphan => "orphan",
+            ProblemKind::Tree => "tree",
         }
     }
 }
@@ -132,6 +161,8 @@ pub struct FsckReport {
     pub blobs_checked: u64,
     /// Their bytes.
     pub bytes_checked: u64,
+    /// Kept trees re-walked (`--trees`).
+    pub trees_checked: u64,
     /// What the check found.
     pub problems: Vec<Problem>,
     /// Whether `--repair` ran and a check afterwards found the store
@@ -177,9 +208,13 @@ impl fmt::Display for FsckReport {
                 p.detail
             )?;
         }
+        let trees = match self.trees_checked {
+            0 => String::new(),
+            n => format!(" and {n} trees"),
+        };
         writeln!(
             f,
-            "checked {} blobs ({} bytes): {} problems{}",
+            "checked {} blobs ({} bytes){trees}: {} problems{}",
             self.blobs_checked,
             self.bytes_checked,
             self.problems.len(),
@@ -198,6 +233,8 @@ struct Findings {
     doomed: Vec<PathBuf>,
     /// Rows whose size is wrong though the bytes are right.
     resize: Vec<(Digest, u64)>,
+    /// Kept trees whose rows must go.
+    trees: Vec<String>,
 }
 
 impl Findings {
@@ -210,14 +247,26 @@ impl Findings {
     }
 }
 
+/// A diff_id a layer must decompress to, and who says so.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Expected {
+    diff_id: Digest,
+    /// The manifest whose config names it; `None`: recorded at import.
+    manifest: Option<Digest>,
+}
+
+/// The diff_ids layers must decompress to, by layer digest.
+type LayerDiffIds = HashMap<Digest, Vec<Expected>>;
+
 /// The verdict on one blob file.
 #[derive(Debug)]
 struct FileCheck {
     len: u64,
     /// What the bytes hash to, or why they could not be read.
     found: Result<Digest, io::Error>,
-    /// With `--layers`: what the decompressed bytes hash to, or why not.
-    diff: Option<Result<Digest, DecompressError>>,
+    /// With `--layers`: for each diff_id the layer must have, what its
+    /// decompressed bytes hash to, or why they could not be had.
+    diffs: Vec<(Digest, Result<Digest, DecompressError>)>,
 }
 
 /// Most threads re-hashing blobs at once.
@@ -253,20 +302,27 @@ impl Store {
             lost,
             doomed,
             resize,
+            trees,
         } = findings;
         // Rows first, files second (as gc). Files in the tree are recorded
         // by no intent, so the repair's commit asks the next gc to walk the
         // tree: cut short after it, the files left are orphans that gc
         // removes.
         let in_tree = doomed.iter().any(|p| !p.starts_with(self.tree.tmp_dir()));
+        // From the repair's commit to the last removal, SIGINT and SIGTERM
+        // wait: the rows are gone, the files must follow.
+        let critical = Critical::enter();
         let repair = self.index.repair(&lost, &resize, in_tree)?;
         report.removed_images = repair.images_removed;
         crate::failpoint::hit("fsck-after-index-repair");
         let mut touched = BTreeSet::new();
         for path in doomed {
-            crate::store::remove_path(&path)?;
+            // Reached from the store's root without following links.
+            self.tree.remove_path(&path)?;
             touched.extend(path.parent().map(Path::to_path_buf));
         }
+        self.repair_trees(&trees)?;
+        drop(critical);
         report.remaining = self.check(options)?.report.problems;
         report.repaired = report.remaining.is_empty();
         // The check walked the whole tree: if it found no orphan, gc need
@@ -277,7 +333,7 @@ impl Store {
             .any(|p| p.kind == ProblemKind::Orphan)
         {
             for dir in touched {
-                crate::blobs::sync_dir(&dir)?;
+                self.tree.sync_path(&dir)?;
             }
             self.index.set_full_sweep_needed(false)?;
         }
@@ -288,22 +344,28 @@ impl Store {
     /// its rows (one range scan), so memory follows a shard, not the store.
     fn check(&self, options: &FsckOptions) -> Result<Findings, Error> {
         let mut f = Findings::default();
+        // Opened again now, none through a link, before anything is read.
+        let dirs = self.tree.sweep_dirs()?;
         for line in self.index.quick_check()? {
             f.problem(ProblemKind::Index, None, format!("quick_check: {line}"));
         }
+        let expected = if options.layers {
+            self.layer_diff_ids()?
+        } else {
+            LayerDiffIds::new()
+        };
         let mut pending = Vec::new();
-        self.tree
-            .for_each_shard(|shard| self.check_shard(shard, options, &mut pending, &mut f))?;
-        self.hash_pending(&mut pending, options, &mut f);
-        let tmp = self.tree.tmp_dir();
-        for entry in std::fs::read_dir(tmp).map_err(|e| Error::io("read directory", tmp, e))? {
-            let entry = entry.map_err(|e| Error::io("read directory", tmp, e))?;
+        self.tree.for_each_shard(|shard| {
+            self.check_shard(shard, options, &expected, &mut pending, &mut f)
+        })?;
+        self.hash_pending(&mut pending, &mut f);
+        for entry in dirs.tmp.entries()? {
             // Subdirectories hold partial downloads and upload sessions,
             // which live on purpose until gc's grace period ends.
-            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            if entry.kind == Kind::Dir {
                 continue;
             }
-            let path = entry.path();
+            let path = dirs.tmp.child_path(&entry.name);
             f.problem(
                 ProblemKind::Orphan,
                 None,
@@ -321,6 +383,10 @@ impl Store {
                 ),
             );
         }
+        let trees = self.check_trees(options.trees)?;
+        f.report.trees_checked = trees.checked;
+        f.report.problems.extend(trees.problems);
+        f.trees = trees.damaged;
         for edge in self.index.dangling_refs()? {
             f.problem(
                 ProblemKind::Index,
@@ -335,11 +401,77 @@ impl Store {
         Ok(f)
     }
 
+    /// What each layer must decompress to: every image manifest in the
+    /// store with its config, read one at a time (each at most
+    /// [`oci::MAX_JSON`] bytes, verified against its digest). Manifests
+    /// and configs that cannot be read are left out: the walk of the tree
+    /// reports them.
+    fn layer_diff_ids(&self) -> Result<LayerDiffIds, Error> {
+        let mut expected = LayerDiffIds::new();
+        for manifest_digest in self.index.oci_manifests()? {
+            let Some(manifest) = self.small_json::<ImageManifest>(&manifest_digest) else {
+                continue;
+            };
+            if !oci::is_image_config(&manifest.config.media_type) {
+                continue;
+            }
+            let Ok(config_digest) = Digest::parse(&manifest.config.digest) else {
+                continue;
+            };
+            let Some(config) = self.small_json::<ImageConfig>(&config_digest) else {
+                continue;
+            };
+            let Some(rootfs) = config.rootfs else {
+                continue;
+            };
+            if rootfs.diff_ids.len() != manifest.layers.len() {
+                continue;
+            }
+            for (layer, diff_id) in manifest.layers.iter().zip(&rootfs.diff_ids) {
+                let (Ok(layer), Ok(diff_id)) =
+                    (Digest::parse(&layer.digest), Digest::parse(diff_id))
+                else {
+                    continue;
+                };
+                let wanted = Expected {
+                    diff_id,
+                    manifest: Some(manifest_digest.clone()),
+                };
+                let list = expected.entry(layer).or_default();
+                if !list.iter().any(|e| e.diff_id == wanted.diff_id) {
+                    list.push(wanted);
+                }
+            }
+        }
+        Ok(expected)
+    }
+
+    /// A small JSON blob of the store, read whole and verified; `None` if
+    /// it is missing, too large, corrupt or not that document.
+    fn small_json<T: serde::de::DeserializeOwned>(&self, digest: &Digest) -> Option<T> {
+        if !self.index.has_blob(digest).ok()? {
+            return None;
+        }
+        let mut bytes = Vec::new();
+        self.tree
+            .read(digest)
+            .ok()?
+            .take(oci::MAX_JSON + 1)
+            .read_to_end(&mut bytes)
+            .ok()?;
+        // Below the limit the reader reached the end, where it verifies.
+        if bytes.len() as u64 > oci::MAX_JSON {
+            return None;
+        }
+        serde_json::from_slice(&bytes).ok()
+    }
+
     fn check_shard(
         &self,
         shard: Shard,
         options: &FsckOptions,
-        pending: &mut Vec<BlobRow>,
+        expected: &LayerDiffIds,
+        pending: &mut Vec<(BlobRow, Vec<Expected>)>,
         f: &mut Findings,
     ) -> Result<(), Error> {
         let Some(algorithm) = shard.algorithm else {
@@ -385,17 +517,34 @@ impl Store {
             }
         }
 
-        pending.extend(to_hash.into_iter().cloned());
+        // With --layers: each row's diff_ids, from the configs and from
+        // the import's record.
+        for row in to_hash {
+            let mut wanted = Vec::new();
+            if options.layers {
+                wanted = expected.get(&row.digest).cloned().unwrap_or_default();
+                if let Some(recorded) = &row.diff_id
+                    && !wanted.iter().any(|e| &e.diff_id == recorded)
+                {
+                    wanted.push(Expected {
+                        diff_id: recorded.clone(),
+                        manifest: None,
+                    });
+                }
+            }
+            pending.push((row.clone(), wanted));
+        }
         if pending.len() >= HASH_BATCH {
-            self.hash_pending(pending, options, f);
+            self.hash_pending(pending, f);
         }
         Ok(())
     }
 
-    /// Re-hashes the files of the rows gathered so far on every core, and
-    /// judges them. Rows are gathered over several shards, so that the
-    /// threads seldom wait for each other at the end of a batch.
-    fn hash_pending(&self, pending: &mut Vec<BlobRow>, options: &FsckOptions, f: &mut Findings) {
+    /// Re-hashes the files of the rows gathered so far on every core (and
+    /// with `--layers` decompresses them for their diff_ids), and judges
+    /// them. Rows are gathered over several shards, so that the threads
+    /// seldom wait for each other at the end of a batch.
+    fn hash_pending(&self, pending: &mut Vec<(BlobRow, Vec<Expected>)>, f: &mut Findings) {
         let rows = std::mem::take(pending);
         let order = (0..rows.len()).collect();
         let checks = crate::parallel::run(
@@ -403,25 +552,20 @@ impl Store {
             order,
             crate::parallel::workers(MAX_WORKERS),
             || (),
-            |_, row| {
-                let diff_id = row.diff_id.as_ref().filter(|_| options.layers);
-                Ok::<_, std::convert::Infallible>(check_file(
-                    &self.tree.path(&row.digest),
-                    &row.digest,
-                    diff_id,
-                ))
+            |_, (row, wanted)| {
+                Ok::<_, std::convert::Infallible>(check_file(&self.tree, &row.digest, wanted))
             },
         );
-        for (row, check) in rows.iter().zip(checks) {
+        for ((row, wanted), check) in rows.iter().zip(checks) {
             let Some(Ok(check)) = check else {
                 unreachable!("an infallible check is never skipped")
             };
-            self.judge(row, check, f);
+            self.judge(row, wanted, check, f);
         }
     }
 
     /// Turns one file's check into problems.
-    fn judge(&self, row: &BlobRow, check: FileCheck, f: &mut Findings) {
+    fn judge(&self, row: &BlobRow, wanted: &[Expected], check: FileCheck, f: &mut Findings) {
         f.report.blobs_checked += 1;
         f.report.bytes_checked += check.len;
         let path = self.tree.path(&row.digest);
@@ -458,25 +602,31 @@ impl Store {
             }
         }
         let mut bad_layer = false;
-        if !corrupt && let (Some(expected), Some(diff)) = (&row.diff_id, &check.diff) {
-            match diff {
-                Ok(found) if found == expected => {}
-                Ok(found) => {
-                    f.problem(
-                        ProblemKind::DiffId,
-                        Some(&row.digest),
-                        format!("decompresses to {found}, not its diff_id {expected}"),
-                    );
-                    bad_layer = true;
-                }
-                Err(why) => {
-                    f.problem(
-                        ProblemKind::DiffId,
-                        Some(&row.digest),
-                        format!("cannot decompress: {why}"),
-                    );
-                    bad_layer = true;
-                }
+        if !corrupt {
+            for expected in wanted {
+                let Some((_, diff)) = check.diffs.iter().find(|(d, _)| *d == expected.diff_id)
+                else {
+                    continue;
+                };
+                let whose = match &expected.manifest {
+                    Some(m) => format!("the diff_id the config of manifest {m} names"),
+                    None => "the diff_id recorded at import".to_string(),
+                };
+                let detail = match diff {
+                    Ok(found) if *found == expected.diff_id => continue,
+                    Ok(found) => format!(
+                        "decompresses to {found}, not to {}, {whose}",
+                        expected.diff_id
+                    ),
+                    Err(why) => format!(
+                        "cannot decompress ({why}) to check {}, {whose}",
+                        expected.diff_id
+                    ),
+                };
+                f.problem(ProblemKind::DiffId, Some(&row.digest), detail);
+                bad_layer = true;
+                // One problem per layer: it is lost either way.
+                break;
             }
         }
         if corrupt || bad_layer {
@@ -488,26 +638,50 @@ impl Store {
 
 const READ_BUFFER: usize = 1 << 20;
 
-fn check_file(path: &Path, digest: &Digest, diff_id: Option<&Digest>) -> FileCheck {
-    let mut file = match File::open(path) {
+/// Re-hashes one blob file and, for each diff_id it must have,
+/// decompresses it. The file is opened through the tree's directories,
+/// without following links, and read through that one descriptor.
+fn check_file(tree: &BlobTree, digest: &Digest, wanted: &[Expected]) -> FileCheck {
+    let unreadable = |e: io::Error| FileCheck {
+        len: 0,
+        found: Err(e),
+        diffs: Vec::new(),
+    };
+    let mut file = match tree.open_file(digest) {
         Ok(f) => f,
-        Err(e) => {
-            return FileCheck {
-                len: 0,
-                found: Err(e),
-                diff: None,
-            };
-        }
+        Err(Error::Io { source, .. }) => return unreadable(source),
+        Err(e) => return unreadable(io::Error::other(e.to_string())),
     };
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
     let found = hash_stream(&mut file, digest.algorithm().hasher());
-    // An uncompressed layer is its own diff_id: the hash just taken checks
-    // it, and reading the file a second time would only repeat it.
-    let diff = diff_id.and_then(|expected| match expected == digest {
-        true => found.as_ref().ok().cloned().map(Ok),
-        false => Some(crate::layer::of_file(path, expected.algorithm())),
-    });
-    FileCheck { len, found, diff }
+    // Decompressed once per algorithm, whatever the number of configs.
+    let mut decompressed: Vec<(Algorithm, Result<Digest, DecompressError>)> = Vec::new();
+    let mut diffs = Vec::new();
+    for expected in wanted {
+        // An uncompressed layer is its own diff_id: the hash just taken
+        // checks it, and reading the file a second time would only repeat
+        // it.
+        if let Ok(found) = &found
+            && expected.diff_id == *digest
+        {
+            diffs.push((expected.diff_id.clone(), Ok(found.clone())));
+            continue;
+        }
+        let alg = expected.diff_id.algorithm();
+        let diff = match decompressed.iter().find(|(a, _)| *a == alg) {
+            Some((_, diff)) => diff.clone(),
+            None => {
+                let diff = match file.try_clone().and_then(|mut f| f.rewind().map(|_| f)) {
+                    Ok(f) => crate::layer::of_open_file(f, alg),
+                    Err(e) => Err(DecompressError::Read(e.to_string())),
+                };
+                decompressed.push((alg, diff.clone()));
+                diff
+            }
+        };
+        diffs.push((expected.diff_id.clone(), diff));
+    }
+    FileCheck { len, found, diffs }
 }
 
 fn hash_stream(r: &mut dyn Read, mut hasher: Hasher) -> io::Result<Digest> {

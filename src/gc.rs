@@ -17,18 +17,19 @@
 //! orphans that the next gc finds without a walk.
 
 use std::collections::{BTreeSet, HashSet};
-use std::fs;
+use std::ffi::OsStr;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use crate::blobs::sync_dir;
+use crate::blobs::SweepDirs;
 use crate::digest::Digest;
-use crate::error::{Error, IoContext};
+use crate::error::Error;
 use crate::image::GcReport;
 use crate::intents::{self, Intent};
 use crate::lock::LockMode;
+use crate::nofollow::{Dir, Kind, Meta};
 use crate::reserve;
-use crate::store::{Store, remove_path};
+use crate::store::Store;
 
 /// Settings of a garbage collection.
 #[derive(Debug, Clone)]
@@ -94,6 +95,8 @@ impl Default for GcOptions {
 /// durable or clean up.
 struct Sweep<'a> {
     store: &'a Store,
+    /// tmp/ and intents/, opened afresh for this run.
+    dirs: SweepDirs,
     options: &'a GcOptions,
     now: SystemTime,
     report: GcReport,
@@ -126,6 +129,9 @@ impl Store {
         let _lock = self.lock(LockMode::Exclusive, options.wait)?;
         let mut sweep = Sweep {
             store: self,
+            // Opened again now, none through a link: one swapped in since
+            // the store was opened is met here, before anything goes.
+            dirs: self.tree.sweep_dirs()?,
             options,
             now: SystemTime::now(),
             report: GcReport {
@@ -137,59 +143,19 @@ impl Store {
             finished: Vec::new(),
         };
         sweep.leftover_intents()?;
+        // Trees first: rows whose directory vanished free their blobs for
+        // the garbage pass.
+        (sweep.report.tree_dirs, sweep.report.tree_rows) = self.sweep_trees(options.dry_run)?;
         sweep.garbage()?;
         if options.full || self.index.full_sweep_needed()? {
             sweep.whole_tree()?;
         }
         sweep.finish()?;
-        let mut report = sweep.report;
-
-        // Every writer holds the store lock shared while its temp files
-        // live, so under the exclusive lock every temp file is stale. The
-        // subdirectories of tmp/ hold what outlives a process on purpose
-        // (partial downloads to resume, upload sessions of `serve`): those
-        // files go once older than the grace period, unless a process holds
-        // a lock on one (a fetch waiting its turn for a URL holds its lock
-        // file, however old): gc removes them under a lock of its own,
-        // taken without waiting, so that no one takes one in between.
-        let now = SystemTime::now();
-        let tmp = self.tree.tmp_dir();
-        for entry in fs::read_dir(tmp).ctx("read directory", tmp)? {
-            let entry = entry.ctx("read directory", tmp)?;
-            let path = entry.path();
-            if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                for kept in fs::read_dir(&path).ctx("read directory", &path)? {
-                    let kept = kept.ctx("read directory", &path)?;
-                    let Ok(meta) = kept.metadata() else { continue };
-                    let age = meta
-                        .modified()
-                        .ok()
-                        .and_then(|m| now.duration_since(m).ok())
-                        .unwrap_or_default();
-                    if age < options.grace {
-                        continue;
-                    }
-                    let Some(_claimed) = claim(&kept.path()) else {
-                        continue;
-                    };
-                    if !options.dry_run {
-                        remove_path(&kept.path())?;
-                    }
-                    report.temp_files += 1;
-                    report.temp_bytes += meta.len();
-                }
-                continue;
-            }
-            let len = entry.metadata().map(|m| m.len()).unwrap_or(0);
-            if !options.dry_run {
-                remove_path(&path)?;
-            }
-            report.temp_files += 1;
-            report.temp_bytes += len;
-        }
+        sweep.temp_files()?;
+        let report = sweep.report;
         if !options.dry_run {
             self.index.checkpoint()?;
-            reserve::ensure(&self.root);
+            reserve::try_ensure(&self.tree);
         }
         Ok(report)
     }
@@ -202,14 +168,14 @@ impl Sweep<'_> {
     /// stays for a later gc.
     fn leftover_intents(&mut self) -> Result<(), Error> {
         let tree = &self.store.tree;
-        for leftover in intents::leftovers(tree.intents_dir())? {
+        for leftover in intents::leftovers(&self.dirs.intents)? {
             let mut keep = false;
             for digest in leftover.digests {
                 if self.seen.contains(&digest) || self.store.index.has_blob(&digest)? {
                     continue;
                 }
                 let path = tree.path(&digest);
-                let Ok(meta) = fs::symlink_metadata(&path) else {
+                let Some(meta) = tree.meta_path(&path)? else {
                     continue;
                 };
                 let young = self.age(&meta) < self.options.grace;
@@ -219,7 +185,7 @@ impl Sweep<'_> {
                     keep = true;
                     continue;
                 }
-                self.remove_orphan(path, meta.len())?;
+                self.remove_orphan(path, meta.len)?;
             }
             if !keep && !self.options.dry_run {
                 self.finished.push(leftover.intent);
@@ -238,10 +204,10 @@ impl Sweep<'_> {
             }
             return Ok(());
         }
-        let intents_dir = store.tree.intents_dir();
+        let intents_dir = &self.dirs.intents;
         loop {
             let mut intent = None;
-            let removed = reserve::retry_when_full(&store.root, || {
+            let removed = reserve::retry_when_full(store.tree.root(), || {
                 store.index.gc_pass(|batch| {
                     let recorded = Intent::record(intents_dir, batch.iter().map(|(d, _)| d))?;
                     // A first try that failed for want of space committed
@@ -257,13 +223,16 @@ impl Sweep<'_> {
             }
             crate::failpoint::hit("gc-after-commit");
             for (digest, size) in removed {
-                store.tree.remove(&digest)?;
-                self.touch(&digest);
+                if let Some(shard) = store.tree.remove(&digest)? {
+                    self.touched.insert(shard);
+                }
                 crate::failpoint::hit("gc-mid-sweep");
                 self.report.blobs += 1;
                 self.report.blob_bytes += size;
             }
-            self.finished.extend(intent);
+            // Its batch is done: an interruption need not wait any more,
+            // and the intent goes once the shards are fsynced.
+            self.finished.extend(intent.map(Intent::settled));
         }
         Ok(())
     }
@@ -292,7 +261,7 @@ impl Sweep<'_> {
                 {
                     continue;
                 }
-                let Ok(meta) = fs::symlink_metadata(&path) else {
+                let Some(meta) = store.tree.meta_path(&path)? else {
                     continue;
                 };
                 if self.age(&meta) < self.options.grace {
@@ -302,13 +271,13 @@ impl Sweep<'_> {
                     }
                     continue;
                 }
-                self.remove_orphan(path, meta.len())?;
+                self.remove_orphan(path, meta.len)?;
             }
             Ok(())
         })?;
         if !self.options.dry_run {
             // Kept on purpose: this intent is for a later gc.
-            let _kept = Intent::record(store.tree.intents_dir(), &young)?;
+            let _kept = Intent::record(&self.dirs.intents, &young)?;
             store.index.set_full_sweep_needed(young_strays)?;
         }
         Ok(())
@@ -316,7 +285,7 @@ impl Sweep<'_> {
 
     fn remove_orphan(&mut self, path: PathBuf, len: u64) -> Result<(), Error> {
         if !self.options.dry_run {
-            remove_path(&path)?;
+            self.store.tree.remove_path(&path)?;
             if let Some(shard) = path.parent() {
                 self.touched.insert(shard.to_path_buf());
             }
@@ -326,17 +295,53 @@ impl Sweep<'_> {
         Ok(())
     }
 
-    fn touch(&mut self, digest: &Digest) {
-        if let Some(shard) = self.store.tree.path(digest).parent() {
-            self.touched.insert(shard.to_path_buf());
-        }
+    fn age(&self, meta: &Meta) -> Duration {
+        age(self.now, meta)
     }
 
-    fn age(&self, meta: &fs::Metadata) -> Duration {
-        meta.modified()
-            .ok()
-            .and_then(|m| self.now.duration_since(m).ok())
-            .unwrap_or_default()
+    /// Every writer holds the store lock shared while its temp files
+    /// live, so under the exclusive lock every temp file is stale. The
+    /// subdirectories of tmp/ hold what outlives a process on purpose
+    /// (partial downloads to resume, upload sessions of `serve`): those
+    /// files go once older than the grace period. A link in tmp/ is
+    /// removed as a link; one of the kept directories that is a link fails
+    /// the sweep.
+    fn temp_files(&mut self) -> Result<(), Error> {
+        let now = SystemTime::now();
+        let tmp = &self.dirs.tmp;
+        for entry in tmp.entries()? {
+            if entry.kind == Kind::Dir {
+                let kept = tmp.sub(&entry.name)?;
+                for file in kept.entries()? {
+                    let Some(meta) = kept.meta(&file.name)? else {
+                        continue;
+                    };
+                    if age(now, &meta) < self.options.grace {
+                        continue;
+                    }
+                    // A fetch waiting its turn for a URL holds its lock
+                    // file, however old: gc removes a kept file under a
+                    // lock of its own, taken without waiting, so that no
+                    // one takes one in between.
+                    let Some(_claimed) = claim(&kept, &file.name) else {
+                        continue;
+                    };
+                    if !self.options.dry_run {
+                        kept.remove(&file.name)?;
+                    }
+                    self.report.temp_files += 1;
+                    self.report.temp_bytes += meta.len;
+                }
+                continue;
+            }
+            let len = tmp.meta(&entry.name)?.map_or(0, |m| m.len);
+            if !self.options.dry_run {
+                tmp.remove(&entry.name)?;
+            }
+            self.report.temp_files += 1;
+            self.report.temp_bytes += len;
+        }
+        Ok(())
     }
 
     /// Makes the removals durable, then drops the intents that recorded
@@ -345,7 +350,7 @@ impl Sweep<'_> {
     /// most a few hundred whatever the garbage.
     fn finish(&mut self) -> Result<(), Error> {
         for shard in std::mem::take(&mut self.touched) {
-            match sync_dir(&shard) {
+            match self.store.tree.sync_path(&shard) {
                 Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
                 other => other?,
             }
@@ -357,12 +362,17 @@ impl Sweep<'_> {
     }
 }
 
+fn age(now: SystemTime, meta: &Meta) -> Duration {
+    now.duration_since(meta.modified).unwrap_or_default()
+}
+
 /// An exclusive flock on a kept file, taken without waiting, held while gc
 /// removes it; `None` if another process holds a lock on it. A file that
-/// cannot be opened is not held by anyone (`Some(None)`).
-fn claim(path: &std::path::Path) -> Option<Option<fs::File>> {
+/// cannot be opened (gone, or not a regular file) is held by no one
+/// (`Some(None)`).
+fn claim(dir: &Dir, name: &OsStr) -> Option<Option<std::fs::File>> {
     use std::os::unix::io::AsRawFd;
-    let Ok(file) = fs::File::open(path) else {
+    let Ok(file) = dir.open_file(name) else {
         return Some(None);
     };
     // SAFETY: flock on a file descriptor we own.

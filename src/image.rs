@@ -285,6 +285,11 @@ pub struct GcReport {
     /// once for a store made by an older imgstore); otherwise orphans were
     /// found through the intent files alone.
     pub full_sweep: bool,
+    /// Entries of `trees/` that no row names (renders cut short, removals
+    /// cut short), removed.
+    pub tree_dirs: u64,
+    /// Rows of kept trees whose directory was gone, dropped.
+    pub tree_rows: u64,
 }
 
 impl GcReport {

@@ -91,6 +91,11 @@ impl Drop for DiffHasher {
 pub(crate) fn of_file(path: &Path, algorithm: Algorithm) -> Result<Digest, DecompressError> {
     let file = File::open(path)
         .map_err(|e| DecompressError::Read(format!("cannot open {}: {e}", path.display())))?;
+    of_open_file(file, algorithm)
+}
+
+/// The diff_id of a layer file already open (read from where it stands).
+pub(crate) fn of_open_file(file: File, algorithm: Algorithm) -> Result<Digest, DecompressError> {
     hash_decompressed(&mut BufReader::with_capacity(1 << 20, file), algorithm)
 }
 

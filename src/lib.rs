@@ -5,8 +5,9 @@
 //! (from files, or by URL with HTTP caching and resume: [`Store::fetch`]),
 //! look images up by key prefix, tag or name and labels, read verified
 //! blobs and manifests, export OCI layouts, remove images, collect garbage
-//! and check the store. The blob tree, the SQL and the archive parsers are
-//! modules a user never names; errors are [`Error`], with kinds to match.
+//! and check the store; [`Server`] serves it to registry clients. The blob
+//! tree, the SQL and the archive parsers are modules a user never names;
+//! errors are [`Error`], with kinds to match.
 //!
 //! ```
 //! use imgstore::{ImportOptions, Store};
@@ -31,6 +32,7 @@ mod export;
 mod failpoint;
 mod fsck;
 mod gc;
+mod identity;
 mod image;
 mod import;
 mod index;
@@ -39,6 +41,7 @@ mod intents;
 mod json;
 mod layer;
 mod lock;
+mod nofollow;
 mod oci;
 mod parallel;
 mod platform;
@@ -48,12 +51,17 @@ mod publish;
 mod remote;
 mod render;
 mod reserve;
+mod serve;
+mod signals;
 mod store;
 
 pub use blobs::VerifiedReader;
 pub use compression::Compression;
 pub use digest::{Algorithm, Digest, DigestError, KeyPrefix};
-pub use error::{ArchiveError, ArchiveErrorKind, DecompressError, Error, IndexError, ResolveError};
+pub use error::{
+    ArchiveError, ArchiveErrorKind, DecompressError, Error, IndexError, NotAStoreReason,
+    ResolveError,
+};
 pub use fsck::{FsckOptions, FsckReport, Problem, ProblemKind};
 pub use gc::GcOptions;
 pub use image::{
@@ -66,8 +74,21 @@ pub use platform::{Platform, PlatformError};
 pub use progress::{Progress, ProgressTask};
 pub use remote::fetch::FetchOptions;
 pub use remote::http::{Op, RateLimit, RemoteError, RemoteErrorKind};
+pub use remote::registry::RegistryError;
+pub use remote::registry::auth::AuthError;
+pub use remote::registry::challenge::ChallengeError;
+pub use remote::registry::errors::Refusal;
+pub use remote::registry::login::LoginOptions;
+pub use remote::registry::media::MediaError;
+pub use remote::registry::paths::PathError;
+pub use remote::registry::pull::{DEFAULT_JOBS, PullOptions, Pulled};
+pub use remote::registry::push::{PushOptions, Pushed};
+pub use remote::registry::reference::ReferenceError;
+pub use remote::registry::token::TokenError;
 pub use render::{
-    DependencySpec, LayerName, LayerProblem, MemberProblem, RenderError, RenderOptions,
-    RenderReport, Resolver,
+    DependencySpec, KeptTree, LayerName, LayerProblem, MemberProblem, RenderError, RenderOptions,
+    RenderReport, Resolver, TreeInfo,
 };
+pub use serve::{ServeError, ServeOptions, Server, ShutdownHandle};
+pub use signals::exit_on_interrupt;
 pub use store::Store;

@@ -14,7 +14,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
@@ -33,13 +33,22 @@ pub(crate) struct StoreLock {
 }
 
 pub(crate) fn acquire(path: &Path, mode: LockMode, wait: bool) -> Result<StoreLock, Error> {
-    let file = OpenOptions::new()
+    // Never through a link: the lock file is the store's own.
+    let file = match OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(path)
-        .ctx("open lock file", path)?;
+    {
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(Error::StoreLink {
+                path: path.to_path_buf(),
+            });
+        }
+        other => other.ctx("open lock file", path)?,
+    };
     let store = path.parent().unwrap_or(Path::new("."));
     let gate = File::open(store).ctx("open store directory", store)?;
     let (op, what) = match mode {

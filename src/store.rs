@@ -7,13 +7,17 @@ use std::fs::{self, File};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
 use crate::blobs::{BlobTree, VerifiedReader};
 use crate::digest::{Algorithm, Digest, KeyPrefix};
 use crate::error::{Error, IoContext, ResolveError};
+use crate::identity::{self, Found, StoreId};
 use crate::image::{DiskUsage, ImageDetails, ImageInfo, Label, NameSelector, Remote};
 use crate::import::{ImportOptions, Importer};
 use crate::index::{Commit, ImageFilter, Index, NewBlob, NewRemote};
 use crate::lock::{self, LockMode};
+use crate::nofollow::Dir;
 use crate::progress::Counter;
 use crate::publish::Publication;
 use crate::reserve;
@@ -26,24 +30,79 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens the store at `root`, creating it if needed. A store written by
-    /// a newer imgstore is refused without being modified.
+    /// Opens the store at `root`, creating it if the directory is missing
+    /// or empty. A store written by a newer imgstore is refused without
+    /// being modified, and so is a directory that is not a store: one that
+    /// holds something, but neither a store's marker nor the index of a
+    /// store made by an earlier imgstore ([`Error::NotAStore`]). A store
+    /// whose own directories are links is refused ([`Error::StoreLink`]),
+    /// and so is an index that belongs to another store
+    /// ([`Error::ForeignIndex`]).
+    ///
+    /// On a disk too full to open the index this fails with
+    /// [`Error::DiskFull`]; [`Store::open_for_cleanup`] may spend the
+    /// store's reserve to open it.
     ///
     /// ```
     /// # let dir = tempfile::tempdir()?;
     /// let store = imgstore::Store::open(dir.path().join("store"))?;
     /// assert!(store.images(None, &[])?.is_empty());
+    ///
+    /// // A directory with something in it is no store.
+    /// let home = dir.path().join("home");
+    /// std::fs::create_dir_all(home.join("tmp"))?;
+    /// std::fs::write(home.join("tmp/notes.txt"), "mine")?;
+    /// assert!(matches!(
+    ///     imgstore::Store::open(&home),
+    ///     Err(imgstore::Error::NotAStore { .. })
+    /// ));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn open(root: impl AsRef<Path>) -> Result<Store, Error> {
-        let root = root.as_ref().to_path_buf();
+        Store::open_with(root.as_ref(), false)
+    }
+
+    /// Opens the store like [`Store::open`], for a session that frees
+    /// space (removing images, gc, prune): on a disk too full to open the
+    /// index, the store's reserve is released to make room for it (gc puts
+    /// it back). Writers through this store still need the reserve in
+    /// place, so an import never spends it.
+    pub fn open_for_cleanup(root: impl AsRef<Path>) -> Result<Store, Error> {
+        Store::open_with(root.as_ref(), true)
+    }
+
+    fn open_with(root: &Path, cleanup: bool) -> Result<Store, Error> {
+        let root = root.to_path_buf();
         fs::create_dir_all(&root).ctx("create store directory", &root)?;
-        let new = !root.join("index.db").exists();
-        let index = reserve::retry_when_full(&root, || Index::open(&root.join("index.db")))?;
-        let tree = BlobTree::open(&root)?;
+        let dir = Arc::new(Dir::open_root(&root)?);
+        // Nothing is written before the directory is known to be a store
+        // (or empty) and none of its own entries is a link.
+        let found = identity::examine(&dir)?;
+        BlobTree::check(&dir)?;
+        let marked = match found {
+            Found::Store(id) => Some(id),
+            Found::Empty => Some(identity::write_marker(&dir)?),
+            Found::Unmarked => None,
+        };
+        let index_path = root.join("index.db");
+        let new = dir.meta("index.db")?.is_none();
+        let open = || Index::open_as(&index_path, marked.as_ref().map(StoreId::as_str));
+        let index = if cleanup {
+            reserve::retry_when_full(&dir, open)?
+        } else {
+            open().map_err(|e| disk_full(&root, e))?
+        };
+        if marked.is_none() {
+            // A store made before markers, its index now migrated: it gets
+            // its marker, and its index the same id.
+            let id = identity::write_marker(&dir)?;
+            index.claim(&index_path, id.as_str())?;
+        }
+        let tree = BlobTree::open(dir)?;
         if new {
-            // Afterwards only gc puts the reserve back, once it freed space.
-            reserve::ensure(&root);
+            // Afterwards only gc (and writers, when there is room) put the
+            // reserve back.
+            reserve::try_ensure(&tree);
         }
         Ok(Store { root, tree, index })
     }
@@ -109,6 +168,7 @@ impl Store {
             download: None,
         }
         .import(path)
+        .map_err(|e| disk_full(&self.root, e))
     }
 
     /// Resolves an IMAGE argument (DESIGN.md §4): an existing tag
@@ -278,20 +338,26 @@ impl Store {
         }
     }
 
-    /// Removes an image with its tags and remotes. Its blobs lose a
-    /// reference; those left with none are removed by the next gc.
+    /// Removes an image with its tags, remotes and kept trees (rows first,
+    /// then the trees' directories). Its blobs lose a reference; those left
+    /// with none are removed by the next gc.
     pub fn remove(&self, key: &Digest) -> Result<(), Error> {
-        if reserve::retry_when_full(&self.root, || self.index.remove_image(key))? {
-            Ok(())
-        } else {
-            Err(ResolveError::NotFound(full_prefix(key)).into())
+        match reserve::retry_when_full(self.tree.root(), || self.index.remove_image_and_trees(key))?
+        {
+            Some(trees) => self.remove_tree_dirs(&trees),
+            None => Err(ResolveError::NotFound(full_prefix(key)).into()),
         }
     }
 
     /// Stores a blob from outside any image and pins it once, so that gc
     /// keeps it until [`Store::deref_blob`] releases it.
-    pub fn put_blob(&self, algorithm: Algorithm, mut bytes: impl Read) -> Result<Digest, Error> {
+    pub fn put_blob(&self, algorithm: Algorithm, bytes: impl Read) -> Result<Digest, Error> {
         let _lock = self.lock(LockMode::Shared, true)?;
+        self.stage_and_pin(algorithm, bytes)
+            .map_err(|e| disk_full(&self.root, e))
+    }
+
+    fn stage_and_pin(&self, algorithm: Algorithm, mut bytes: impl Read) -> Result<Digest, Error> {
         let mut publication = Publication::new(&self.tree, &self.index);
         let mut writer = publication.writer(algorithm)?;
         let tmp = self.tree.tmp_dir().to_path_buf();
@@ -369,13 +435,22 @@ impl Store {
     /// Disk use by images, shared blobs and garbage.
     pub fn du(&self) -> Result<DiskUsage, Error> {
         let mut du = self.index.disk_usage()?;
+        // Temp files, and one level down the files kept on purpose
+        // (partial downloads, upload sessions). No link is followed.
         let tmp = self.tree.tmp_dir();
         for entry in fs::read_dir(tmp).ctx("read directory", tmp)? {
-            du.temp_bytes += entry
-                .ctx("read directory", tmp)?
-                .metadata()
-                .map(|m| m.len())
-                .unwrap_or(0);
+            let entry = entry.ctx("read directory", tmp)?;
+            match entry.metadata() {
+                Ok(meta) if meta.is_dir() => {
+                    let kept = entry.path();
+                    for file in fs::read_dir(&kept).ctx("read directory", &kept)? {
+                        let file = file.ctx("read directory", &kept)?;
+                        du.temp_bytes += file.metadata().map_or(0, |m| m.len());
+                    }
+                }
+                Ok(meta) => du.temp_bytes += meta.len(),
+                Err(_) => {}
+            }
         }
         for name in ["index.db", "index.db-wal", "index.db-shm"] {
             du.index_bytes += fs::metadata(self.root.join(name))
@@ -386,16 +461,27 @@ impl Store {
     }
 }
 
-/// Removes a file or a directory tree; one already gone is not an error.
-pub(crate) fn remove_path(path: &Path) -> Result<(), Error> {
-    let result = if path.is_dir() {
-        fs::remove_dir_all(path)
-    } else {
-        fs::remove_file(path)
+/// A write that failed for want of space (not a file-size limit) as
+/// [`Error::DiskFull`]; any other error as it is.
+fn disk_full(store: &Path, e: Error) -> Error {
+    let out_of_space = match &e {
+        Error::DiskFull { .. } => return e,
+        Error::Io { source, .. } => {
+            matches!(
+                source.raw_os_error(),
+                Some(libc::ENOSPC) | Some(libc::EDQUOT)
+            )
+        }
+        Error::Index(i) => i.is_disk_full(),
+        _ => false,
     };
-    match result {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::io("remove", path, e)),
-        _ => Ok(()),
+    if out_of_space {
+        Error::DiskFull {
+            store: store.to_path_buf(),
+            source: Box::new(e),
+        }
+    } else {
+        e
     }
 }
 

@@ -153,3 +153,33 @@ fn a_store_from_a_newer_imgstore_is_refused_untouched() {
     assert_eq!(std::fs::read(&db).unwrap(), before);
     assert!(!t.path().join("index.db-wal").exists());
 }
+
+#[test]
+fn a_closed_stdout_is_not_an_error_in_any_output_form() {
+    // `imgstore images --json | head -c1`: the reader goes away and the
+    // write fails with EPIPE (the SIGPIPE signal is ignored). A pipe whose
+    // read end is already closed makes the first write fail every time.
+    let s = common::store();
+    s.ok(&["import", fixture("hello.aci").to_str().unwrap()]);
+    for args in [
+        &["images"][..],
+        &["images", "--json"],
+        &["inspect", "example.com/hello", "--json"],
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = std::process::Command::new(assert_cmd::cargo::cargo_bin!("imgstore"))
+            .arg("--store")
+            .arg(s.path())
+            .args(args)
+            .stdout(writer)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success() && out.stderr.is_empty(),
+            "{args:?}: {:?} {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

@@ -3,6 +3,8 @@
 //! with its key and exits non-zero, and `fsck --repair` leaves a store that
 //! a second fsck finds clean.
 
+#[path = "common/oci_builder.rs"]
+mod builder;
 mod common;
 
 use std::io::Write;
@@ -315,6 +317,91 @@ fn fsck_layers_checks_diff_ids() {
         None,
         "a bad layer is dropped"
     );
+    let (clean, report) = fsck_json(&store, &["--layers"]);
+    assert!(clean, "{report}");
+}
+
+/// `--layers` checks every layer against the diff_id its config names,
+/// whether or not that was checked (and recorded) at import (issue 13,
+/// defect 7). Imported without `--verify-layers`, a gzip layer is never
+/// decompressed, so a config naming a wrong diff_id went unseen: `fsck
+/// --layers` passed it in milliseconds with "0 problems".
+#[test]
+fn fsck_layers_checks_layers_that_were_never_decompressed() {
+    use builder::{CONFIG, LAYER, LAYER_GZ, MANIFEST};
+    let store = TestStore::new();
+    let mut layout = builder::Layout::new();
+    let image =
+        |layout: &mut builder::Layout, name: &str, tar: Vec<u8>, gz: bool, diff_id: String| {
+            let (bytes, media_type) = if gz {
+                (builder::gzip(&tar), LAYER_GZ)
+            } else {
+                (tar, LAYER)
+            };
+            let layer = layout.blob("sha256", &bytes);
+            let config = builder::config_json("amd64", &[diff_id], &[("name", name)]);
+            let config_digest = layout.blob("sha256", &config);
+            let manifest = builder::manifest_json(
+                builder::desc(CONFIG, &config_digest, config.len()),
+                vec![builder::desc(media_type, &layer, bytes.len())],
+            );
+            let manifest_digest = layout.blob("sha256", &manifest);
+            layout.index.push(builder::named(
+                builder::desc(MANIFEST, &manifest_digest, manifest.len()),
+                name,
+            ));
+            (manifest_digest, layer)
+        };
+    let bad_tar = builder::layer_tar(&[("etc/bad", b"bad")]);
+    let (bad_image, bad_layer) = image(
+        &mut layout,
+        "bad",
+        bad_tar,
+        true,
+        builder::sha256(b"not what the layer holds"),
+    );
+    let good_tar = builder::layer_tar(&[("etc/good", b"good")]);
+    let good_diff = builder::sha256(&good_tar);
+    let (good_image, _) = image(&mut layout, "good", good_tar, true, good_diff);
+    // An uncompressed layer is its own diff_id.
+    let plain_tar = builder::layer_tar(&[("etc/plain", b"plain")]);
+    let plain_diff = builder::sha256(&plain_tar);
+    let (plain_image, _) = image(&mut layout, "plain", plain_tar, false, plain_diff);
+    let inputs = tempfile::tempdir().unwrap();
+    let dir = inputs.path().join("layout");
+    layout.write_dir(&dir);
+    store.ok(&["import", dir.to_str().unwrap()]);
+
+    let (clean, report) = fsck_json(&store, &[]);
+    assert!(clean, "without --layers no layer is decompressed: {report}");
+    let (clean, report) = fsck_json(&store, &["--layers"]);
+    assert!(!clean, "{report}");
+    let problems = report["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 1, "{report}");
+    assert!(has_problem(&report, "diff_id", &bad_layer), "{report}");
+    let detail = problems[0]["detail"].as_str().unwrap();
+    assert!(detail.contains(&bad_image), "names the manifest: {detail}");
+
+    let (clean, report) = fsck_json(&store, &["--layers", "--repair"]);
+    assert!(clean, "{report}");
+    assert_eq!(
+        report["removed_images"],
+        serde_json::json!([bad_image]),
+        "{report}"
+    );
+    assert!(!blob_path(store.path(), &bad_layer).exists());
+    let mut left: Vec<String> =
+        serde_json::from_str::<serde_json::Value>(&store.ok(&["images", "--json"]))
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["key"].as_str().unwrap().to_string())
+            .collect();
+    let mut kept = vec![good_image, plain_image];
+    kept.sort();
+    left.sort();
+    assert_eq!(left, kept);
     let (clean, report) = fsck_json(&store, &["--layers"]);
     assert!(clean, "{report}");
 }

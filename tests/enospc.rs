@@ -256,3 +256,150 @@ fn a_full_disk_fails_imports_cleanly_and_still_allows_rm_and_gc() {
         assert!(t.cmd(&["cat", key]).output().unwrap().status.success());
     }
 }
+
+/// The store's files, but the index (whose files SQLite changes on every
+/// open) and the lock: a failed import must leave them as they were.
+fn files(store: &Path) -> std::collections::BTreeMap<PathBuf, u64> {
+    fn walk(root: &Path, dir: &Path, out: &mut std::collections::BTreeMap<PathBuf, u64>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.strip_prefix(root).unwrap().to_path_buf();
+            if name.to_string_lossy().starts_with("index.db") || name.as_os_str() == "lock" {
+                continue;
+            }
+            if path.is_dir() {
+                walk(root, &path, out);
+            } else {
+                out.insert(name, std::fs::metadata(&path).unwrap().len());
+            }
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    walk(store, store, &mut out);
+    out
+}
+
+fn reserve_len(store: &Path) -> Option<u64> {
+    std::fs::metadata(store.join("reserve"))
+        .ok()
+        .map(|m| m.len())
+}
+
+/// The reserve is for freeing space only (issue 13, defect 6): an import
+/// on a full disk fails saying so and leaves the reserve in place, so that
+/// `rm` and `gc` (which opens the index read-write) still work after it,
+/// and `images` once gc freed space. Before, opening the store for the
+/// import released the reserve, the import spent it on its blobs, and then
+/// nothing worked any more.
+#[test]
+fn an_import_on_a_full_disk_fails_and_leaves_the_reserve_for_rm_and_gc() {
+    let t = TestStore::new();
+    let Some(_fs) = Tmpfs::mount(t.path(), "4m") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run as root to mount a tmpfs for the full-disk test"
+        );
+        eprintln!("skipped: mounting a tmpfs needs root (CI runs as root)");
+        return;
+    };
+    let inputs = tempfile::tempdir().unwrap();
+    let aci = |name: &str, len: usize, seed: u64| {
+        let tar = AciBuilder::image(&format!("example.com/{name}"), &[], &noise(len, seed));
+        (
+            write_file(inputs.path(), &format!("{name}.aci"), &tar),
+            sha512_key(&tar),
+        )
+    };
+    let (a, _) = aci("a", 600 << 10, 1);
+    let (b, b_key) = aci("b", 600 << 10, 2);
+    t.ok(&["import", a.to_str().unwrap()]);
+    t.ok(&["import", b.to_str().unwrap()]);
+    assert_eq!(reserve_len(t.path()), Some(1 << 20));
+    // Small enough to fit in the reserve, had the import been let spend it.
+    let (small, small_key) = aci("small", 100 << 10, 3);
+    let (big, _) = aci("big", 600 << 10, 4);
+
+    let filler = fill(t.path());
+    // Room to open the index, not for the blob: the write fails. Then the
+    // disk full to the last block: opening the index fails.
+    let filler_len = std::fs::metadata(&filler).unwrap().len();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&filler)
+        .unwrap();
+    file.set_len(filler_len - (256 << 10)).unwrap();
+    let before = files(t.path());
+    let out = t.cmd(&["import", big.to_str().unwrap()]).output().unwrap();
+    let err = assert_one_error_line(&out, "an import that outgrows the disk");
+    assert!(
+        err.contains(&format!(
+            "the disk holding the store {} is full",
+            t.path().display()
+        )),
+        "{err}"
+    );
+    assert!(err.contains("No space left on device"), "{err}");
+    assert_eq!(
+        files(t.path()),
+        before,
+        "the failed import left something behind"
+    );
+    drop(file);
+    fill(t.path());
+    let before = files(t.path());
+    for path in [&small, &big] {
+        let out = t.cmd(&["import", path.to_str().unwrap()]).output().unwrap();
+        let err = assert_one_error_line(&out, "an import on a full disk");
+        assert!(
+            err.contains(&format!(
+                "the disk holding the store {} is full",
+                t.path().display()
+            )),
+            "{err}"
+        );
+        assert_eq!(
+            reserve_len(t.path()),
+            Some(1 << 20),
+            "the import spent the reserve"
+        );
+        assert_eq!(
+            files(t.path()),
+            before,
+            "the failed import left something behind"
+        );
+    }
+
+    // rm and gc still work on the full disk, through the reserve.
+    let out = t.cmd(&["rm", "example.com/a"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "rm on a full disk: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = t.cmd(&["gc", "--json"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "gc on a full disk: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["blobs"], 2, "{report}");
+    assert_eq!(
+        reserve_len(t.path()),
+        Some(1 << 20),
+        "gc put the reserve back"
+    );
+    let listed = t.ok(&["images", "--json"]);
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    let keys: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, vec![b_key.as_str()]);
+    assert!(t.cmd(&["fsck"]).output().unwrap().status.success());
+    // The space gc freed takes the small image now, the reserve kept.
+    assert_eq!(t.ok(&["import", small.to_str().unwrap()]).trim(), small_key);
+    assert_eq!(reserve_len(t.path()), Some(1 << 20));
+}

@@ -340,6 +340,8 @@ fn kept_temp_files_wait_for_the_grace_period_and_fsck_leaves_them_alone() {
 
     let fsck = s.fsck(&imgstore::FsckOptions::new()).unwrap();
     assert_eq!(fsck.problems.len(), 1, "only the stale temp file: {fsck}");
+    // du counts the bytes of kept files, not the size of their directory.
+    assert_eq!(s.du().unwrap().temp_bytes, 15 + 20 + 4);
 
     let report = s
         .gc(&GcOptions::new().grace(Duration::from_secs(3600)))

@@ -191,6 +191,47 @@ fn a_store_from_a_newer_imgstore_is_refused_untouched() {
         !t.path().join("index.db-wal").exists(),
         "not even opened for writing"
     );
+    assert!(
+        !t.path().join("imgstore.id").exists(),
+        "a refused store gets no marker"
+    );
+}
+
+fn marker_id(store: &Path) -> String {
+    let marker = std::fs::read_to_string(store.join("imgstore.id")).unwrap();
+    assert!(marker.starts_with("imgstore store v1\n"), "{marker}");
+    marker.lines().nth(1).unwrap()["id ".len()..].to_string()
+}
+
+fn index_id(store: &Path) -> String {
+    let conn = rusqlite::Connection::open(store.join("index.db")).unwrap();
+    conn.query_row("SELECT store_id FROM store_identity", [], |r| r.get(0))
+        .unwrap()
+}
+
+/// A store made before stores had markers (no `imgstore.id`, a `tmp/`
+/// with a leftover temp file, a `blobs/` tree) is a store all the same: its
+/// index says so. It is adopted once: it gets a marker, its index the same
+/// id, and nothing in it is lost.
+#[test]
+fn a_store_from_before_markers_is_adopted_with_one_id() {
+    let t = TestStore::new();
+    let (key, pinned) = v1_store(t.path());
+    std::fs::write(t.path().join("tmp/123-0-0.tmp"), b"left by a killed import").unwrap();
+    assert!(!t.path().join("imgstore.id").exists());
+
+    assert_eq!(t.ok(&["resolve", "old:stable"]).trim(), key.to_string());
+    let id = marker_id(t.path());
+    assert_eq!(id.len(), 32);
+    assert_eq!(index_id(t.path()), id);
+
+    // Opened again, it is the same store; it works as any other.
+    t.ok(&["gc", "--grace", "0"]);
+    assert!(!t.path().join("tmp/123-0-0.tmp").exists(), "gc swept tmp/");
+    assert_eq!(marker_id(t.path()), id);
+    assert_eq!(index_id(t.path()), id);
+    assert_eq!(t.open().read_blob(&pinned).unwrap(), b"pinned");
+    assert!(t.cmd(&["fsck"]).output().unwrap().status.success());
 }
 
 fn gc_json(t: &TestStore) -> serde_json::Value {

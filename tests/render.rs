@@ -1610,19 +1610,7 @@ fn a_multi_platform_image_renders_the_asked_platform() {
         LayerCompression::Gzip,
         "arm64",
     );
-    let with_platform = |mut d: serde_json::Value, arch: &str| {
-        d["platform"] = serde_json::json!({ "os": "linux", "architecture": arch });
-        d
-    };
-    let index = builder::index_json(vec![
-        with_platform(amd, "amd64"),
-        with_platform(arm, "arm64"),
-    ]);
-    let index_digest = l.blob("sha256", &index);
-    l.index.push(named(
-        desc(builder::INDEX, &index_digest, index.len()),
-        "multi:1",
-    ));
+    let index_digest = l.platform_index(vec![(amd, "amd64"), (arm, "arm64")], "multi:1");
     import_layout(&s, &l);
     assert_eq!(s.ok(&["resolve", "multi:1"]).trim(), index_digest);
     let tmp = tempfile::tempdir().unwrap();

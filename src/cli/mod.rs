@@ -5,8 +5,10 @@
 mod duration;
 pub(crate) mod output;
 mod progress;
+mod prompt;
 
 use std::io::{self, Write};
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -14,8 +16,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use imgstore::{
-    ArchiveFormat, FetchOptions, FsckOptions, GcOptions, ImportOptions, Label, Platform,
-    RenderOptions, Store,
+    ArchiveFormat, DEFAULT_JOBS, FetchOptions, FsckOptions, GcOptions, ImportOptions, Label,
+    LoginOptions, Platform, PullOptions, PushOptions, RenderOptions, ServeOptions, Server, Store,
 };
 
 use output::Printer;
@@ -166,6 +168,11 @@ enum Command {
         /// Also decompress layers and check their diff_ids
         #[arg(long)]
         layers: bool,
+        /// Also re-walk every tree the store keeps against the fingerprint taken when it was
+        /// rendered (paths, types, modes, owners, link targets, contents); --repair drops a
+        /// changed one
+        #[arg(long)]
+        trees: bool,
     },
     /// Write images as an OCI image layout (directory, or FILE.tar)
     Export {
@@ -175,22 +182,134 @@ enum Command {
         #[arg(long, value_name = "DIR|FILE.tar")]
         oci: PathBuf,
     },
-    /// Unpack an image's root filesystem into DIR (created; an existing DIR must be empty)
+    /// Unpack an image's root filesystem into DIR, or into a tree the store keeps; prints the
+    /// root filesystem's path
     ///
     /// An OCI image's layers are applied in order, with their whiteouts, into DIR; an appc
     /// image becomes DIR/manifest and DIR/rootfs/ (its dependencies first). Nothing outside
-    /// DIR is ever written or followed. On failure DIR is removed again.
+    /// DIR is ever written or followed. DIR is created (an existing DIR must be empty); on
+    /// failure DIR is removed again.
+    ///
+    /// Without DIR the image is rendered into <store>/trees/<id>/, kept, and handed out again
+    /// at once to the next `render` of the same image with the same options; a tree is handed
+    /// out only once it is complete and on disk. See `imgstore trees`.
     Render {
         image: String,
-        dir: PathBuf,
+        dir: Option<PathBuf>,
         /// The platform to render from a multi-platform image [default: this machine's]
         #[arg(long, value_name = "OS/ARCH[/VARIANT]", value_parser = parse_platform)]
         platform: Option<Platform>,
+        /// Render as an ordinary user would (as `umoci unpack --rootless`): files owned by the
+        /// caller, no device nodes, no setuid or setgid bits [default: when not root]
+        #[arg(long)]
+        rootless: bool,
     },
+    /// List the trees the store keeps (rendered by `render IMAGE` without DIR)
+    Trees,
     /// List remotes: where blobs were fetched from, with their cache facts
     Remotes,
     /// Disk use by images, shared blobs and garbage
     Du,
+    /// Pull images from an OCI distribution registry; prints each image key
+    ///
+    /// REF is a docker reference, [HOST[:PORT]/]REPO[:TAG|@DIGEST] (busybox is
+    /// docker.io/library/busybox:latest). The image is named HOST/REPO, its version label is
+    /// the tag, and HOST/REPO:TAG is recorded as a tag. Credentials come from `imgstore login`
+    /// and the auth files podman and docker keep.
+    Pull {
+        #[arg(required = true, value_name = "REF")]
+        references: Vec<String>,
+        /// The platform to pull from a multi-platform image [default: this machine's]
+        #[arg(long, value_name = "OS/ARCH[/VARIANT]", value_parser = parse_platform)]
+        platform: Option<Platform>,
+        /// Keep a multi-platform image whole: its index and every platform
+        #[arg(long, conflicts_with = "platform")]
+        all_platforms: bool,
+        /// Plain HTTP, for a registry that is not on loopback (loopback always is)
+        #[arg(long)]
+        plain_http: bool,
+        /// Blobs downloaded at once, over all the references
+        #[arg(long, default_value_t = DEFAULT_JOBS, value_parser = jobs)]
+        jobs: usize,
+        /// Decompress each layer as it arrives and check its diff_id
+        #[arg(long)]
+        verify_layers: bool,
+    },
+    /// Push an OCI image (or a multi-platform set) to a registry; prints its digest
+    Push {
+        image: String,
+        #[arg(value_name = "REF")]
+        reference: String,
+        /// Plain HTTP, for a registry that is not on loopback (loopback always is)
+        #[arg(long)]
+        plain_http: bool,
+        /// Blobs sent at once
+        #[arg(long, default_value_t = DEFAULT_JOBS, value_parser = jobs)]
+        jobs: usize,
+        /// Upload each blob in PATCH chunks of this many bytes instead of one PUT
+        #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..))]
+        chunk_size: Option<u64>,
+    },
+    /// Check credentials against a registry, then keep them in the auth file podman and skopeo read
+    Login {
+        /// HOST[:PORT]; docker.io for Docker Hub
+        registry: String,
+        /// The user name [default: asked on the terminal]
+        #[arg(short = 'u', long)]
+        username: Option<String>,
+        /// Read the password from stdin [default: asked on the terminal]
+        #[arg(long)]
+        password_stdin: bool,
+        /// Plain HTTP, for a registry that is not on loopback (loopback always is)
+        #[arg(long)]
+        plain_http: bool,
+    },
+    /// Remove a registry's credentials from the auth file login writes
+    Logout {
+        /// HOST[:PORT]
+        registry: String,
+    },
+    /// Serve the store's OCI images over the distribution API (pull, and push unless --read-only)
+    ///
+    /// Repositories are image names, tags the store's tags (NAME:TAG), else the version label of
+    /// an OCI image of that name; ACIs are not served. Logs one line per request (IMGSTORE_LOG
+    /// sets the level, info by default) and stops on SIGINT or SIGTERM, dropping uploads in
+    /// flight.
+    Serve {
+        /// Address to listen on (IP:PORT, or localhost:PORT)
+        #[arg(long, default_value = "127.0.0.1:5000", value_name = "ADDR", value_parser = parse_listen)]
+        listen: SocketAddr,
+        /// Refuse every push and delete
+        #[arg(long)]
+        read_only: bool,
+        /// Ask for Basic credentials, checked against this htpasswd file (bcrypt: htpasswd -B)
+        #[arg(long, value_name = "FILE")]
+        htpasswd: Option<PathBuf>,
+        /// Serve HTTPS with this certificate chain (PEM)
+        #[arg(long, value_name = "FILE", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The private key (PEM) of --tls-cert
+        #[arg(long, value_name = "FILE", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Drop upload sessions (and uploads no manifest named) idle this long
+        #[arg(long, default_value = "15m", value_name = "DURATION", value_parser = duration::parse)]
+        upload_timeout: Duration,
+    },
+}
+
+impl Args {
+    /// The log filter when `IMGSTORE_LOG` is not set, if the command has
+    /// one of its own: a server logs each request.
+    pub fn default_log_filter(&self) -> Option<&'static str> {
+        matches!(self.command, Command::Serve { .. }).then_some("imgstore=info")
+    }
+}
+
+fn jobs(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err("expected a whole number, at least 1".into()),
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -220,6 +339,17 @@ pub(crate) enum SortArg {
     Size,
 }
 
+/// `IP:PORT`, or a name that resolves (`localhost:5000`): its first address.
+fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = s.parse() {
+        return Ok(addr);
+    }
+    s.to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {s:?}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{s:?} resolves to no address"))
+}
+
 fn parse_label(s: &str) -> Result<Label, String> {
     Label::parse(s).map_err(|e| e.to_string())
 }
@@ -229,10 +359,64 @@ fn parse_platform(s: &str) -> Result<Platform, String> {
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
-    let dir = args.store.clone().unwrap_or_else(Store::default_dir);
-    let store =
-        Store::open(&dir).with_context(|| format!("cannot open store {}", dir.display()))?;
     let out = Printer::new(args.json, args.full);
+    // Credentials are not the store's: login and logout leave it alone.
+    match &args.command {
+        Command::Login {
+            registry,
+            username,
+            password_stdin,
+            plain_http,
+        } => {
+            let username = match username {
+                Some(u) => u.clone(),
+                None => prompt::line("Username: ")?,
+            };
+            let password = if *password_stdin {
+                prompt::stdin_password()?
+            } else {
+                prompt::password("Password: ")?
+            };
+            let file = Store::login(
+                registry,
+                &username,
+                &password,
+                &LoginOptions::new().plain_http(*plain_http),
+            )?;
+            if args.json {
+                out.json(&serde_json::json!({ "registry": registry, "auth_file": file }))?;
+            } else {
+                out.line(&format!(
+                    "logged in to {registry} (credentials in {})",
+                    file.display()
+                ))?;
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Logout { registry } => {
+            let file = Store::logout(registry)?;
+            if args.json {
+                out.json(&serde_json::json!({ "registry": registry, "auth_file": file }))?;
+            } else {
+                out.line(&format!(
+                    "logged out of {registry} (removed from {})",
+                    file.display()
+                ))?;
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        _ => {}
+    }
+    let dir = args.store.clone().unwrap_or_else(Store::default_dir);
+    // Commands that free space may spend the store's reserve to open it on
+    // a full disk; the others may not.
+    let store = match args.command {
+        Command::Rm { .. } | Command::Gc { .. } | Command::Prune { .. } => {
+            Store::open_for_cleanup(&dir)
+        }
+        _ => Store::open(&dir),
+    }
+    .with_context(|| format!("cannot open store {}", dir.display()))?;
     match args.command {
         Command::Import {
             paths,
@@ -389,6 +573,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             out.gc(&report)?;
         }
         Command::Prune { unused_for, keep } => {
+            let trees = store.prune_trees(unused_for)?;
             let removed = store.prune(unused_for, keep)?;
             if args.json {
                 out.json(&removed)?;
@@ -396,10 +581,22 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 for image in &removed {
                     out.line(&image.key.to_string())?;
                 }
+                for tree in &trees {
+                    out.line(&tree.path.display().to_string())?;
+                }
             }
         }
-        Command::Fsck { repair, layers } => {
-            let report = store.fsck(&FsckOptions::new().repair(repair).layers(layers))?;
+        Command::Fsck {
+            repair,
+            layers,
+            trees,
+        } => {
+            let report = store.fsck(
+                &FsckOptions::new()
+                    .repair(repair)
+                    .layers(layers)
+                    .trees(trees),
+            )?;
             if args.json {
                 out.json(&report)?;
             } else {
@@ -426,24 +623,113 @@ pub fn run(args: Args) -> Result<ExitCode> {
             image,
             dir,
             platform,
+            rootless,
         } => {
             let key = store.resolve(&image)?;
-            let options = RenderOptions {
+            let mut options = RenderOptions {
                 platform,
                 ..RenderOptions::default()
             };
-            let report = store.render(&key, &dir, &options)?;
-            for warning in &report.warnings {
-                eprintln!("warning: {warning}");
-            }
-            if args.json {
-                out.json(&report)?;
-            } else {
-                out.line(&report.rootfs.display().to_string())?;
+            options.rootless |= rootless;
+            options.progress = progress::Bars::on_terminal();
+            match dir {
+                Some(dir) => {
+                    let report = store.render(&key, &dir, &options)?;
+                    for warning in &report.warnings {
+                        eprintln!("warning: {warning}");
+                    }
+                    if args.json {
+                        out.json(&report)?;
+                    } else {
+                        out.line(&report.rootfs.display().to_string())?;
+                    }
+                }
+                None => {
+                    let kept = store.render_tree(&key, &options)?;
+                    for warning in kept.report.iter().flat_map(|r| &r.warnings) {
+                        eprintln!("warning: {warning}");
+                    }
+                    if args.json {
+                        out.json(&kept)?;
+                    } else {
+                        out.line(&kept.tree.rootfs.display().to_string())?;
+                    }
+                }
             }
         }
+        Command::Trees => out.trees(&store.trees()?)?,
         Command::Remotes => out.remotes(&store.remotes()?)?,
         Command::Du => out.du(&store.du()?)?,
+        Command::Pull {
+            references,
+            platform,
+            all_platforms,
+            plain_http,
+            jobs,
+            verify_layers,
+        } => {
+            let mut options = PullOptions::new()
+                .all_platforms(all_platforms)
+                .plain_http(plain_http)
+                .jobs(jobs)
+                .verify_layers(verify_layers);
+            if let Some(platform) = platform {
+                options = options.platform(platform);
+            }
+            options.progress = progress::Bars::on_terminal();
+            let pulled = store.pull(&references, &options)?;
+            if args.json {
+                out.json(&pulled)?;
+            } else {
+                for p in &pulled {
+                    out.line(&p.image.key.to_string())?;
+                }
+            }
+        }
+        Command::Push {
+            image,
+            reference,
+            plain_http,
+            jobs,
+            chunk_size,
+        } => {
+            let key = store.resolve(&image)?;
+            let mut options = PushOptions::new().plain_http(plain_http).jobs(jobs);
+            if let Some(bytes) = chunk_size {
+                options = options.chunk_size(bytes);
+            }
+            options.progress = progress::Bars::on_terminal();
+            let pushed = store.push(&key, &reference, &options)?;
+            out.key_or_json(&pushed.key, &pushed)?;
+        }
+        Command::Login { .. } | Command::Logout { .. } => unreachable!("handled above"),
+        Command::Serve {
+            listen,
+            read_only,
+            htpasswd,
+            tls_cert,
+            tls_key,
+            upload_timeout,
+        } => {
+            let mut options = ServeOptions::new()
+                .listen(listen)
+                .read_only(read_only)
+                .upload_timeout(upload_timeout);
+            if let Some(htpasswd) = htpasswd {
+                options = options.htpasswd(htpasswd);
+            }
+            if let (Some(cert), Some(key)) = (tls_cert, tls_key) {
+                options = options.tls(cert, key);
+            }
+            let server = Server::bind(store, options)?;
+            let addr = server.local_addr();
+            if args.json {
+                out.json(&serde_json::json!({ "listen": addr }))?;
+            } else {
+                out.line(&addr.to_string())?;
+            }
+            server.run()?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

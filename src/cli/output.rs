@@ -13,7 +13,7 @@ use std::io::{self, Write};
 
 use anyhow::Result;
 use chrono::{DateTime, Local, Utc};
-use imgstore::{Digest, DiskUsage, GcReport, ImageDetails, ImageInfo, Remote};
+use imgstore::{Digest, DiskUsage, GcReport, ImageDetails, ImageInfo, Remote, TreeInfo};
 use serde::Serialize;
 
 use super::SortArg;
@@ -148,6 +148,33 @@ impl Printer {
         )
     }
 
+    pub fn trees(&self, trees: &[TreeInfo]) -> Result<()> {
+        if self.json {
+            return self.json(trees);
+        }
+        let rows: Vec<Vec<String>> = trees
+            .iter()
+            .map(|t| {
+                let mut options = t.platform.clone().unwrap_or_else(|| "-".into());
+                if t.rootless {
+                    options.push_str(" rootless");
+                }
+                vec![
+                    self.key(&t.image),
+                    t.image_name.clone(),
+                    options,
+                    bytes(t.size),
+                    time(&t.last_used),
+                    t.rootfs.display().to_string(),
+                ]
+            })
+            .collect();
+        table(
+            &["IMAGE", "NAME", "PLATFORM", "SIZE", "USED", "PATH"],
+            &rows,
+        )
+    }
+
     pub fn gc(&self, r: &GcReport) -> Result<()> {
         if self.json {
             return self.json(r);
@@ -162,6 +189,13 @@ impl Printer {
             r.temp_files,
             bytes(r.temp_bytes)
         )?;
+        if r.tree_dirs + r.tree_rows > 0 {
+            writeln!(
+                out,
+                "trees:      {} left by renders cut short, {} records of trees gone",
+                r.tree_dirs, r.tree_rows
+            )?;
+        }
         writeln!(out, "{verb} {} in total", bytes(r.bytes()))?;
         if r.full_sweep {
             writeln!(out, "(walked the whole blob tree for orphans)")?;

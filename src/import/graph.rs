@@ -33,7 +33,7 @@ use crate::publish::Publication;
 /// Blobs made available for an import: staged in temp files, or already in
 /// the store.
 #[derive(Default)]
-pub(super) struct Blobs {
+pub(crate) struct Blobs {
     pub staged: HashMap<Digest, StagedBlob>,
     /// Blobs the store has already, with their sizes; never rewritten.
     pub present: HashMap<Digest, u64>,
@@ -95,7 +95,7 @@ impl Blobs {
 }
 
 /// Where the blobs of a layout come from.
-pub(super) trait Source {
+pub(crate) trait Source {
     fn blobs(&self) -> &Blobs;
 
     /// Makes the blob available in [`Source::blobs`], checked against the
@@ -113,7 +113,7 @@ pub(super) trait Source {
 /// A name and tag, from annotations or docker's RepoTags. The name may be
 /// empty: a layout that gives only a tag names no image.
 #[derive(Debug, Clone, Default)]
-pub(super) struct Naming {
+pub(crate) struct Naming {
     pub name: String,
     pub tag: Option<String>,
 }
@@ -159,7 +159,7 @@ impl Naming {
 /// its manifests: their own records, committed with it, carry the rest,
 /// so records stay linear in the input however the indexes nest.
 #[derive(Clone, Default)]
-pub(super) struct Closure {
+pub(crate) struct Closure {
     pub blobs: Vec<NewBlob>,
     pub links: Vec<(Digest, Digest)>,
     /// Bytes of every distinct blob the image needs.
@@ -231,7 +231,7 @@ struct At {
 
 /// Walks a layout's index and builds the image records. Each distinct
 /// descriptor is walked once, however often indexes name it.
-pub(super) struct Walk<'a, S: Source> {
+pub(crate) struct Walk<'a, S: Source> {
     ctx: &'a Importer<'a>,
     /// The input, for error messages.
     input: &'a Path,
@@ -292,19 +292,52 @@ impl<'a, S: Source> Walk<'a, S> {
         let mut stack = Vec::new();
         for (i, desc) in index.manifests.into_iter().enumerate().rev() {
             let what = format!("index.json manifests[{i}]");
-            let digest = self.descriptor_digest(&desc, &what)?;
             let naming = Naming::from_descriptor(&desc).map(Rc::new);
-            stack.push(Step::Enter {
-                desc,
-                digest,
-                root: what.as_str().into(),
-                what,
-                naming,
-                depth: 1,
-            });
+            stack.push(self.first_step(desc, what, naming)?);
         }
-        // Depth first, children in order, each index recorded after its
-        // children: the order a recursive walk would have.
+        self.run(stack, fallback)
+    }
+
+    /// Walks from one descriptor, as if it were the only entry of a
+    /// layout's `index.json`: a pull walks the manifest or index a
+    /// reference led to, `serve` a pushed one, named by `naming`.
+    pub fn walk_descriptor(
+        &mut self,
+        desc: &Descriptor,
+        what: &str,
+        naming: Option<&Naming>,
+    ) -> Result<(), Error> {
+        let naming = naming.cloned().map(Rc::new);
+        let step = self.first_step(desc.clone(), what.to_string(), naming)?;
+        self.run(vec![step], &HashMap::new())
+    }
+
+    /// The step that enters a descriptor of `index.json` (depth 1).
+    fn first_step(
+        &self,
+        desc: Descriptor,
+        what: String,
+        naming: Option<Rc<Naming>>,
+    ) -> Result<Step, Error> {
+        let digest = self.descriptor_digest(&desc, &what)?;
+        Ok(Step::Enter {
+            desc,
+            digest,
+            root: what.as_str().into(),
+            what,
+            naming,
+            depth: 1,
+        })
+    }
+
+    /// Runs the walk until the stack is empty: depth first, children in
+    /// order, each index recorded after its children (the order a
+    /// recursive walk would have).
+    fn run(
+        &mut self,
+        mut stack: Vec<Step>,
+        fallback: &HashMap<Digest, Naming>,
+    ) -> Result<(), Error> {
         while let Some(step) = stack.pop() {
             match step {
                 Step::Enter {
@@ -606,7 +639,7 @@ impl<'a, S: Source> Walk<'a, S> {
 /// `variant` from the config (or the platform its index gives). Refuses
 /// more labels, or longer ones, than the store records
 /// ([`crate::image::check_record`]), naming the config.
-pub(super) fn image_labels(
+pub(crate) fn image_labels(
     config: &ImageConfig,
     config_digest: &Digest,
     platform: Option<&oci::Platform>,
@@ -647,7 +680,7 @@ pub(super) fn image_labels(
 /// The record of an image whose manifest (or index) is `key`. An image the
 /// input leaves unnamed takes `--name`, if given. Names and labels over
 /// the store's limits are refused.
-pub(super) fn new_image(
+pub(crate) fn new_image(
     ctx: &Importer,
     key: &Digest,
     naming: &Naming,
@@ -684,7 +717,7 @@ pub(super) fn new_image(
 }
 
 /// Checks layers against the diff_ids of their config.
-pub(super) struct LayerChecker<'a> {
+pub(crate) struct LayerChecker<'a> {
     pub ctx: &'a Importer<'a>,
     pub input: &'a Path,
 }
@@ -749,7 +782,7 @@ impl LayerChecker<'_> {
     }
 }
 
-pub(super) fn new_blob(
+pub(crate) fn new_blob(
     digest: &Digest,
     size: u64,
     media_type: &str,
@@ -768,7 +801,7 @@ pub(super) fn new_blob(
 ///
 /// A key given twice in an object is refused, naming the key, whatever
 /// the type reads ([`crate::json`]).
-pub(super) fn parse_json<T: serde::de::DeserializeOwned>(
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
     bytes: &[u8],
     what: impl Into<String>,
     expected: &str,
@@ -818,7 +851,7 @@ fn parse_counted<T: serde::de::DeserializeOwned>(
 
 /// The diff_ids an image config names, one per layer of the manifest
 /// `what` with `layers` layers; `None` if the config has no rootfs.
-pub(super) fn config_diff_ids(
+pub(crate) fn config_diff_ids(
     config: &ImageConfig,
     config_digest: &Digest,
     what: &str,
@@ -852,7 +885,7 @@ fn bad_diff_id(config: &Digest, e: crate::digest::DigestError) -> ArchiveErrorKi
 
 /// Publishes every staged blob the images name, then commits the images
 /// (DESIGN.md §3.2: bytes durable first, index second).
-pub(super) fn commit(
+pub(crate) fn commit(
     ctx: &Importer,
     blobs: Blobs,
     images: Vec<NewImage>,

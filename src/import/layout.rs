@@ -51,7 +51,7 @@ pub(super) fn import_members(
         .metadata
         .remove("index.json")
         .ok_or_else(|| not_a_layout(path, "archive", "index.json"))?;
-    let source = ArchiveSource {
+    let source = StagedSource {
         ctx,
         input: path,
         blobs: members.blobs,
@@ -290,14 +290,16 @@ fn check_size(input: &Path, digest: &Digest, expected: u64, found: u64) -> Resul
     Ok(())
 }
 
-/// The members of an archive, already staged.
-struct ArchiveSource<'a> {
-    ctx: &'a Importer<'a>,
-    input: &'a Path,
-    blobs: Blobs,
+/// Blobs already staged (an archive's members, a pull's downloads), and
+/// those the store has: all the walk may find.
+pub(crate) struct StagedSource<'a> {
+    pub(crate) ctx: &'a Importer<'a>,
+    /// What errors name: the archive, or the manifest's URL.
+    pub(crate) input: &'a Path,
+    pub(crate) blobs: Blobs,
 }
 
-impl Source for ArchiveSource<'_> {
+impl Source for StagedSource<'_> {
     fn blobs(&self) -> &Blobs {
         &self.blobs
     }

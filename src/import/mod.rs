@@ -10,7 +10,7 @@
 mod aci;
 pub(crate) mod appc;
 mod docker;
-mod graph;
+pub(crate) mod graph;
 mod input;
 mod layout;
 mod members;
@@ -28,6 +28,7 @@ use crate::index::{FileIdentity, Index};
 use crate::progress::{Counter, Progress};
 
 pub(crate) use input::{Arriving, RemoteFacts};
+pub(crate) use layout::StagedSource;
 
 /// Which reader to use for an input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

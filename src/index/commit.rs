@@ -1,7 +1,7 @@
 //! The rows a writer commits once its blobs are durable: images with their
-//! closures, pins, remotes — all in one transaction, so that either all of
-//! them are visible or none is (invariant 3), and a remote never names an
-//! image that is not there.
+//! closures, pins, remotes, rendered trees — all in one transaction, so
+//! that either all of them are visible or none is (invariant 3), and a
+//! remote never names an image that is not there.
 
 use std::collections::HashSet;
 
@@ -9,6 +9,7 @@ use super::blobs::{NewBlob, add_pin, upsert_blob};
 use super::images::insert_image;
 use super::remotes::{NewRemote, insert_remote};
 use super::tags::set_tag;
+use super::trees::{NewTree, insert_tree};
 use super::{Index, now_micros};
 use crate::digest::Digest;
 use crate::error::Error;
@@ -23,10 +24,15 @@ pub(crate) struct Commit {
     pub images: Vec<NewImage>,
     /// Blobs outside any image, each pinned once.
     pub pins: Vec<NewBlob>,
+    /// Blobs outside any image that only the remotes hold (the index a
+    /// pull chose one platform from): rows without a reference of their own.
+    pub blobs: Vec<NewBlob>,
     /// Where images came from, recorded after them.
     pub remotes: Vec<NewRemote>,
     /// Tags `NAME:TAG` to point at images (set, or moved), after them.
     pub tags: Vec<(String, Digest)>,
+    /// Rendered trees whose directories are in place, after the images.
+    pub trees: Vec<NewTree>,
 }
 
 impl Commit {
@@ -37,6 +43,8 @@ impl Commit {
             .iter()
             .flat_map(|i| i.blobs.iter().map(|b| &b.digest))
             .chain(self.pins.iter().map(|b| &b.digest))
+            .chain(self.blobs.iter().map(|b| &b.digest))
+            .chain(self.trees.iter().flat_map(|t| &t.blobs))
             .collect()
     }
 }
@@ -67,11 +75,17 @@ impl Index {
             upsert_blob(&tx, blob, now)?;
             add_pin(&tx, &blob.digest, 1)?;
         }
+        for blob in &rows.blobs {
+            upsert_blob(&tx, blob, now)?;
+        }
         for remote in &rows.remotes {
             insert_remote(&tx, remote, now)?;
         }
         for (tag, key) in &rows.tags {
             set_tag(&tx, tag, key, now)?;
+        }
+        for tree in &rows.trees {
+            insert_tree(&tx, tree, now)?;
         }
         crate::failpoint::hit("import-before-commit");
         tx.commit().map_err(Error::sql("commit import"))?;

@@ -94,6 +94,30 @@ impl Index {
             .collect()
     }
 
+    /// Every OCI image manifest the store holds, by digest: the manifests
+    /// of OCI images, and blobs recorded with a manifest media type (those
+    /// an image index holds). `fsck --layers` reads them, one at a time,
+    /// for the diff_ids their configs name.
+    pub fn oci_manifests(&self) -> Result<Vec<Digest>, Error> {
+        let conn = self.conn()?;
+        let digests: Vec<String> = conn
+            .prepare(
+                "SELECT b.digest FROM images i JOIN blobs b ON b.id = i.manifest \
+                   WHERE i.format = 'oci' \
+                 UNION SELECT digest FROM blobs WHERE media_type IN (?1, ?2) \
+                 ORDER BY 1",
+            )
+            .and_then(|mut s| {
+                s.query_map(
+                    [crate::oci::OCI_MANIFEST, crate::oci::DOCKER_MANIFEST],
+                    |r| r.get(0),
+                )?
+                .collect::<rusqlite::Result<Vec<String>>>()
+            })
+            .map_err(Error::sql("list image manifests"))?;
+        digests.iter().map(|d| parse_digest(d)).collect()
+    }
+
     /// What `PRAGMA quick_check` finds wrong (empty when it says `ok`).
     pub fn quick_check(&self) -> Result<Vec<String>, Error> {
         let conn = self.conn()?;
@@ -220,9 +244,10 @@ impl Index {
     /// Images of each name beyond the newest `keep` whose last use is
     /// before `cutoff` (unix microseconds), removed in one transaction so
     /// that a use recorded meanwhile is never lost. Returns the removed
-    /// images.
-    pub fn prune(&self, cutoff: i64, keep: usize) -> Result<Vec<ImageInfo>, Error> {
-        let mut conn = self.conn()?;
+    /// images, and the names of the trees that went with them; the commit
+    /// is durable, as the caller removes those trees' directories next.
+    pub fn prune(&self, cutoff: i64, keep: usize) -> Result<(Vec<ImageInfo>, Vec<String>), Error> {
+        let mut conn = self.durable_conn()?;
         let tx = conn.transaction().map_err(Error::sql("begin prune"))?;
         let keys: Vec<String> = tx
             .prepare(
@@ -238,7 +263,9 @@ impl Index {
             })
             .map_err(Error::sql("choose images to prune"))?;
         let mut removed = Vec::with_capacity(keys.len());
+        let mut trees = Vec::new();
         for key in keys {
+            trees.extend(super::trees::tree_names_of_image(&tx, &key)?);
             let digest = parse_digest(&key)?;
             // Read on another connection: this one holds the write
             // transaction, and the row is committed (WAL readers see it).
@@ -249,7 +276,7 @@ impl Index {
                 .map_err(Error::sql(format!("prune image {key}")))?;
         }
         tx.commit().map_err(Error::sql("commit prune"))?;
-        Ok(removed)
+        Ok((removed, trees))
     }
 
     /// Records a use of every image whose closure holds `blob` (`cat`).

@@ -12,15 +12,19 @@
 //! have run. A store whose version is newer than this binary knows is refused
 //! before anything is written to it.
 
+mod blob_sources;
 mod blobs;
 mod commit;
 mod fsck;
 mod gc_state;
+mod identity;
 mod images;
 mod owner;
 mod remotes;
+mod repositories;
 mod sources;
 mod tags;
+mod trees;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -34,10 +38,12 @@ use crate::error::Error;
 pub(crate) use blobs::NewBlob;
 pub(crate) use commit::Commit;
 pub(crate) use fsck::BlobRow;
+pub(crate) use identity::{Inspection, inspect};
 pub(crate) use images::{ImageFilter, NewImage};
 pub(crate) use owner::Owner;
 pub(crate) use remotes::NewRemote;
 pub(crate) use sources::FileIdentity;
+pub(crate) use trees::{NewTree, TreeRow};
 
 /// The migrations, in order. Migration `i` (0-based) moves the schema from
 /// version `i` to `i + 1`.
@@ -57,6 +63,18 @@ const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0004_gc_state.sql",
         include_str!("../../migrations/0004_gc_state.sql"),
+    ),
+    (
+        "0005_store_identity.sql",
+        include_str!("../../migrations/0005_store_identity.sql"),
+    ),
+    (
+        "0006_trees.sql",
+        include_str!("../../migrations/0006_trees.sql"),
+    ),
+    (
+        "0007_blob_sources.sql",
+        include_str!("../../migrations/0007_blob_sources.sql"),
     ),
 ];
 
@@ -81,7 +99,17 @@ pub(crate) struct Index {
 }
 
 impl Index {
+    /// Opens (creating and migrating if needed) the index at `path`,
+    /// whichever store it belongs to.
+    #[cfg(test)]
     pub fn open(path: &Path) -> Result<Index, Error> {
+        Index::open_as(path, None)
+    }
+
+    /// Opens the index at `path` for the store `owner`: an index that
+    /// records another store's id is refused before anything is written to
+    /// it. With `owner`, the id is recorded if the index has none yet.
+    pub fn open_as(path: &Path, owner: Option<&str>) -> Result<Index, Error> {
         // Check the version on a plain connection first, so a newer store is
         // refused before the pool sets WAL mode or anything else on it.
         let mut first =
@@ -98,6 +126,9 @@ impl Index {
                 path.display()
             )))?;
         check_version(found, path)?;
+        if let Some(owner) = owner {
+            identity::check_owner(&first, path, owner)?;
+        }
         configure(&mut first).map_err(Error::sql("configure connection"))?;
         migrate(&mut first, path)?;
         drop(first);
@@ -109,7 +140,11 @@ impl Index {
             .connection_timeout(POOL_TIMEOUT)
             .build(manager)
             .map_err(crate::error::pool_error)?;
-        Ok(Index { pool })
+        let index = Index { pool };
+        if let Some(owner) = owner {
+            index.claim(path, owner)?;
+        }
+        Ok(index)
     }
 
     pub fn conn(&self) -> Result<Conn, Error> {

@@ -125,6 +125,24 @@ impl Layout {
         d
     }
 
+    /// Adds an image index over these manifest descriptors, each given
+    /// the platform `linux/ARCH`, named `ref_name` in the layout's
+    /// index.json; returns the index's digest.
+    pub fn platform_index(&mut self, manifests: Vec<(Value, &str)>, ref_name: &str) -> String {
+        let manifests = manifests
+            .into_iter()
+            .map(|(mut d, arch)| {
+                d["platform"] = json!({ "os": "linux", "architecture": arch });
+                d
+            })
+            .collect();
+        let index = index_json(manifests);
+        let digest = self.blob("sha256", &index);
+        self.index
+            .push(named(desc(INDEX, &digest, index.len()), ref_name));
+        digest
+    }
+
     pub fn blob_path(digest: &str) -> String {
         let (a, hex) = digest.split_once(':').unwrap();
         format!("blobs/{a}/{hex}")

@@ -151,7 +151,7 @@ impl PartialFiles {
 
     /// Removes the sidecar: the bytes held vouch for nothing any more.
     fn forget(&self) -> Result<(), Error> {
-        crate::store::remove_path(&self.meta)
+        remove_file(&self.meta)
     }
 
     /// Whether the files left behind are worth resuming from: bytes with
@@ -164,7 +164,7 @@ impl PartialFiles {
     /// [`UrlLock::release`]).
     pub fn remove(&self) -> Result<(), Error> {
         self.forget()?;
-        crate::store::remove_path(&self.part)
+        remove_file(&self.part)
     }
 }
 
@@ -497,6 +497,14 @@ impl Arriving for Attempt {
             End::Complete(facts) if st.generation == self.generation => Some(facts.clone()),
             _ => None,
         }
+    }
+}
+
+/// Removes a file; one already gone is not an error.
+fn remove_file(path: &Path) -> Result<(), Error> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::io("remove", path, e)),
+        _ => Ok(()),
     }
 }
 

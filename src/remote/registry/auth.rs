@@ -175,7 +175,12 @@ impl Credentials {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum CredentialSource {
     File(PathBuf),
-    Helper { program: String, file: PathBuf },
+    Helper {
+        program: String,
+        file: PathBuf,
+    },
+    /// Given by the caller (`login`'s user name and password).
+    Given,
 }
 
 impl fmt::Display for CredentialSource {
@@ -185,6 +190,7 @@ impl fmt::Display for CredentialSource {
             CredentialSource::Helper { program, file } => {
                 write!(f, "{program} (named in {})", file.display())
             }
+            CredentialSource::Given => f.write_str("the arguments given"),
         }
     }
 }
@@ -195,43 +201,87 @@ pub(crate) struct FoundCredentials {
     pub(crate) source: CredentialSource,
 }
 
-/// Why credentials could not be read, written or removed.
+/// Why credentials could not be read, written or removed. No message holds
+/// a secret.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub(crate) enum AuthError {
+pub enum AuthError {
+    /// An auth file could not be read or written.
     #[error("cannot {action} auth file {}: {cause}", path.display())]
     Io {
+        /// `read`, `write`, `replace`…
         action: &'static str,
+        /// The file.
         path: PathBuf,
+        /// The operating system's error (told in the message).
         cause: io::Error,
     },
+    /// An auth file is not the JSON docker and podman write.
     #[error("auth file {} is not valid: {reason}", path.display())]
-    BadFile { path: PathBuf, reason: String },
+    BadFile {
+        /// The file.
+        path: PathBuf,
+        /// What the JSON reader said.
+        reason: String,
+    },
+    /// One entry of an auth file is not valid.
     #[error("auth file {}: the entry for {key:?} is not valid: {reason}", path.display())]
     BadEntry {
+        /// The file.
         path: PathBuf,
+        /// The entry's key.
         key: String,
+        /// What is wrong with it.
         reason: &'static str,
     },
+    /// An auth file names a credential helper that is not installed.
     #[error("credential helper {program} (named in {}) is not on PATH", file.display())]
-    HelperMissing { program: String, file: PathBuf },
+    HelperMissing {
+        /// `docker-credential-NAME`.
+        program: String,
+        /// The auth file naming it.
+        file: PathBuf,
+    },
+    /// A credential helper failed.
     #[error("credential helper {program} failed for {registry}: {message}")]
     HelperFailed {
+        /// `docker-credential-NAME`.
         program: String,
+        /// The registry asked about.
         registry: String,
+        /// What it said (never a secret: the output of a failure).
         message: String,
     },
+    /// A REGISTRY argument is not `host[:port]`.
     #[error("{registry:?} is not a registry host[:port]")]
-    BadRegistry { registry: String },
+    BadRegistry {
+        /// The argument.
+        registry: String,
+    },
+    /// A user name with a ':' cannot be written in an auth file.
     #[error("a user name for {registry} must not contain ':'")]
-    BadUsername { registry: String },
+    BadUsername {
+        /// The registry.
+        registry: String,
+    },
+    /// `logout` of a registry the login file has no entry for.
     #[error("not logged in to {registry}: {} has no entry for it", path.display())]
-    NotLoggedIn { registry: String, path: PathBuf },
+    NotLoggedIn {
+        /// The registry.
+        registry: String,
+        /// The login file.
+        path: PathBuf,
+    },
+    /// `$XDG_RUNTIME_DIR` names a directory that does not exist.
     #[error(
         "{} (from $XDG_RUNTIME_DIR) does not exist: create it or unset XDG_RUNTIME_DIR",
         dir.display()
     )]
-    RuntimeDirMissing { dir: PathBuf },
+    RuntimeDirMissing {
+        /// The directory.
+        dir: PathBuf,
+    },
+    /// No place to write credentials to.
     #[error("no home directory to keep credentials in: set REGISTRY_AUTH_FILE")]
     NoHome,
 }

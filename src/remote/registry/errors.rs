@@ -103,6 +103,7 @@ impl ErrorCode {
 
     /// The status a registry answers the code with (distribution's choices;
     /// `BLOB_UPLOAD_INVALID` is a 404 there, oddly, and clients expect it).
+    #[allow(dead_code)] // for serve (issue 14) and later users
     pub(crate) fn status(&self) -> u16 {
         match self {
             ErrorCode::BlobUnknown
@@ -128,6 +129,7 @@ impl ErrorCode {
     }
 
     /// The spec's message for the code, for answers that have no better one.
+    #[allow(dead_code)] // for serve (issue 14) and later users
     pub(crate) fn default_message(&self) -> &'static str {
         match self {
             ErrorCode::BlobUnknown => "blob unknown to registry",
@@ -193,6 +195,7 @@ pub(crate) struct ErrorBody {
 impl ErrorBody {
     /// The body of one error, with the code's own message when `message`
     /// is `None`.
+    #[allow(dead_code)] // for serve (issue 14) and later users
     pub(crate) fn single(
         code: ErrorCode,
         message: Option<&str>,
@@ -209,6 +212,7 @@ impl ErrorBody {
     }
 
     /// The spec's error JSON for an answer body.
+    #[allow(dead_code)] // for serve (issue 14) and later users
     pub(crate) fn to_json(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("an error body serialises")
     }
@@ -224,7 +228,7 @@ impl ErrorBody {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 #[error("registry {registry} refused: {}", summary(*status, errors, excerpt.as_deref()))]
-pub(crate) struct Refusal {
+pub struct Refusal {
     pub(crate) registry: String,
     pub(crate) status: u16,
     pub(crate) errors: Vec<RegistryErrorEntry>,
@@ -253,8 +257,25 @@ impl Refusal {
         }
     }
 
+    #[allow(dead_code)] // for serve (issue 14) and later users
     pub(crate) fn has_code(&self, code: &ErrorCode) -> bool {
         self.errors.iter().any(|e| &e.code == code)
+    }
+
+    /// The registry (`host[:port]`) that refused.
+    pub fn registry(&self) -> &str {
+        &self.registry
+    }
+
+    /// The HTTP status it answered with.
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// The distribution spec's error codes it gave (`MANIFEST_UNKNOWN`…),
+    /// in order; none when its body was not the spec's JSON.
+    pub fn codes(&self) -> impl Iterator<Item = &str> {
+        self.errors.iter().map(|e| e.code.as_str())
     }
 }
 

@@ -64,16 +64,30 @@ impl ManifestKind {
 /// Why a registry's manifest cannot be taken.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub(crate) enum MediaError {
+pub enum MediaError {
+    /// Docker's schema 1, which imgstore refuses.
     #[error(
         "the registry serves a docker schema 1 manifest ({media_type}), which imgstore does not support: \
          schema 1 is deprecated and unverifiable; push the image again with a current docker, podman or skopeo"
     )]
-    Schema1 { media_type: String },
+    Schema1 {
+        /// The media type it came as.
+        media_type: String,
+    },
+    /// Something that is not an image manifest or index.
     #[error("the registry sent {media_type:?}, which is not an image manifest or index")]
-    NotAManifest { media_type: String },
+    NotAManifest {
+        /// Its media type.
+        media_type: String,
+    },
+    /// `Content-Type` and the document's `mediaType` disagree.
     #[error("the registry labels the manifest {header:?} but the document says it is {body:?}")]
-    Mismatch { header: String, body: String },
+    Mismatch {
+        /// The `Content-Type`.
+        header: String,
+        /// The document's `mediaType`.
+        body: String,
+    },
 }
 
 /// The media type without parameters, trimmed and in lower case:
@@ -183,6 +197,7 @@ impl Document {
 
 /// The compression a layer's media type declares, when it is a layer type
 /// this store knows; `None` for other types (artifacts, configs).
+#[allow(dead_code)] // for serve (issue 14) and later users
 pub(crate) fn layer_compression(media_type: &str) -> Option<Compression> {
     match essence(media_type).as_str() {
         OCI_LAYER | OCI_LAYER_NONDISTRIBUTABLE | DOCKER_LAYER => Some(Compression::None),
@@ -209,6 +224,7 @@ pub(crate) fn is_nondistributable(media_type: &str) -> bool {
 }
 
 /// An image config (as opposed to an artifact's config).
+#[allow(dead_code)] // for serve (issue 14) and later users
 pub(crate) fn is_image_config(media_type: &str) -> bool {
     crate::oci::is_image_config(&essence(media_type))
 }

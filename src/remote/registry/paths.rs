@@ -25,11 +25,19 @@ use crate::digest::Digest;
 /// Why a URL a registry sent could not be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub(crate) enum PathError {
+pub enum PathError {
+    /// An upload session's `Location` that cannot be resolved.
     #[error("the registry sent an upload location {location:?} that is not an http(s) URL")]
-    BadLocation { location: String },
+    BadLocation {
+        /// The header's value.
+        location: String,
+    },
+    /// A URL that should be absolute is not.
     #[error("{url:?} is not an absolute http(s) URL")]
-    NotAbsolute { url: String },
+    NotAbsolute {
+        /// The URL.
+        url: String,
+    },
 }
 
 /// Where a registry's API lives: scheme and authority, no path.
@@ -51,6 +59,7 @@ impl ApiBase {
     }
 
     /// `http://host:port` or `https://host`.
+    #[allow(dead_code)] // for serve (issue 14) and later users
     pub(crate) fn origin(&self) -> &str {
         &self.origin
     }
@@ -92,6 +101,7 @@ impl ApiBase {
 
     /// `/v2/<name>/tags/list`, with `n` (page size) and `last` (the tag to
     /// continue after) when given.
+    #[allow(dead_code)] // for serve (issue 14) and later users
     pub(crate) fn tags(&self, repository: &str, n: Option<u32>, last: Option<&str>) -> String {
         debug_assert!(super::reference::check_repository(repository).is_ok());
         let mut url = format!("{}/v2/{repository}/tags/list", self.origin);
@@ -106,6 +116,7 @@ impl ApiBase {
 
     /// `/v2/<name>/referrers/<digest>` (OCI 1.1), optionally filtered by
     /// artifact type.
+    #[allow(dead_code)] // for serve (issue 14) and later users
     pub(crate) fn referrers(
         &self,
         repository: &str,
@@ -182,6 +193,7 @@ pub(crate) fn origin_of(url: &str) -> Option<String> {
 
 /// Whether two URLs have the same scheme, host and port: credentials go
 /// only where they were meant to.
+#[allow(dead_code)] // for serve (issue 14) and later users
 pub(crate) fn same_origin(a: &str, b: &str) -> bool {
     matches!((origin_of(a), origin_of(b)), (Some(x), Some(y)) if x == y)
 }
@@ -269,6 +281,7 @@ fn normalise_tail(tail: &str) -> String {
 
 /// The target of the `rel="next"` link in a `Link` header (tag-list and
 /// referrers pagination), resolved against the request URL.
+#[allow(dead_code)] // for serve (issue 14) and later users
 pub(crate) fn next_link(request_url: &str, link_header: &str) -> Result<Option<String>, PathError> {
     for link in split_links(link_header) {
         let link = link.trim();
@@ -298,6 +311,7 @@ pub(crate) fn next_link(request_url: &str, link_header: &str) -> Result<Option<S
 
 /// Splits a `Link` header at the commas between links, not those inside
 /// `<…>` or quotes.
+#[allow(dead_code)] // for serve (issue 14) and later users
 fn split_links(header: &str) -> Vec<&str> {
     let mut links = Vec::new();
     let (mut start, mut in_angle, mut in_quote) = (0, false, false);

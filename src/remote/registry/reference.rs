@@ -41,38 +41,87 @@ pub(crate) const MAX_REPOSITORY_LEN: usize = 255;
 /// The longest tag.
 pub(crate) const MAX_TAG_LEN: usize = 128;
 
-/// Why a string is not a valid reference, repository name or tag.
+/// Why a string is not a valid reference, repository name or tag. Every
+/// variant names the input as given.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub(crate) enum ReferenceError {
+pub enum ReferenceError {
+    /// The input is empty.
     #[error("invalid reference {input:?}: it is empty")]
-    Empty { input: String },
+    Empty {
+        /// The input.
+        input: String,
+    },
+    /// 64 hex digits: an image ID, which docker refuses as a name too.
     #[error(
         "invalid reference {input:?}: a 64-digit hex string is an image ID, not a repository name"
     )]
-    LooksLikeId { input: String },
+    LooksLikeId {
+        /// The input.
+        input: String,
+    },
+    /// The host part is not `host[:port]`.
     #[error("invalid reference {input:?}: {registry:?} is not a valid registry host[:port]")]
-    BadRegistry { input: String, registry: String },
+    BadRegistry {
+        /// The input.
+        input: String,
+        /// The host part.
+        registry: String,
+    },
+    /// The repository has upper-case letters.
     #[error("invalid reference {input:?}: repository name {repository:?} must be lower case")]
-    UpperCase { input: String, repository: String },
+    UpperCase {
+        /// The input.
+        input: String,
+        /// The repository part.
+        repository: String,
+    },
+    /// The repository breaks the distribution grammar.
     #[error("invalid reference {input:?}: repository name {repository:?} {reason}")]
     BadRepository {
+        /// The input.
         input: String,
+        /// The repository part.
         repository: String,
+        /// How, as a predicate.
         reason: &'static str,
     },
+    /// The repository is longer than the grammar allows.
     #[error(
         "invalid reference {input:?}: repository name is {len} characters long, more than {MAX_REPOSITORY_LEN}"
     )]
-    NameTooLong { input: String, len: usize },
+    NameTooLong {
+        /// The input.
+        input: String,
+        /// The repository's length.
+        len: usize,
+    },
+    /// The tag breaks the tag grammar.
     #[error(
         "invalid reference {input:?}: tag {tag:?} must be 1 to 128 of letters, digits, '_', '.' and '-', not starting with '.' or '-'"
     )]
-    BadTag { input: String, tag: String },
-    #[error("invalid reference {input:?}: {source}")]
-    BadDigest { input: String, source: DigestError },
+    BadTag {
+        /// The input.
+        input: String,
+        /// The tag part.
+        tag: String,
+    },
+    /// The digest part is not a digest.
+    #[error("invalid reference {input:?}: {cause}")]
+    BadDigest {
+        /// The input.
+        input: String,
+        /// Why (told in the message, so not a `source`).
+        cause: DigestError,
+    },
+    /// The digest is not written `<algorithm>:<hex>`.
     #[error("invalid reference {input:?}: digest {digest:?} must be written <algorithm>:<hex>")]
-    DigestForm { input: String, digest: String },
+    DigestForm {
+        /// The input.
+        input: String,
+        /// The digest part.
+        digest: String,
+    },
 }
 
 /// A normalised docker reference. Fields are private: every `Reference` has
@@ -183,6 +232,7 @@ impl Reference {
 
     /// The host (and port) the registry API is served from: Docker Hub's
     /// API lives on `registry-1.docker.io`, every other registry on its name.
+    #[allow(dead_code)] // for serve (issue 14) and later users
     pub(crate) fn api_host(&self) -> &str {
         if self.registry == DOCKER_HUB {
             DOCKER_HUB_API
@@ -193,11 +243,13 @@ impl Reference {
 
     /// Whether the registry is spoken to over plain HTTP unless the caller
     /// overrides it: docker's rule, loopback only (see [`uses_plain_http`]).
+    #[allow(dead_code)] // for serve (issue 14) and later users
     pub(crate) fn plain_http_by_default(&self) -> bool {
         uses_plain_http(self.api_host())
     }
 
     /// The same repository with another tag and no digest.
+    #[allow(dead_code)] // for serve (issue 14) and later users
     pub(crate) fn with_tag(&self, tag: &str) -> Result<Reference, ReferenceError> {
         check_tag_for(tag, tag)?;
         Ok(Reference {
@@ -208,6 +260,7 @@ impl Reference {
     }
 
     /// The same repository pinned to a digest (the tag is kept for display).
+    #[allow(dead_code)] // for serve (issue 14) and later users
     pub(crate) fn with_digest(&self, digest: Digest) -> Reference {
         Reference {
             digest: Some(digest),
@@ -248,9 +301,9 @@ fn split_registry(named: &str) -> (Option<&str>, &str) {
 }
 
 fn parse_digest(input: &str, digest: &str) -> Result<Digest, ReferenceError> {
-    let parsed = Digest::parse(digest).map_err(|source| ReferenceError::BadDigest {
+    let parsed = Digest::parse(digest).map_err(|cause| ReferenceError::BadDigest {
         input: input.to_string(),
-        source,
+        cause,
     })?;
     // `Digest::parse` also takes appc's `sha512-…`; a reference does not.
     if parsed.to_string() != digest {

@@ -40,11 +40,21 @@ pub(crate) const MAX_TOKEN_BODY: u64 = 1 << 20;
 /// Why a token server's answer could not be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub(crate) enum TokenError {
+pub enum TokenError {
+    /// The answer is not JSON of a token.
     #[error("the token server {realm} sent an answer that is not token JSON: {reason}")]
-    NotJson { realm: String, reason: String },
+    NotJson {
+        /// The realm asked.
+        realm: String,
+        /// What the JSON reader said (never the token).
+        reason: String,
+    },
+    /// The answer holds no token.
     #[error("the token server {realm} sent no token")]
-    NoToken { realm: String },
+    NoToken {
+        /// The realm asked.
+        realm: String,
+    },
 }
 
 /// A bearer token and when it stops being used.
@@ -56,6 +66,7 @@ pub(crate) struct Token {
 }
 
 impl Token {
+    #[allow(dead_code)] // for serve (issue 14) and later users
     pub(crate) fn new(value: Secret, expires_at: SystemTime) -> Token {
         Token {
             value,
@@ -64,6 +75,7 @@ impl Token {
         }
     }
 
+    #[allow(dead_code)] // for serve (issue 14) and later users
     pub(crate) fn value(&self) -> &Secret {
         &self.value
     }
@@ -74,11 +86,13 @@ impl Token {
     }
 
     /// The end of the token's lifetime (before the margin).
+    #[allow(dead_code)] // for serve (issue 14) and later users
     pub(crate) fn expires_at(&self) -> SystemTime {
         self.expires_at
     }
 
     /// A new refresh token, when an OAuth2 server sent one.
+    #[allow(dead_code)] // for serve (issue 14) and later users
     pub(crate) fn refresh_token(&self) -> Option<&Secret> {
         self.refresh_token.as_ref()
     }
@@ -197,12 +211,14 @@ impl TokenCache {
     }
 
     /// The cached token, if it is still fresh at `now`.
+    #[allow(dead_code)] // for serve (issue 14) and later users
     pub(crate) fn get(&self, registry: &str, scopes: &ScopeSet, now: SystemTime) -> Option<Token> {
         let slot = self.slot(registry, scopes);
         let token = slot.lock().unwrap_or_else(PoisonError::into_inner);
         token.as_ref().filter(|t| t.is_fresh(now)).cloned()
     }
 
+    #[allow(dead_code)] // for serve (issue 14) and later users
     pub(crate) fn insert(&self, registry: &str, scopes: &ScopeSet, token: Token) {
         let slot = self.slot(registry, scopes);
         *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(token);
