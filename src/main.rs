@@ -41,7 +41,9 @@ fn main() -> ExitCode {
             if broken_pipe {
                 return ExitCode::SUCCESS;
             }
-            let _ = writeln!(io::stderr(), "error: {err:#}");
+            // One line, whatever the arguments and names in it hold.
+            let message = format!("{err:#}");
+            let _ = writeln!(io::stderr(), "error: {}", cli::output::escape(&message));
             ExitCode::FAILURE
         }
     }
