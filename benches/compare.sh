@@ -52,8 +52,13 @@
 # The machine must be otherwise idle: on 2 cores a concurrent cargo build
 #   slows every tool 2-5x. The CPU use of other processes is sampled before
 #   every timed command ("busy %" in results.tsv) and summarised in the report.
-# Environment: SCENARIOS (default "import fetch pull push repull": which
-#   blocks run; e.g. SCENARIOS="pull push repull" benches/compare.sh --image big),
+# Serve (issue 14, block "serve" below): skopeo copy docker://… → oci: from
+#   `imgstore serve` and from Debian's docker-registry holding the same image,
+#   one pull (serve1) and 16 at once (serve16); peak RSS is the server's.
+# Environment: SCENARIOS (default "import fetch pull push repull serve render": which
+#   blocks run; e.g. SCENARIOS="pull push repull" benches/compare.sh --image big,
+#   SCENARIOS=serve benches/compare.sh --image small --rounds 1,
+#   SCENARIOS=render benches/compare.sh --image big),
 #   WORK (default /tmp/imgstore-compare), IMGSTORE (default
 #   target/release/imgstore, rebuilt with `cargo build --release` first unless
 #   --no-build; another path is used as it is),
@@ -62,9 +67,10 @@
 #   by the script when missing and run as root), cargo for imgstore and for
 #   examples/stages.rs. A missing or failing imgstore shows as n/a; the peers
 #   are still measured.
-# umoci is not timed: it has no import of an archive into a store. Its only
-#   ways in are building (repack/insert/raw add-layer recompress a rootfs or a
-#   tar) and unpack renders a bundle; none is comparable to `imgstore import`.
+# umoci is not timed for imports: it has no import of an archive into a store.
+#   Its only ways in are building (repack/insert/raw add-layer recompress a
+#   rootfs or a tar) and unpack renders a bundle; none is comparable to
+#   `imgstore import`. It is the peer of the render block (`umoci raw unpack`).
 
 set -euo pipefail
 
@@ -80,7 +86,7 @@ BUILD_IMGSTORE=1
 LOOP_SIZE=8G
 WAIT_IDLE=180 # seconds to wait for other processes to calm down before a round
 IDLE_MAX=20   # percent of the machine's CPU others may use when a round starts
-SCENARIOS=${SCENARIOS:-import fetch pull push repull}
+SCENARIOS=${SCENARIOS:-import fetch pull push repull serve render}
 want() { [[ " $SCENARIOS " == *" $1 "* ]]; }
 want_registry() { want pull || want push || want repull; }
 
@@ -247,6 +253,7 @@ cleanup() {
     set +e
     ctrd_stop
     registry_stop
+    serve_stop
     if ((MOUNTED)); then
         umount "$MNT" 2>/dev/null || umount -l "$MNT"
         MOUNTED=0
@@ -676,15 +683,21 @@ in_turn() { # in_turn R CMD... — run the commands, starting with number (R-1) 
 }
 
 round() { # round IMG R — every tool on every scenario once
+    local img=$1 r=$2
+    log "--- round $r/$ROUNDS, image $img"
+
+    if want import; then import_round "$img" "$r"; fi
+    if want fetch; then fetch_round "$img" "$r"; fi
+    if want serve; then serve_round "$img" "$r"; fi
+    if want_registry; then registry_round "$img" "$r"; fi # issue 11
+    if want render; then render_round "$img" "$r"; fi
+}
+
+import_round() { # import_round IMG R — every import scenario once
     local img=$1 r=$2 in=$MNT/in/$1
     local aci=$in/$img.aci docker=$in/$img.docker.tar oci=$in/$img.oci.tar layout=$in/layout
     local aci_b docker_b oci_b layout_b
     aci_b=$(size_of "$aci"); docker_b=$(size_of "$docker"); oci_b=$(size_of "$oci"); layout_b=$(size_of "$layout")
-    log "--- round $r/$ROUNDS, image $img"
-
-    if want fetch; then fetch_round "$img" "$r"; fi
-    if want_registry; then registry_round "$img" "$r"; fi # issue 11
-    want import || return 0
 
     limits "$img" "$r"
 
@@ -723,6 +736,165 @@ round() { # round IMG R — every tool on every scenario once
     fi
     fresh
 }
+
+# --- serve: skopeo pulling from imgstore serve vs docker-registry (issue 14) ---
+# For each image, once: a store holding it (the layout imported, tagged
+# bench/IMG:latest) and a docker-registry storage holding the same image
+# (pushed by skopeo: the same manifest and blobs), both on the bench
+# filesystem. Each round starts both servers and times, in turn, skopeo
+# copying the image out of each into a fresh oci: layout (serve1), and 16
+# such copies at once (serve16, until the last is done; MB/s is the
+# aggregate). The page cache is dropped before each, so the servers read
+# cold. Peak RSS is the server's alone (VmHWM, reset before each command).
+# Targets: serve1 at least as fast as the registry, serve16 at least 1.5x
+# its aggregate throughput, the server's RSS at most 64 MB.
+SERVE_PORT=${SERVE_PORT:-15500}
+REGISTRY_PORT=${REGISTRY_PORT:-15501}
+SERVE_PID= REGISTRY_PID=
+
+serve_up() { # serve_up PORT: true once GET /v2/ answers 200
+    local status=
+    { exec 9<>"/dev/tcp/127.0.0.1/$1"; } 2>/dev/null || return 1
+    printf 'GET /v2/ HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&9
+    read -r _ status _ <&9 || true
+    exec 9<&-
+    [[ $status == 200 ]]
+}
+
+serve_wait() { # serve_wait PORT PID NAME
+    local i
+    for ((i = 0; i < 200; i++)); do
+        serve_up "$1" && return 0
+        kill -0 "$2" 2>/dev/null || break
+        sleep 0.1
+    done
+    log "$3 did not come up on port $1; see $LOGS/$3.log"
+    return 1
+}
+
+serve_stop() {
+    local pid
+    for pid in "$SERVE_PID" "$REGISTRY_PID"; do
+        [[ -n $pid ]] || continue
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    SERVE_PID= REGISTRY_PID=
+}
+
+serve_start() { # serve_start IMG: both servers, with the image in both
+    local img=$1 dir=$MNT/serve/$1 key
+    command -v docker-registry >/dev/null || apt_install docker-registry
+    mkdir -p "$dir"
+    printf '%s\n' "version: 0.1" "log:" "  level: info" "storage:" "  filesystem:" \
+        "    rootdirectory: $dir/registry" "  delete:" "    enabled: true" "http:" \
+        "  addr: 127.0.0.1:$REGISTRY_PORT" "  secret: compare-$img" >"$dir/registry.yml"
+    docker-registry serve "$dir/registry.yml" >>"$LOGS/docker-registry.log" 2>&1 &
+    REGISTRY_PID=$!
+    "$IMGSTORE" --store "$dir/store" serve --listen "127.0.0.1:$SERVE_PORT" \
+        >>"$LOGS/imgstore-serve.log" 2>&1 &
+    SERVE_PID=$!
+    serve_wait "$REGISTRY_PORT" "$REGISTRY_PID" docker-registry || return 1
+    serve_wait "$SERVE_PORT" "$SERVE_PID" imgstore-serve || return 1
+    if [[ ! -f $dir/.loaded ]]; then
+        log "serve: loading $img into the store and the registry (untimed)"
+        key=$("$IMGSTORE" --store "$dir/store" import "$MNT/in/$img/layout" | tail -n1) &&
+            "$IMGSTORE" --store "$dir/store" tag "$key" "bench/$img:latest" >/dev/null &&
+            skopeo --insecure-policy copy -q --dest-tls-verify=false "oci:$MNT/in/$img/layout:latest" \
+                "docker://127.0.0.1:$REGISTRY_PORT/bench/$img:latest" >>"$LOGS/serve-load.log" 2>&1 ||
+            { log "serve: loading $img failed; see $LOGS/serve-load.log"; return 1; }
+        touch "$dir/.loaded"
+    fi
+}
+
+serve_pulls() { # serve_pulls IMG SCN ROUND N TOOL PORT PID: N skopeo copies at once
+    local img=$1 scn=$2 r=$3 n=$4 tool=$5 port=$6 pid=$7 bytes
+    bytes=$(($(size_of "$MNT/in/$img/layout") * n))
+    fresh
+    local logf="$LOGS/$img.$scn.$tool.r$r.log" i cmd=
+    for ((i = 1; i <= n; i++)); do
+        cmd+="skopeo --insecure-policy --tmpdir '$MNT/tmp' copy -q --src-tls-verify=false"
+        cmd+=" docker://127.0.0.1:$port/bench/$img:latest oci:'$MNT/dest/p$i:latest' & "
+    done
+    cmd+='fail=0; for job in $(jobs -p); do wait "$job" || fail=1; done; exit $fail'
+    { echo 5 >"/proc/$pid/clear_refs"; } 2>/dev/null || true
+    run_timed "$logf" bash -c "$cmd"
+    local rss
+    rss=$(awk '/^VmHWM/ { print $2 }' "/proc/$pid/status" 2>/dev/null || echo 0)
+    if ((T_RC == 0)) && [[ -s $MNT/dest/p$n/index.json ]]; then
+        record "$img" "$scn" "$tool" "$r" "$bytes" ok "$T_SECS" "$T_CMD" "$rss" "$T_BUSY"
+    else
+        log "    $tool: $n pulls failed (exit $T_RC): $(tail -n1 "$logf")  [$logf]"
+        record "$img" "$scn" "$tool" "$r" "$bytes" failed
+    fi
+    fresh
+}
+
+serve_round() { # serve_round IMG R
+    local img=$1 r=$2 n scn
+    if ((!IMGSTORE_OK)) || ! serve_start "$img"; then
+        for scn in serve1 serve16; do
+            record "$img" "$scn" imgstore "$r" 0 n/a
+            record "$img" "$scn" registry "$r" 0 n/a
+        done
+        serve_stop
+        return 0
+    fi
+    for n in 1 16; do
+        in_turn "$r" \
+            "serve_pulls $img serve$n $r $n imgstore $SERVE_PORT $SERVE_PID" \
+            "serve_pulls $img serve$n $r $n registry $REGISTRY_PORT $REGISTRY_PID"
+    done
+    serve_stop
+}
+
+serve_report() {
+    echo "### imgstore serve vs docker-registry: skopeo copy docker://… → oci:"
+    echo
+    echo "| image | pulls at once | server | median s | MB/s (all pulls) | server peak RSS MiB | imgstore ÷ registry throughput | ok/runs |"
+    echo "|---|---:|---|---:|---:|---:|---:|---:|"
+    awk -F'\t' -v images="${IMAGES[*]}" '
+        function sortn(a, n,    i, j, t) { for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t } }
+        function median(k,    n, i, v) { n = cnt[k]; if (!n) return -1; for (i = 1; i <= n; i++) v[i] = val[k, i]; sortn(v, n); return (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2 }
+        $1 == "image" || $2 !~ /^serve/ { next }
+        { k = $1 SUBSEP $2 SUBSEP $3; runs[k]++; bytes[k] = $9
+          if ($5 == "ok") { val[k, ++cnt[k]] = $6 + 0; if ($8 + 0 > rss[k]) rss[k] = $8 + 0 } }
+        END {
+            ni = split(images, imgs, " ")
+            for (i = 1; i <= ni; i++) for (s = 1; s <= 2; s++) {
+                scn = (s == 1) ? "serve1" : "serve16"
+                ms = median(imgs[i] SUBSEP scn SUBSEP "imgstore"); mr = median(imgs[i] SUBSEP scn SUBSEP "registry")
+                for (t = 1; t <= 2; t++) {
+                    tool = (t == 1) ? "imgstore" : "registry"; k = imgs[i] SUBSEP scn SUBSEP tool
+                    if (!(k in runs)) continue
+                    m = median(k)
+                    printf "| %s | %s | %s | %s | %s | %s | %s | %d/%d |\n", imgs[i], substr(scn, 6),
+                        (tool == "imgstore") ? "imgstore serve" : "docker-registry",
+                        (m < 0) ? "n/a" : sprintf("%.3f", m), (m > 0) ? sprintf("%.0f", bytes[k] / 1e6 / m) : "n/a",
+                        (m < 0) ? "n/a" : sprintf("%.0f", rss[k] / 1024),
+                        (tool == "imgstore" && ms > 0 && mr > 0) ? sprintf("%.2f", mr / ms) : "",
+                        cnt[k] + 0, runs[k]
+                }
+            }
+        }' "$RESULTS"
+    echo
+    echo "Targets (issue 14): one pull at least as fast as docker-registry (ratio ≥ 1), 16 at once at least 1.5× its aggregate throughput, imgstore serve's peak RSS ≤ 64 MB. MB/s is the layout's blob bytes times the pulls over the time until the last ends; each pull also writes its oci: layout on the bench filesystem."
+    echo
+}
+
+# awk functions the fetch and render tables share: medians over rounds of
+# arr[key, 1..cnt[key]], and how figures print.
+STATS_AWK='
+function sortn(a, n,    i, j, t) { for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t } }
+function med(arr, key,    n, i, v) {
+    n = cnt[key]; if (n == 0) return -1
+    for (i = 1; i <= n; i++) v[i] = arr[key, i]
+    sortn(v, n)
+    return (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+}
+function fmt(x) { return x < 0 ? "n/a" : sprintf("%.3f", x) }
+function ratio(a, b) { return (a < 0 || b <= 0) ? "n/a" : sprintf("%.2f", a / b) }
+'
 
 # --- fetch by URL (issue 10) ------------------------------------------------------
 # `imgstore fetch` of the ACI and of the oci-archive from nginx on loopback,
@@ -841,16 +1013,8 @@ fetch_report() { # the fetch table, from $RESULTS (markdown on stdout)
     echo
     echo "nginx on loopback serving the archive; \`curl+import\` is \`curl -o F URL && imgstore import F\`. Targets: unthrottled, fetch ≤ 1.2 × import of the local file; at \`limit_rate 100m\`, fetch ≤ 0.8 × curl+import; peak RSS ≤ 64 MB."
     echo
-    awk -F'\t' -v images="${IMAGES[*]}" '
-        function sortn(a, n,    i, j, t) { for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t } }
-        function median(key,    n, i, v) {
-            n = cnt[key]; if (n == 0) return -1
-            for (i = 1; i <= n; i++) v[i] = val[key, i]
-            sortn(v, n)
-            return (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
-        }
-        function fmt(x) { return x < 0 ? "n/a" : sprintf("%.3f", x) }
-        function ratio(a, b) { return (a < 0 || b <= 0) ? "n/a" : sprintf("%.2f", a / b) }
+    awk -F'\t' -v images="${IMAGES[*]}" "$STATS_AWK"'
+        function median(key) { return med(val, key) }
         $1 == "image" || $2 !~ /^fetch-/ { next }
         { key = $1 SUBSEP $2 SUBSEP $3; if ($5 == "ok") { val[key, ++cnt[key]] = $6 + 0; if ($8 + 0 > rss[key]) rss[key] = $8 + 0 } }
         END {
@@ -1087,6 +1251,131 @@ registry_ctr_fetch() { # IMG R BYTES REF
     fresh
 }
 # === end of the registry scenarios ================================================
+# --- render (issue 12) ------------------------------------------------------------
+# `imgstore render --rootless IMAGE DIR` of the image imported from its OCI
+# layout (render), against `umoci raw unpack --rootless` of the same layout,
+# both into a new directory on the bench filesystem; then `imgstore render
+# --rootless IMAGE` into a tree the store keeps (render-kept: rendered, synced
+# and recorded), and the same command once more (render-again: the kept tree
+# handed out). The page cache is dropped before each, as everywhere here, so
+# render-again is a cold start. --rootless on both sides, so that running as
+# root changes neither. The limit: each layer's gunzip, sha256 of its
+# decompressed bytes (the diff_id) and a durable write of those bytes
+# (examples/stages.rs), every (layer, stage) a stream of its own,
+# max(longest, sum / CORES); a lower bound, as one write of a layer's bytes
+# costs less than creating the files it holds. MB/s is of the uncompressed
+# layers. Targets (issue 12): render <= 0.5 x umoci and <= 1.3 x the limit;
+# peak RSS <= 64 MB; render-again <= 20 ms (the command alone, "cmd s").
+# containerd is not measured: `ctr` unpacks only as part of an import or pull
+# into a snapshotter, not from a store it was not given the image by.
+# Everything of this scenario is in this block; round() calls render_round,
+# report() calls render_report.
+
+render_bytes() { # render_bytes IN — bytes of the uncompressed layers (the docker-archive's)
+    find "$1/docker-members" -maxdepth 1 -type f -regextype egrep -regex '.*/[0-9a-f]{64}\.tar' \
+        -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }'
+}
+
+render_limit() { # render_limit IMG R BYTES — the physical limit of a render
+    local img=$1 r=$2 bytes=$3 in=$MNT/in/$1 busy b
+    if [[ -z $STAGES_BIN ]]; then record "$img" render limit "$r" 0 n/a; return 0; fi
+    fresh
+    busy=$(cpu_busy 0.3)
+    if run_stages "$img" "$r" render gunzip,sha256-u,write-u "$in/layout/blobs/sha256/"* &&
+        b=$(bound items:render); then
+        record "$img" render limit "$r" "$bytes" ok "$b" "$b" 0 "$busy"
+    else
+        record "$img" render limit "$r" 0 failed
+    fi
+    fresh
+}
+
+render_imgstore() { # render_imgstore IMG R BYTES STORE KEY — imgstore render into a new DIR
+    local img=$1 r=$2 bytes=$3 store=$4 key=$5 dest=$MNT/dest/rootfs
+    fresh
+    measure "$img" render imgstore "$r" "$bytes" "test -n \"\$(ls -A '$dest')\"" \
+        "$IMGSTORE" --store "$store" render --rootless "$key" "$dest"
+    fresh
+}
+
+render_umoci() { # render_umoci IMG R BYTES — umoci raw unpack of the layout into a new DIR
+    local img=$1 r=$2 bytes=$3 dest=$MNT/dest/rootfs
+    fresh
+    measure "$img" render umoci "$r" "$bytes" "test -n \"\$(ls -A '$dest')\"" \
+        umoci raw unpack --rootless --image "$MNT/in/$img/layout:latest" "$dest"
+    fresh
+}
+
+render_round() { # render_round IMG R — every render scenario once
+    local img=$1 r=$2 bytes key= scn
+    # The store lives beside $MNT/dest, which fresh() empties before each command.
+    local store=$MNT/render/store
+    bytes=$(render_bytes "$MNT/in/$img")
+    render_limit "$img" "$r" "$bytes"
+    rm -rf "$MNT/render"
+    mkdir -p "$MNT/render"
+    if ((IMGSTORE_OK)) && grep -qw render "$LOGS/imgstore-help.log"; then
+        if key=$("$IMGSTORE" --store "$store" import "$MNT/in/$img/layout" 2>"$LOGS/$img.render.import.r$r.log"); then
+            key=${key%%$'\n'*}
+        else
+            key=
+            log "    imgstore import of the layout failed; see $LOGS/$img.render.import.r$r.log"
+        fi
+    fi
+    if [[ -n $key ]]; then
+        in_turn "$r" \
+            "render_imgstore $img $r $bytes $store $key" \
+            "render_umoci $img $r $bytes"
+        # One kept tree, listed once: the second render handed out the first's.
+        local kept="test \"\$('$IMGSTORE' --store '$store' trees --json | grep -c '\"id\"')\" = 1"
+        measure "$img" render-kept imgstore "$r" "$bytes" "$kept" \
+            "$IMGSTORE" --store "$store" render --rootless "$key"
+        measure "$img" render-again imgstore "$r" "$bytes" "$kept" \
+            "$IMGSTORE" --store "$store" render --rootless "$key"
+    else
+        for scn in render render-kept render-again; do record "$img" "$scn" imgstore "$r" "$bytes" n/a; done
+        render_umoci "$img" "$r" "$bytes"
+    fi
+    rm -rf "$MNT/render"
+    sync -f "$MNT" 2>/dev/null || sync
+}
+
+render_report() { # the render table, from $RESULTS (markdown on stdout)
+    echo "### imgstore render (issue 12)"
+    echo
+    echo "\`imgstore render --rootless IMAGE DIR\` against \`umoci raw unpack --rootless\` of the same OCI layout; render-kept is \`render IMAGE\` into a tree the store keeps, render-again the same command handing it out (cold cache; its time is the command alone). Targets: render ≤ 0.5 × umoci and ≤ 1.3 × the limit (gunzip, sha256 and a durable write of each layer, on $CORES cores); peak RSS ≤ 64 MB; render-again ≤ 20 ms."
+    echo
+    awk -F'\t' -v images="${IMAGES[*]}" "$STATS_AWK"'
+        $1 == "image" || $2 !~ /^render/ { next }
+        { key = $1 SUBSEP $2 SUBSEP $3; if ($5 == "ok") { n = ++cnt[key]; secs[key, n] = $6 + 0; cmd[key, n] = $7 + 0; if ($8 + 0 > rss[key]) rss[key] = $8 + 0; b[$1] = $9 } }
+        END {
+            print "| image | layers MB | limit s | imgstore s | umoci s | imgstore ÷ umoci | imgstore ÷ limit | peak RSS MiB | render-kept s | render-again cmd s | within targets |"
+            print "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+            ni = split(images, imgs, " ")
+            for (i = 1; i <= ni; i++) {
+                p = imgs[i] SUBSEP
+                lm = med(secs, p "render" SUBSEP "limit"); im = med(secs, p "render" SUBSEP "imgstore")
+                um = med(secs, p "render" SUBSEP "umoci"); km = med(secs, p "render-kept" SUBSEP "imgstore")
+                am = med(cmd, p "render-again" SUBSEP "imgstore")
+                if (lm < 0 && im < 0 && um < 0) continue
+                r = rss[p "render" SUBSEP "imgstore"]; kr = rss[p "render-kept" SUBSEP "imgstore"]
+                if (kr > r) r = kr
+                ok = "n/a"
+                if (im > 0) {
+                    ok = ""
+                    if (um > 0 && im > 0.5 * um) ok = ok " umoci"
+                    if (lm > 0 && im > 1.3 * lm) ok = ok " limit"
+                    if (r > 64 * 1000) ok = ok " RSS"
+                    if (am > 0.020) ok = ok " again"
+                    ok = (ok == "") ? "yes" : "no:" ok
+                }
+                printf "| %s | %.1f | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", imgs[i], b[imgs[i]] / 1e6,
+                    fmt(lm), fmt(im), fmt(um), ratio(im, um), ratio(im, lm), (r > 0 ? sprintf("%.0f", r / 1024) : "n/a"),
+                    fmt(km), fmt(am), ok
+            }
+        }' "$RESULTS"
+}
+# --- end of render ----------------------------------------------------------------
 
 # --- the report ---------------------------------------------------------------
 report() {
@@ -1248,8 +1537,12 @@ AWK
                 }
             }' "$STAGES_TSV"
         echo
-        if want fetch; then fetch_report; fi
-        echo
+        if want fetch; then
+            fetch_report
+            echo
+        fi
+        if want serve; then serve_report; fi
+        if want render; then render_report; echo; fi
         echo "Times include a final \`sync -f\` of the bench filesystem (\"cmd s\" leaves it out). Peak RSS for ctr is the client's plus containerd's (VmHWM, reset before each import). MB = 10^6 bytes; MB/s is the input archive (or layout) size over the median."
     } >"$tmp"
     mv "$tmp" "$REPORT"

@@ -146,7 +146,6 @@ impl BlobTree {
     /// purpose (`partial`: downloads to resume; `uploads`: upload sessions
     /// of `serve`); gc removes what is older than its grace period.
     /// Created on first use.
-    #[allow(dead_code)] // for fetch and serve, which come next
     pub fn kept_dir(&self, name: &str) -> Result<PathBuf, Error> {
         let (dir, _) = self.tmp.sub_or_create(name)?;
         Ok(dir.path().to_path_buf())
@@ -222,8 +221,21 @@ impl BlobTree {
     /// The store's reserve must be in place first: a writer never spends
     /// it ([`crate::reserve`]).
     pub fn writer(&self, algorithm: Algorithm) -> Result<BlobWriter, Error> {
+        self.writer_at(&self.tmp, algorithm)
+    }
+
+    /// Starts a new blob in the [`kept_dir`](Self::kept_dir) `kept` of
+    /// `tmp/`: for a writer that does not hold the store lock all along,
+    /// such as an upload session of `serve`, whose file gc must leave alone
+    /// until the grace period is over.
+    pub fn writer_in(&self, kept: &str, algorithm: Algorithm) -> Result<BlobWriter, Error> {
+        let (dir, _) = self.tmp.sub_or_create(kept)?;
+        self.writer_at(&Arc::new(dir), algorithm)
+    }
+
+    fn writer_at(&self, dir: &Arc<Dir>, algorithm: Algorithm) -> Result<BlobWriter, Error> {
         crate::reserve::require(self)?;
-        let (temp, file) = TempFile::create(&self.tmp)?;
+        let (temp, file) = TempFile::create(dir)?;
         Ok(BlobWriter {
             out: BufWriter::with_capacity(WRITE_BUFFER, file),
             hasher: HashSink::new(algorithm.hasher()),
@@ -489,6 +501,11 @@ pub(crate) struct BlobWriter {
 const WRITEBACK_EVERY: u64 = 16 << 20;
 
 impl BlobWriter {
+    /// The bytes written so far.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
     /// Flushes the buffer, closes the file and returns the blob's digest,
     /// not yet durable.
     pub fn finish(mut self) -> Result<StagedBlob, Error> {

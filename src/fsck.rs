@@ -15,7 +15,8 @@
 //! | `size`     | a file's length differs from its row's size    | row's size fixed (if the hash is right) |
 //! | `diff_id`  | (`--layers`) a layer does not decompress to the diff_id its config names (or that was recorded at import) | treated as corrupt |
 //! | `refcount` | a count differs from the sum of its edges      | recounted                           |
-//! | `orphan`   | a file in the tree no row names, or a temp file | deleted                            |
+//! | `orphan`   | a file in the tree no row names, or a temp file, or an entry of `trees/` no row names | deleted |
+//! | `tree`     | a kept tree's directory is gone, or (`--trees`) its contents differ from its fingerprint | row dropped, then directory |
 //!
 //! With `--layers` every layer is decompressed and checked, whether or not
 //! its diff_id was checked at import: the image manifests in the store are
@@ -63,6 +64,8 @@ pub struct FsckOptions {
     /// Also decompress every layer and check it against the diff_id its
     /// config names.
     pub layers: bool,
+    /// Also re-walk every tree the store keeps against its fingerprint.
+    pub trees: bool,
 }
 
 impl FsckOptions {
@@ -80,6 +83,12 @@ impl FsckOptions {
     /// With `layers`, also decompress layers to check their diff_ids.
     pub fn layers(mut self, layers: bool) -> FsckOptions {
         self.layers = layers;
+        self
+    }
+
+    /// With `trees`, also re-walk the kept trees against their fingerprints.
+    pub fn trees(mut self, trees: bool) -> FsckOptions {
+        self.trees = trees;
         self
     }
 }
@@ -102,8 +111,12 @@ pub enum ProblemKind {
     DiffId,
     /// A count differs from the sum of its edges.
     Refcount,
-    /// A file no row names, or a temp file.
+    /// A file no row names, or a temp file, or an entry of `trees/` no
+    /// row names.
     Orphan,
+    /// A kept tree's directory is gone, or its contents changed since it
+    /// was rendered (`--trees`).
+    Tree,
 }
 
 impl ProblemKind {
@@ -117,6 +130,7 @@ impl ProblemKind {
             ProblemKind::DiffId => "diff_id",
             ProblemKind::Refcount => "refcount",
             ProblemKind::Orphan => "orphan",
+            ProblemKind::Tree => "tree",
         }
     }
 }
@@ -147,6 +161,8 @@ pub struct FsckReport {
     pub blobs_checked: u64,
     /// Their bytes.
     pub bytes_checked: u64,
+    /// Kept trees re-walked (`--trees`).
+    pub trees_checked: u64,
     /// What the check found.
     pub problems: Vec<Problem>,
     /// Whether `--repair` ran and a check afterwards found the store
@@ -192,9 +208,13 @@ impl fmt::Display for FsckReport {
                 p.detail
             )?;
         }
+        let trees = match self.trees_checked {
+            0 => String::new(),
+            n => format!(" and {n} trees"),
+        };
         writeln!(
             f,
-            "checked {} blobs ({} bytes): {} problems{}",
+            "checked {} blobs ({} bytes){trees}: {} problems{}",
             self.blobs_checked,
             self.bytes_checked,
             self.problems.len(),
@@ -213,6 +233,8 @@ struct Findings {
     doomed: Vec<PathBuf>,
     /// Rows whose size is wrong though the bytes are right.
     resize: Vec<(Digest, u64)>,
+    /// Kept trees whose rows must go.
+    trees: Vec<String>,
 }
 
 impl Findings {
@@ -280,6 +302,7 @@ impl Store {
             lost,
             doomed,
             resize,
+            trees,
         } = findings;
         // Rows first, files second (as gc). Files in the tree are recorded
         // by no intent, so the repair's commit asks the next gc to walk the
@@ -298,6 +321,7 @@ impl Store {
             self.tree.remove_path(&path)?;
             touched.extend(path.parent().map(Path::to_path_buf));
         }
+        self.repair_trees(&trees)?;
         drop(critical);
         report.remaining = self.check(options)?.report.problems;
         report.repaired = report.remaining.is_empty();
@@ -359,6 +383,10 @@ impl Store {
                 ),
             );
         }
+        let trees = self.check_trees(options.trees)?;
+        f.report.trees_checked = trees.checked;
+        f.report.problems.extend(trees.problems);
+        f.trees = trees.damaged;
         for edge in self.index.dangling_refs()? {
             f.problem(
                 ProblemKind::Index,

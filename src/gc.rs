@@ -143,6 +143,9 @@ impl Store {
             finished: Vec::new(),
         };
         sweep.leftover_intents()?;
+        // Trees first: rows whose directory vanished free their blobs for
+        // the garbage pass.
+        (sweep.report.tree_dirs, sweep.report.tree_rows) = self.sweep_trees(options.dry_run)?;
         sweep.garbage()?;
         if options.full || self.index.full_sweep_needed()? {
             sweep.whole_tree()?;

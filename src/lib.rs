@@ -5,8 +5,9 @@
 //! (from files, or by URL with HTTP caching and resume: [`Store::fetch`]),
 //! look images up by key prefix, tag or name and labels, read verified
 //! blobs and manifests, export OCI layouts, remove images, collect garbage
-//! and check the store. The blob tree, the SQL and the archive parsers are
-//! modules a user never names; errors are [`Error`], with kinds to match.
+//! and check the store; [`Server`] serves it to registry clients. The blob
+//! tree, the SQL and the archive parsers are modules a user never names;
+//! errors are [`Error`], with kinds to match.
 //!
 //! ```
 //! use imgstore::{ImportOptions, Store};
@@ -35,7 +36,9 @@ mod identity;
 mod image;
 mod import;
 mod index;
+mod input;
 mod intents;
+mod json;
 mod layer;
 mod lock;
 mod nofollow;
@@ -48,6 +51,7 @@ mod publish;
 mod remote;
 mod render;
 mod reserve;
+mod serve;
 mod signals;
 mod store;
 
@@ -82,8 +86,9 @@ pub use remote::registry::push::{PushOptions, Pushed};
 pub use remote::registry::reference::ReferenceError;
 pub use remote::registry::token::TokenError;
 pub use render::{
-    DependencySpec, LayerName, LayerProblem, MemberProblem, RenderError, RenderOptions,
-    RenderReport, Resolver,
+    DependencySpec, KeptTree, LayerName, LayerProblem, MemberProblem, RenderError, RenderOptions,
+    RenderReport, Resolver, TreeInfo,
 };
+pub use serve::{ServeError, ServeOptions, Server, ShutdownHandle};
 pub use signals::exit_on_interrupt;
 pub use store::Store;

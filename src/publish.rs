@@ -17,6 +17,14 @@
 //! after 3 leaves a finished import and a stale intent, which gc drops.
 //! Staged blobs that no row names are dropped with their temp files, and
 //! so is everything if the publication is dropped without a commit.
+//!
+//! Rendered trees the store keeps take the same road (the blob path above
+//! is unchanged by them): a [`StagedTree`] is rendered and made durable
+//! under a temp name in `trees/`, then published in step 2 — renamed to its
+//! final name, `trees/` fsynced — before the rows name it in step 3, whose
+//! commit is then durable too. They need no intent: gc finds a directory
+//! no row names by listing `trees/`, which holds one entry per tree. A tree
+//! published but not committed (the commit failed) is removed again.
 
 use std::collections::HashMap;
 
@@ -26,12 +34,14 @@ use crate::error::Error;
 use crate::image::ImageInfo;
 use crate::index::{Commit, Index};
 use crate::intents::Intent;
+use crate::render::StagedTree;
 
 /// Blobs staged for one commit.
 pub(crate) struct Publication<'s> {
     tree: &'s BlobTree,
     index: &'s Index,
     staged: HashMap<Digest, StagedBlob>,
+    trees: Vec<StagedTree>,
 }
 
 impl<'s> Publication<'s> {
@@ -40,6 +50,7 @@ impl<'s> Publication<'s> {
             tree,
             index,
             staged: HashMap::new(),
+            trees: Vec::new(),
         }
     }
 
@@ -62,6 +73,12 @@ impl<'s> Publication<'s> {
         for blob in blobs {
             self.stage(blob);
         }
+    }
+
+    /// Adds a rendered tree, durable under its temp name, for a row of
+    /// [`Commit::trees`] to record under its final one.
+    pub fn stage_tree(&mut self, tree: StagedTree) {
+        self.trees.push(tree);
     }
 
     /// Makes the staged blobs the rows name durable in the tree, then
@@ -93,7 +110,27 @@ impl<'s> Publication<'s> {
         for blob in staged {
             blob.publish(self.tree)?;
         }
-        let images = self.index.commit(rows, intent.is_some())?;
+        // Every tree a row names must be staged here; unnamed ones are
+        // dropped (and removed) with the publication.
+        let mut trees = Vec::new();
+        for row in &rows.trees {
+            let Some(i) = self.trees.iter().position(|t| t.id() == row.name) else {
+                return Err(Error::Internal(format!(
+                    "tree {} committed without being staged",
+                    row.name
+                )));
+            };
+            let mut tree = self.trees.swap_remove(i);
+            tree.publish()?;
+            trees.push(tree);
+        }
+        // On failure the published trees drop, and are removed.
+        let images = self
+            .index
+            .commit(rows, intent.is_some() || !trees.is_empty())?;
+        for tree in trees {
+            tree.keep();
+        }
         if let Some(intent) = intent {
             intent.done();
         }

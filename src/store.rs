@@ -338,13 +338,14 @@ impl Store {
         }
     }
 
-    /// Removes an image with its tags and remotes. Its blobs lose a
-    /// reference; those left with none are removed by the next gc.
+    /// Removes an image with its tags, remotes and kept trees (rows first,
+    /// then the trees' directories). Its blobs lose a reference; those left
+    /// with none are removed by the next gc.
     pub fn remove(&self, key: &Digest) -> Result<(), Error> {
-        if reserve::retry_when_full(self.tree.root(), || self.index.remove_image(key))? {
-            Ok(())
-        } else {
-            Err(ResolveError::NotFound(full_prefix(key)).into())
+        match reserve::retry_when_full(self.tree.root(), || self.index.remove_image_and_trees(key))?
+        {
+            Some(trees) => self.remove_tree_dirs(&trees),
+            None => Err(ResolveError::NotFound(full_prefix(key)).into()),
         }
     }
 

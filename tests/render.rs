@@ -1275,10 +1275,11 @@ fn umoci_unpack(layout: &Path, tag: &str, dest: &Path) {
 /// trees must agree on every path's kind, mode, size, content and link
 /// target, and on the hard-link groups.
 fn assert_same_as_umoci(s: &TestStore, layout_dir: &Path, tag: &str) {
-    let out = s.ok(&["import", arg(layout_dir)]);
-    let key = s.ok(&["resolve", tag]);
+    // The layout's ref.name is a bare tag, so it is the version (issue
+    // 13, defect 12); the name comes from --name.
+    s.ok(&["import", "--name", "compared", arg(layout_dir)]);
+    let key = s.ok(&["resolve", &format!("compared:{tag}")]);
     let key = key.trim();
-    let _ = out;
     let tmp = tempfile::tempdir().unwrap();
     let ours = tmp.path().join("ours");
     let theirs = tmp.path().join("theirs");
@@ -1609,19 +1610,7 @@ fn a_multi_platform_image_renders_the_asked_platform() {
         LayerCompression::Gzip,
         "arm64",
     );
-    let with_platform = |mut d: serde_json::Value, arch: &str| {
-        d["platform"] = serde_json::json!({ "os": "linux", "architecture": arch });
-        d
-    };
-    let index = builder::index_json(vec![
-        with_platform(amd, "amd64"),
-        with_platform(arm, "arm64"),
-    ]);
-    let index_digest = l.blob("sha256", &index);
-    l.index.push(named(
-        desc(builder::INDEX, &index_digest, index.len()),
-        "multi:1",
-    ));
+    let index_digest = l.platform_index(vec![(amd, "amd64"), (arm, "arm64")], "multi:1");
     import_layout(&s, &l);
     assert_eq!(s.ok(&["resolve", "multi:1"]).trim(), index_digest);
     let tmp = tempfile::tempdir().unwrap();

@@ -13,6 +13,7 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
+use common::run;
 use sha2::{Digest as _, Sha256};
 use testkit::{Containerd, Nginx, Registry};
 
@@ -29,20 +30,6 @@ fn header(response: &ureq::http::Response<ureq::Body>, name: &str) -> Option<Str
         .headers()
         .get(name)
         .map(|v| v.to_str().expect("ASCII header").to_owned())
-}
-
-fn run(command: &mut Command) -> String {
-    let out = command
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{command:?} failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("UTF-8 output")
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {

@@ -3,11 +3,12 @@
 //! call and formats the answer.
 
 mod duration;
-mod output;
+pub(crate) mod output;
 mod progress;
 mod prompt;
 
 use std::io::{self, Write};
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -16,7 +17,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use imgstore::{
     ArchiveFormat, DEFAULT_JOBS, FetchOptions, FsckOptions, GcOptions, ImportOptions, Label,
-    LoginOptions, Platform, PullOptions, PushOptions, RenderOptions, Store,
+    LoginOptions, Platform, PullOptions, PushOptions, RenderOptions, ServeOptions, Server, Store,
 };
 
 use output::Printer;
@@ -56,6 +57,10 @@ enum Command {
         /// Accept an OCI layout whose referenced blobs are missing
         #[arg(long)]
         allow_missing: bool,
+        /// Name for images the input leaves unnamed (an OCI layout whose ref.name is only a tag,
+        /// as umoci and `skopeo copy … oci:DIR:TAG` write); a name the input gives wins
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
     },
     /// Download archives over HTTP(S) and import them (any format import reads), with rkt's cache
     /// rules; prints each image key
@@ -163,6 +168,11 @@ enum Command {
         /// Also decompress layers and check their diff_ids
         #[arg(long)]
         layers: bool,
+        /// Also re-walk every tree the store keeps against the fingerprint taken when it was
+        /// rendered (paths, types, modes, owners, link targets, contents); --repair drops a
+        /// changed one
+        #[arg(long)]
+        trees: bool,
     },
     /// Write images as an OCI image layout (directory, or FILE.tar)
     Export {
@@ -172,18 +182,30 @@ enum Command {
         #[arg(long, value_name = "DIR|FILE.tar")]
         oci: PathBuf,
     },
-    /// Unpack an image's root filesystem into DIR (created; an existing DIR must be empty)
+    /// Unpack an image's root filesystem into DIR, or into a tree the store keeps; prints the
+    /// root filesystem's path
     ///
     /// An OCI image's layers are applied in order, with their whiteouts, into DIR; an appc
     /// image becomes DIR/manifest and DIR/rootfs/ (its dependencies first). Nothing outside
-    /// DIR is ever written or followed. On failure DIR is removed again.
+    /// DIR is ever written or followed. DIR is created (an existing DIR must be empty); on
+    /// failure DIR is removed again.
+    ///
+    /// Without DIR the image is rendered into <store>/trees/<id>/, kept, and handed out again
+    /// at once to the next `render` of the same image with the same options; a tree is handed
+    /// out only once it is complete and on disk. See `imgstore trees`.
     Render {
         image: String,
-        dir: PathBuf,
+        dir: Option<PathBuf>,
         /// The platform to render from a multi-platform image [default: this machine's]
         #[arg(long, value_name = "OS/ARCH[/VARIANT]", value_parser = parse_platform)]
         platform: Option<Platform>,
+        /// Render as an ordinary user would (as `umoci unpack --rootless`): files owned by the
+        /// caller, no device nodes, no setuid or setgid bits [default: when not root]
+        #[arg(long)]
+        rootless: bool,
     },
+    /// List the trees the store keeps (rendered by `render IMAGE` without DIR)
+    Trees,
     /// List remotes: where blobs were fetched from, with their cache facts
     Remotes,
     /// Disk use by images, shared blobs and garbage
@@ -247,6 +269,46 @@ enum Command {
         /// HOST[:PORT]
         registry: String,
     },
+    /// Serve the store's OCI images over the distribution API (pull, and push unless --read-only)
+    ///
+    /// Repositories are image names, tags the store's tags (NAME:TAG), else the version label of
+    /// an OCI image of that name; ACIs are not served. Logs one line per request (IMGSTORE_LOG
+    /// sets the level, info by default) and stops on SIGINT or SIGTERM, dropping uploads in
+    /// flight.
+    Serve {
+        /// Address to listen on (IP:PORT, or localhost:PORT)
+        #[arg(long, default_value = "127.0.0.1:5000", value_name = "ADDR", value_parser = parse_listen)]
+        listen: SocketAddr,
+        /// Refuse every push and delete
+        #[arg(long)]
+        read_only: bool,
+        /// Ask for Basic credentials, checked against this htpasswd file (bcrypt: htpasswd -B)
+        #[arg(long, value_name = "FILE")]
+        htpasswd: Option<PathBuf>,
+        /// Serve HTTPS with this certificate chain (PEM)
+        #[arg(long, value_name = "FILE", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The private key (PEM) of --tls-cert
+        #[arg(long, value_name = "FILE", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Drop upload sessions (and uploads no manifest named) idle this long
+        #[arg(long, default_value = "15m", value_name = "DURATION", value_parser = duration::parse)]
+        upload_timeout: Duration,
+    },
+}
+
+impl Args {
+    /// The log filter when `IMGSTORE_LOG` is not set, if the command has
+    /// one of its own: a server logs each request.
+    pub fn default_log_filter(&self) -> Option<&'static str> {
+        matches!(self.command, Command::Serve { .. }).then_some("imgstore=info")
+    }
+
+    /// Whether the command handles SIGINT and SIGTERM itself (a server
+    /// drops its uploads and stops), instead of exiting at once.
+    pub fn stops_on_signals(&self) -> bool {
+        matches!(self.command, Command::Serve { .. })
+    }
 }
 
 fn jobs(s: &str) -> Result<usize, String> {
@@ -281,6 +343,17 @@ pub(crate) enum SortArg {
     Imported,
     Used,
     Size,
+}
+
+/// `IP:PORT`, or a name that resolves (`localhost:5000`): its first address.
+fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = s.parse() {
+        return Ok(addr);
+    }
+    s.to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {s:?}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{s:?} resolves to no address"))
 }
 
 fn parse_label(s: &str) -> Result<Label, String> {
@@ -357,12 +430,16 @@ pub fn run(args: Args) -> Result<ExitCode> {
             format,
             verify_layers,
             allow_missing,
+            name,
         } => {
             let mut options = ImportOptions::new()
                 .latest(latest)
                 .format(format.into())
                 .verify_layers(verify_layers)
                 .allow_missing(allow_missing);
+            if let Some(name) = name {
+                options = options.name(name);
+            }
             options.progress = progress::Bars::on_terminal();
             let mut imported = Vec::new();
             for path in &paths {
@@ -372,6 +449,25 @@ pub fn run(args: Args) -> Result<ExitCode> {
                     for image in &images {
                         out.line(&image.key.to_string())?;
                     }
+                }
+                let unnamed = images.iter().filter(|i| i.name.is_empty()).count();
+                if unnamed > 0 {
+                    // Said, not failed: the images are there, found by key
+                    // or tag, and `tag` can name them.
+                    let _ = writeln!(
+                        io::stderr(),
+                        "warning: {}: {unnamed} of {} images imported without a name (the input gives {}); name them with `import --name NAME` (after `rm`: a re-import keeps the record) or with `tag`",
+                        output::escape(&path.display().to_string()),
+                        images.len(),
+                        if images
+                            .iter()
+                            .any(|i| i.name.is_empty() && i.label("version").is_some())
+                        {
+                            "only a tag"
+                        } else {
+                            "none"
+                        },
+                    );
                 }
                 imported.extend(images);
             }
@@ -483,6 +579,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             out.gc(&report)?;
         }
         Command::Prune { unused_for, keep } => {
+            let trees = store.prune_trees(unused_for)?;
             let removed = store.prune(unused_for, keep)?;
             if args.json {
                 out.json(&removed)?;
@@ -490,14 +587,29 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 for image in &removed {
                     out.line(&image.key.to_string())?;
                 }
+                for tree in &trees {
+                    out.line(&tree.path.display().to_string())?;
+                }
             }
         }
-        Command::Fsck { repair, layers } => {
-            let report = store.fsck(&FsckOptions::new().repair(repair).layers(layers))?;
+        Command::Fsck {
+            repair,
+            layers,
+            trees,
+        } => {
+            let report = store.fsck(
+                &FsckOptions::new()
+                    .repair(repair)
+                    .layers(layers)
+                    .trees(trees),
+            )?;
             if args.json {
                 out.json(&report)?;
             } else {
-                out.line(report.to_string().trim_end())?;
+                // Names and paths in the report come from outside.
+                for line in report.to_string().trim_end().lines() {
+                    out.line(&output::escape(line))?;
+                }
             }
             if !report.is_clean() {
                 return Ok(ExitCode::FAILURE);
@@ -517,22 +629,41 @@ pub fn run(args: Args) -> Result<ExitCode> {
             image,
             dir,
             platform,
+            rootless,
         } => {
             let key = store.resolve(&image)?;
-            let options = RenderOptions {
+            let mut options = RenderOptions {
                 platform,
                 ..RenderOptions::default()
             };
-            let report = store.render(&key, &dir, &options)?;
-            for warning in &report.warnings {
-                eprintln!("warning: {warning}");
-            }
-            if args.json {
-                out.json(&report)?;
-            } else {
-                out.line(&report.rootfs.display().to_string())?;
+            options.rootless |= rootless;
+            options.progress = progress::Bars::on_terminal();
+            match dir {
+                Some(dir) => {
+                    let report = store.render(&key, &dir, &options)?;
+                    for warning in &report.warnings {
+                        eprintln!("warning: {warning}");
+                    }
+                    if args.json {
+                        out.json(&report)?;
+                    } else {
+                        out.line(&report.rootfs.display().to_string())?;
+                    }
+                }
+                None => {
+                    let kept = store.render_tree(&key, &options)?;
+                    for warning in kept.report.iter().flat_map(|r| &r.warnings) {
+                        eprintln!("warning: {warning}");
+                    }
+                    if args.json {
+                        out.json(&kept)?;
+                    } else {
+                        out.line(&kept.tree.rootfs.display().to_string())?;
+                    }
+                }
             }
         }
+        Command::Trees => out.trees(&store.trees()?)?,
         Command::Remotes => out.remotes(&store.remotes()?)?,
         Command::Du => out.du(&store.du()?)?,
         Command::Pull {
@@ -578,6 +709,33 @@ pub fn run(args: Args) -> Result<ExitCode> {
             out.key_or_json(&pushed.key, &pushed)?;
         }
         Command::Login { .. } | Command::Logout { .. } => unreachable!("handled above"),
+        Command::Serve {
+            listen,
+            read_only,
+            htpasswd,
+            tls_cert,
+            tls_key,
+            upload_timeout,
+        } => {
+            let mut options = ServeOptions::new()
+                .listen(listen)
+                .read_only(read_only)
+                .upload_timeout(upload_timeout);
+            if let Some(htpasswd) = htpasswd {
+                options = options.htpasswd(htpasswd);
+            }
+            if let (Some(cert), Some(key)) = (tls_cert, tls_key) {
+                options = options.tls(cert, key);
+            }
+            let server = Server::bind(store, options)?;
+            let addr = server.local_addr();
+            if args.json {
+                out.json(&serde_json::json!({ "listen": addr }))?;
+            } else {
+                out.line(&addr.to_string())?;
+            }
+            server.run()?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

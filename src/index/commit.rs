@@ -1,7 +1,7 @@
 //! The rows a writer commits once its blobs are durable: images with their
-//! closures, pins, remotes — all in one transaction, so that either all of
-//! them are visible or none is (invariant 3), and a remote never names an
-//! image that is not there.
+//! closures, pins, remotes, rendered trees — all in one transaction, so
+//! that either all of them are visible or none is (invariant 3), and a
+//! remote never names an image that is not there.
 
 use std::collections::HashSet;
 
@@ -9,6 +9,7 @@ use super::blobs::{NewBlob, add_pin, upsert_blob};
 use super::images::insert_image;
 use super::remotes::{NewRemote, insert_remote};
 use super::tags::set_tag;
+use super::trees::{NewTree, insert_tree};
 use super::{Index, now_micros};
 use crate::digest::Digest;
 use crate::error::Error;
@@ -30,6 +31,8 @@ pub(crate) struct Commit {
     pub remotes: Vec<NewRemote>,
     /// Tags `NAME:TAG` to point at images (set, or moved), after them.
     pub tags: Vec<(String, Digest)>,
+    /// Rendered trees whose directories are in place, after the images.
+    pub trees: Vec<NewTree>,
 }
 
 impl Commit {
@@ -41,6 +44,7 @@ impl Commit {
             .flat_map(|i| i.blobs.iter().map(|b| &b.digest))
             .chain(self.pins.iter().map(|b| &b.digest))
             .chain(self.blobs.iter().map(|b| &b.digest))
+            .chain(self.trees.iter().flat_map(|t| &t.blobs))
             .collect()
     }
 }
@@ -79,6 +83,9 @@ impl Index {
         }
         for (tag, key) in &rows.tags {
             set_tag(&tx, tag, key, now)?;
+        }
+        for tree in &rows.trees {
+            insert_tree(&tx, tree, now)?;
         }
         crate::failpoint::hit("import-before-commit");
         tx.commit().map_err(Error::sql("commit import"))?;

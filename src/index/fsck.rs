@@ -244,9 +244,10 @@ impl Index {
     /// Images of each name beyond the newest `keep` whose last use is
     /// before `cutoff` (unix microseconds), removed in one transaction so
     /// that a use recorded meanwhile is never lost. Returns the removed
-    /// images.
-    pub fn prune(&self, cutoff: i64, keep: usize) -> Result<Vec<ImageInfo>, Error> {
-        let mut conn = self.conn()?;
+    /// images, and the names of the trees that went with them; the commit
+    /// is durable, as the caller removes those trees' directories next.
+    pub fn prune(&self, cutoff: i64, keep: usize) -> Result<(Vec<ImageInfo>, Vec<String>), Error> {
+        let mut conn = self.durable_conn()?;
         let tx = conn.transaction().map_err(Error::sql("begin prune"))?;
         let keys: Vec<String> = tx
             .prepare(
@@ -262,7 +263,9 @@ impl Index {
             })
             .map_err(Error::sql("choose images to prune"))?;
         let mut removed = Vec::with_capacity(keys.len());
+        let mut trees = Vec::new();
         for key in keys {
+            trees.extend(super::trees::tree_names_of_image(&tx, &key)?);
             let digest = parse_digest(&key)?;
             // Read on another connection: this one holds the write
             // transaction, and the row is committed (WAL readers see it).
@@ -273,7 +276,7 @@ impl Index {
                 .map_err(Error::sql(format!("prune image {key}")))?;
         }
         tx.commit().map_err(Error::sql("commit prune"))?;
-        Ok(removed)
+        Ok((removed, trees))
     }
 
     /// Records a use of every image whose closure holds `blob` (`cat`).

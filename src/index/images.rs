@@ -41,7 +41,7 @@ pub(crate) struct ImageFilter {
     pub labels: Vec<Label>,
 }
 
-const IMAGE_COLUMNS: &str = "i.id, i.key, i.name, i.format, i.imported_at, i.last_used, \
+pub(super) const IMAGE_COLUMNS: &str = "i.id, i.key, i.name, i.format, i.imported_at, i.last_used, \
      i.latest, i.size, (SELECT digest FROM blobs WHERE id = i.manifest)";
 
 pub(crate) fn micros_to_time(micros: i64) -> DateTime<Utc> {
@@ -86,7 +86,7 @@ fn load_labels(conn: &Connection, id: i64, info: &mut ImageInfo) -> Result<(), E
     Ok(())
 }
 
-fn query_images(
+pub(super) fn query_images(
     conn: &Connection,
     sql: &str,
     params: impl rusqlite::Params,
@@ -270,18 +270,6 @@ impl Index {
             return Ok(());
         }
         self.touch(&info.key)
-    }
-
-    /// Removes an image row; its labels, tags and remotes go with it, and the
-    /// triggers release its references. Returns false if there was none.
-    pub fn remove_image(&self, key: &Digest) -> Result<bool, Error> {
-        let mut conn = self.conn()?;
-        let tx = conn.transaction().map_err(Error::sql("begin remove"))?;
-        let n = tx
-            .execute("DELETE FROM images WHERE key = ?", [key.to_string()])
-            .map_err(Error::sql(format!("remove image {key}")))?;
-        tx.commit().map_err(Error::sql("commit remove"))?;
-        Ok(n > 0)
     }
 }
 

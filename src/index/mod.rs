@@ -21,8 +21,10 @@ mod identity;
 mod images;
 mod owner;
 mod remotes;
+mod repositories;
 mod sources;
 mod tags;
+mod trees;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -41,6 +43,7 @@ pub(crate) use images::{ImageFilter, NewImage};
 pub(crate) use owner::Owner;
 pub(crate) use remotes::NewRemote;
 pub(crate) use sources::FileIdentity;
+pub(crate) use trees::{NewTree, TreeRow};
 
 /// The migrations, in order. Migration `i` (0-based) moves the schema from
 /// version `i` to `i + 1`.
@@ -65,7 +68,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0005_store_identity.sql",
         include_str!("../../migrations/0005_store_identity.sql"),
     ),
-    // 0006 (rendered trees) is taken by work not merged yet; it goes here.
+    (
+        "0006_trees.sql",
+        include_str!("../../migrations/0006_trees.sql"),
+    ),
     (
         "0007_blob_sources.sql",
         include_str!("../../migrations/0007_blob_sources.sql"),

@@ -5,7 +5,8 @@
 //! it (kept by the schema's triggers) and gc removes what no edge holds.
 //! The numbers are part of the on-disk format: migration 0001 fixes them
 //! in its `CHECK` and in the triggers that release an owner's edges when
-//! its row goes, so they never change; the test below holds them to it.
+//! its row goes (migration 0006 for trees), so they never change; the test
+//! below holds them to it.
 
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 
@@ -54,9 +55,7 @@ impl Owner {
             Owner::Blob => Some("blobs"),
             Owner::Remote => Some("remotes"),
             Owner::Pin => None,
-            // Trees get their table with the render work; until then no
-            // edge of this kind exists.
-            Owner::Tree => None,
+            Owner::Tree => Some("trees"),
         }
     }
 
@@ -86,11 +85,15 @@ mod tests {
     /// row is deleted; the enum must name the same numbers.
     #[test]
     fn the_numbers_are_the_schemas() {
-        let schema = include_str!("../../migrations/0001_initial.sql");
+        let schema = concat!(
+            include_str!("../../migrations/0001_initial.sql"),
+            include_str!("../../migrations/0006_trees.sql")
+        );
         for (owner, trigger) in [
             (Owner::Image, "images_release"),
             (Owner::Blob, "blobs_release"),
             (Owner::Remote, "remotes_release"),
+            (Owner::Tree, "trees_release"),
         ] {
             let body = schema
                 .split(&format!("CREATE TRIGGER {trigger}"))

@@ -449,7 +449,7 @@ mod tests {
                 path: file.path().to_path_buf(),
                 algorithm: Algorithm::Sha256,
             }];
-            let streams = stream::start(scope, inputs).unwrap();
+            let streams = stream::start(scope, inputs, Default::default()).unwrap();
             let mut layer = LayerStream::new(&streams.events);
             let mut reader = TarReader::new(&mut layer);
             let mut out = Vec::new();

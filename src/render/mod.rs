@@ -36,22 +36,31 @@
 //! killed leaves what it wrote in DIR; only a render into a temporary name
 //! (the store-kept trees) can promise never to show half a tree.
 //!
+//! Without DIR, [`Store::render_tree`] renders into a tree the store keeps
+//! under `trees/` and hands out again ([`trees`]): written under a temp
+//! name, synced, renamed into place and only then recorded, so that a
+//! half-written tree is never handed out (invariant 9).
+//!
 //! The parts: [`oci`] and [`appc`] work out what to apply; [`stream`]
 //! decompresses and hashes layers on threads of their own; [`archive`]
-//! reads tar members; [`apply`] writes them through [`root`].
+//! reads tar members; [`apply`] writes them through [`root`]; [`trees`]
+//! keeps rendered trees, and [`fingerprint`] hashes one for `fsck --trees`.
 
 mod appc;
 mod apply;
 mod archive;
 mod error;
+mod fingerprint;
 mod names;
 mod oci;
 mod root;
 mod stream;
+mod trees;
 
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -63,14 +72,17 @@ use crate::digest::Digest;
 use crate::error::Error;
 use crate::image::{ImageFormat, ImageInfo};
 use crate::lock::LockMode;
+use crate::progress::{Counter, Progress};
 use crate::store::Store;
 
 pub use self::error::{DependencySpec, LayerName, LayerProblem, MemberProblem, RenderError};
 pub use self::root::Resolver;
+pub(crate) use self::trees::StagedTree;
+pub use self::trees::{KeptTree, TreeInfo};
 pub use crate::platform::Platform;
 
 /// How to render.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RenderOptions {
     /// The platform to render from a multi-platform image (`None`: the
     /// host's). Given for a single-platform image, it must match it.
@@ -80,6 +92,10 @@ pub struct RenderOptions {
     /// warning), no setuid or setgid bits. The default is whether the
     /// process lacks root's effective user ID.
     pub rootless: bool,
+    /// Where to report progress: one task per render, the bytes of the
+    /// layer blobs read as they are applied (the pipeline holds only a few
+    /// MiB, so read is as good as applied), out of their total.
+    pub progress: Option<Arc<dyn Progress>>,
 }
 
 impl Default for RenderOptions {
@@ -87,7 +103,18 @@ impl Default for RenderOptions {
         RenderOptions {
             platform: None,
             rootless: !rustix::process::geteuid().is_root(),
+            progress: None,
         }
+    }
+}
+
+impl std::fmt::Debug for RenderOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RenderOptions")
+            .field("platform", &self.platform)
+            .field("rootless", &self.rootless)
+            .field("progress", &self.progress.is_some())
+            .finish()
     }
 }
 
@@ -144,6 +171,26 @@ pub(crate) struct RenderPlan {
 enum PlanKind {
     Oci(oci::OciPlan),
     Appc(appc::AciPlan),
+}
+
+impl RenderPlan {
+    /// What the render applies, in order: the OCI layers, or the ACIs
+    /// (dependencies first). Together with the image, the manifest and the
+    /// options, this is what makes one rendered tree differ from another.
+    fn applied(&self) -> Vec<Digest> {
+        match &self.kind {
+            PlanKind::Oci(p) => p.layers.iter().map(|l| l.name.digest.clone()).collect(),
+            PlanKind::Appc(p) => p.images.iter().map(|a| a.key.clone()).collect(),
+        }
+    }
+
+    /// The platform an OCI image's config names.
+    fn platform(&self) -> Option<&Platform> {
+        match &self.kind {
+            PlanKind::Oci(p) => p.platform.as_ref(),
+            PlanKind::Appc(_) => None,
+        }
+    }
 }
 
 /// One stream to apply: a layer or an ACI.
@@ -271,7 +318,13 @@ impl Store {
                 })
                 .collect(),
         };
-        apply_all(&mut applier, &steps, &rootfs)?;
+        let total = steps
+            .iter()
+            .filter_map(|s| fs::metadata(s.path).ok())
+            .map(|m| m.len())
+            .sum();
+        let progress = Counter::begin(options.progress.as_deref(), &plan.info.name, Some(total));
+        apply_all(&mut applier, &steps, &rootfs, &progress)?;
         applier.finish().map_err(|f| {
             let last = steps
                 .last()
@@ -303,7 +356,12 @@ impl Store {
 
 /// Streams every step through the decompressing and hashing threads and
 /// applies it; checks each one's digest once its bytes have all passed.
-fn apply_all(applier: &mut Applier, steps: &[Step], rootfs: &Path) -> Result<(), Error> {
+fn apply_all(
+    applier: &mut Applier,
+    steps: &[Step],
+    rootfs: &Path,
+    progress: &Counter,
+) -> Result<(), Error> {
     std::thread::scope(|scope| {
         let inputs = steps
             .iter()
@@ -312,10 +370,12 @@ fn apply_all(applier: &mut Applier, steps: &[Step], rootfs: &Path) -> Result<(),
                 algorithm: s.expected.algorithm(),
             })
             .collect();
-        let streams = stream::start(scope, inputs).map_err(|cause| RenderError::Target {
-            action: "start the decompressing threads for",
-            path: rootfs.to_path_buf(),
-            cause,
+        let streams = stream::start(scope, inputs, progress.clone()).map_err(|cause| {
+            RenderError::Target {
+                action: "start the decompressing threads for",
+                path: rootfs.to_path_buf(),
+                cause,
+            }
         })?;
         let result = (|| {
             for step in steps {
@@ -340,6 +400,7 @@ fn apply_all(applier: &mut Applier, steps: &[Step], rootfs: &Path) -> Result<(),
                         found,
                     });
                 }
+                crate::failpoint::hit("render-after-layer");
             }
             Ok(())
         })();

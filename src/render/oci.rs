@@ -44,6 +44,8 @@ pub(super) struct OciPlan {
     /// platform chose).
     pub manifest: Digest,
     pub layers: Vec<Layer>,
+    /// The platform its config names, if it names one.
+    pub platform: Option<Platform>,
 }
 
 /// Works out what `info` renders from. `platform` chooses from an index
@@ -183,9 +185,14 @@ pub(super) fn plan(
             diff_id,
         });
     }
+    let platform = match (&config.os, &config.architecture) {
+        (Some(os), Some(arch)) => Some(Platform::new(os, arch, config.variant.as_deref())),
+        _ => None,
+    };
     Ok(OciPlan {
         manifest: digest,
         layers,
+        platform,
     })
 }
 

@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::compression::{Compression, read_full};
 use crate::digest::{Algorithm, Digest};
+use crate::progress::Counter;
 
 /// Decompressed bytes per chunk.
 pub(super) const CHUNK: usize = 1 << 20;
@@ -84,10 +85,11 @@ pub(super) struct Streams {
 }
 
 /// Starts the decompressing and hashing threads in `scope` for `inputs`,
-/// in order.
+/// in order; `progress` hears of every (compressed) byte read.
 pub(super) fn start<'scope>(
     scope: &'scope std::thread::Scope<'scope, '_>,
     inputs: Vec<Input>,
+    progress: Counter,
 ) -> io::Result<Streams> {
     let (event_tx, events) = sync_channel::<Event>(IN_FLIGHT);
     let (hash_tx, hash_rx) = sync_channel::<Option<Chunk>>(IN_FLIGHT);
@@ -98,7 +100,9 @@ pub(super) fn start<'scope>(
         .spawn_scoped(scope, move || hash(algorithms, hash_rx, digest_tx))?;
     std::thread::Builder::new()
         .name("render-read".into())
-        .spawn_scoped(scope, move || decompress(inputs, event_tx, hash_tx))?;
+        .spawn_scoped(scope, move || {
+            decompress(inputs, event_tx, hash_tx, progress)
+        })?;
     Ok(Streams { events, digests })
 }
 
@@ -118,7 +122,12 @@ fn hash(algorithms: Vec<Algorithm>, chunks: Receiver<Option<Chunk>>, digests: Se
     }
 }
 
-fn decompress(inputs: Vec<Input>, events: SyncSender<Event>, hashes: SyncSender<Option<Chunk>>) {
+fn decompress(
+    inputs: Vec<Input>,
+    events: SyncSender<Event>,
+    hashes: SyncSender<Option<Chunk>>,
+    progress: Counter,
+) {
     let pool: Pool = Arc::default();
     if let Some(first) = inputs.first() {
         read_ahead(&first.path);
@@ -127,7 +136,7 @@ fn decompress(inputs: Vec<Input>, events: SyncSender<Event>, hashes: SyncSender<
         if let Some(next) = inputs.get(i + 1) {
             read_ahead(&next.path);
         }
-        let mut reader = match open(input) {
+        let mut reader = match open(input, &progress) {
             Ok(r) => r,
             Err(e) => {
                 let _ = events.send(Event::Failed(e));
@@ -179,8 +188,9 @@ fn read_ahead(path: &std::path::Path) {
 }
 
 /// Opens a layer file and wraps it in the decoder its magic bytes name.
-fn open(input: &Input) -> io::Result<Box<dyn Read + Send>> {
-    let mut file = BufReader::with_capacity(READ_BUFFER, File::open(&input.path)?);
+fn open(input: &Input, progress: &Counter) -> io::Result<Box<dyn Read + Send>> {
+    let file = progress.reader(File::open(&input.path)?);
+    let mut file = BufReader::with_capacity(READ_BUFFER, file);
     let compression = {
         let head = io::BufRead::fill_buf(&mut file)?;
         Compression::sniff(&head[..head.len().min(8)])

@@ -280,3 +280,21 @@ pub fn blob_file(store: &Path, digest: &imgstore::Digest) -> PathBuf {
         .join(&digest.hex()[..2])
         .join(digest.hex())
 }
+
+/// Runs a program that must succeed, with nothing on its stdin; returns
+/// its stdout.
+#[track_caller]
+pub fn run(command: &mut std::process::Command) -> String {
+    let out = command
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{command:?} failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8 output")
+}

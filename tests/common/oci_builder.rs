@@ -125,6 +125,24 @@ impl Layout {
         d
     }
 
+    /// Adds an image index over these manifest descriptors, each given
+    /// the platform `linux/ARCH`, named `ref_name` in the layout's
+    /// index.json; returns the index's digest.
+    pub fn platform_index(&mut self, manifests: Vec<(Value, &str)>, ref_name: &str) -> String {
+        let manifests = manifests
+            .into_iter()
+            .map(|(mut d, arch)| {
+                d["platform"] = json!({ "os": "linux", "architecture": arch });
+                d
+            })
+            .collect();
+        let index = index_json(manifests);
+        let digest = self.blob("sha256", &index);
+        self.index
+            .push(named(desc(INDEX, &digest, index.len()), ref_name));
+        digest
+    }
+
     pub fn blob_path(digest: &str) -> String {
         let (a, hex) = digest.split_once(':').unwrap();
         format!("blobs/{a}/{hex}")
@@ -321,4 +339,37 @@ impl DockerArchive {
             .collect();
         tar_with_symlinks(&self.files, &links)
     }
+}
+
+/// The shapes that once made the graph walk explode (issue 13, defect 1).
+/// `doubling_index(n)`: one image under `n` indexes, each listing the one
+/// below twice, so that a walk following every path visits 2^n of them
+/// while the layout holds `n + 4` blobs. `index_chain(n)`: the image
+/// under `n` indexes, each listing the next once. The top index is
+/// named `shape:1` in `index.json`.
+pub fn doubling_index(n: usize) -> Layout {
+    nested_indexes(n, 2)
+}
+
+pub fn index_chain(n: usize) -> Layout {
+    nested_indexes(n, 1)
+}
+
+fn nested_indexes(n: usize, fan_out: usize) -> Layout {
+    let mut l = Layout::new();
+    let built = l.image(
+        "sha256",
+        "amd64",
+        &[&[("shape", b"nested")]],
+        LayerCompression::None,
+        &[],
+    );
+    let mut top = built.desc;
+    for _ in 0..n {
+        let index = index_json(vec![top; fan_out]);
+        let d = l.blob("sha256", &index);
+        top = desc(INDEX, &d, index.len());
+    }
+    l.index.push(named(top, "shape:1"));
+    l
 }

@@ -866,7 +866,7 @@ impl Puller<'_> {
                 blobs,
             },
         );
-        walk.walk_root(&plan.root, &Naming { name, tag })?;
+        walk.walk_descriptor(&plan.root, "the manifest", Some(&Naming { name, tag }))?;
         let new_images = std::mem::take(&mut walk.images);
         let mut publication = Publication::new(self.tree(), &self.store.index);
         publication.stage_all(walk.source.blobs.staged.into_values());
