@@ -13,12 +13,29 @@ use testkit::Registry;
 use testkit::fault::{Reply, SeenRequest};
 
 use crate::common;
+use crate::oci_builder::{Built, Layout};
 use crate::support::{Env, Exchange, Proxy, image_layout, sha256, skopeo_push};
 
 fn push_json(env: &Env, args: &[&str]) -> Value {
     let mut all = vec!["push", "--json"];
     all.extend_from_slice(args);
     serde_json::from_str(&env.ok(&all)).unwrap()
+}
+
+/// A store holding `image_layout(seed, size)`'s image; with the size of
+/// its noise layer.
+fn imported(seed: u64, size: usize) -> (Env, Built, usize) {
+    let (dir, layout, built) = image_layout(seed, size);
+    let env = Env::new();
+    env.ok(&["import", dir.path().to_str().unwrap()]);
+    let layer = layout.files[&Layout::blob_path(&built.layers[0])].len();
+    (env, built, layer)
+}
+
+/// A fresh store pulls `reference` back as the image that was pushed.
+fn assert_pulls_back(reference: &str, built: &Built) {
+    let pulled = Env::new().pull_json(&[reference]);
+    assert_eq!(pulled[0]["image"]["key"], built.manifest.as_str());
 }
 
 #[test]
@@ -69,17 +86,13 @@ fn blobs_the_registry_has_are_skipped_and_others_mounted_from_where_they_came() 
     );
 
     // And a pull from there gives the same key.
-    let again = Env::new();
-    let pulled = again.pull_json(&[&copy]);
-    assert_eq!(pulled[0]["image"]["key"], built.manifest.as_str());
+    assert_pulls_back(&copy, &built);
 }
 
 #[test]
 fn chunked_uploads_and_answers_naming_another_digest() {
     let registry = Registry::start();
-    let (dir, layout, built) = image_layout(41, 40 * 1024);
-    let env = Env::new();
-    env.ok(&["import", dir.path().to_str().unwrap()]);
+    let (env, built, layer) = imported(41, 40 * 1024);
 
     let proxy = Proxy::forwarding(&registry.url(""));
     let reference = format!("{}/chunked/app:v1", proxy.host());
@@ -88,7 +101,6 @@ fn chunked_uploads_and_answers_naming_another_digest() {
         &["--chunk-size", "10000", &built.manifest, &reference],
     );
     assert_eq!(pushed["blobs_uploaded"], 3);
-    let layer = layout.files[&crate::oci_builder::Layout::blob_path(&built.layers[0])].len();
     let patches: Vec<_> = proxy
         .log()
         .into_iter()
@@ -100,9 +112,7 @@ fn chunked_uploads_and_answers_naming_another_digest() {
             .iter()
             .any(|e| e.header("content-range") == Some("0-9999"))
     );
-    let fresh = Env::new();
-    let pulled = fresh.pull_json(&[&reference]);
-    assert_eq!(pulled[0]["image"]["key"], built.manifest.as_str());
+    assert_pulls_back(&reference, &built);
 
     // A registry that takes the manifest as something else.
     let lie = sha256(b"not what was pushed");
@@ -189,10 +199,7 @@ fn assert_chunks_at_least(log: &[Exchange], min: usize) {
 #[test]
 fn chunks_are_never_smaller_than_the_registry_minimum() {
     let registry = Registry::start();
-    let (dir, layout, built) = image_layout(42, 100 * 1024);
-    let env = Env::new();
-    env.ok(&["import", dir.path().to_str().unwrap()]);
-    let layer = layout.files[&crate::oci_builder::Layout::blob_path(&built.layers[0])].len();
+    let (env, built, layer) = imported(42, 100 * 1024);
 
     let proxy = minimum_chunk_proxy(&registry, 30_000, None);
     let reference = format!("{}/minimum/app:v1", proxy.host());
@@ -215,9 +222,7 @@ fn chunks_are_never_smaller_than_the_registry_minimum() {
             .any(|e| e.method == "PATCH" && e.header("content-range") == Some("30000-59999")),
         "{log:#?}"
     );
-    let fresh = Env::new();
-    let pulled = fresh.pull_json(&[&reference]);
-    assert_eq!(pulled[0]["image"]["key"], built.manifest.as_str());
+    assert_pulls_back(&reference, &built);
 }
 
 #[test]
@@ -226,10 +231,7 @@ fn a_refused_put_is_sent_again_in_chunks_once() {
     // Larger than the chunk of a fallback without a minimum (1 MiB), so
     // that the registry's minimum is seen to win.
     let min = 1536 * 1024;
-    let (dir, layout, built) = image_layout(43, 3 * 1024 * 1024);
-    let env = Env::new();
-    env.ok(&["import", dir.path().to_str().unwrap()]);
-    let layer = layout.files[&crate::oci_builder::Layout::blob_path(&built.layers[0])].len();
+    let (env, built, layer) = imported(43, 3 * 1024 * 1024);
 
     // A proxy that takes no body as large as a blob: 413 to each PUT with
     // one, and the blob comes again in chunks in a new session.
@@ -258,9 +260,7 @@ fn a_refused_put_is_sent_again_in_chunks_once() {
             .any(|s| s.len() == layer.div_ceil(min) && s.iter().sum::<usize>() == layer),
         "{sessions:?}"
     );
-    let fresh = Env::new();
-    let pulled = fresh.pull_json(&[&reference]);
-    assert_eq!(pulled[0]["image"]["key"], built.manifest.as_str());
+    assert_pulls_back(&reference, &built);
 
     // Refused in chunks too: one error line, and no third try.
     let refusing = Proxy::start(&registry.url(""), |req, fwd| {
