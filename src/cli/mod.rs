@@ -246,7 +246,7 @@ enum Command {
         /// Blobs sent at once
         #[arg(long, default_value_t = DEFAULT_JOBS, value_parser = jobs)]
         jobs: usize,
-        /// Upload each blob in PATCH chunks of this many bytes instead of one PUT
+        /// Upload each blob in PATCH chunks of this many bytes (at least the registry's OCI-Chunk-Min-Length) instead of one PUT
         #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..))]
         chunk_size: Option<u64>,
     },
