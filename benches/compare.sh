@@ -532,8 +532,10 @@ run_stages() { # run_stages IMG ROUND SOURCE STAGES FILE...
     local img=$1 round=$2 src=$3 list=$4; shift 4
     local out drop=()
     mkdir -p "$MNT/dest/stages"
-    # Cold reads for the read stage; the other stages work from memory.
-    [[ ,$list, == *,read,* || ,$list, == *,copy,* ]] && drop=(--drop-caches)
+    # Cold reads for the read stage; the other stages work from memory. A
+    # write stage also starts each file with a dropped cache: no dirty pages
+    # of what came before to write back.
+    [[ ,$list, == *,read,* || ,$list, == *,copy,* || ,$list, == *,write,* ]] && drop=(--drop-caches)
     if ! out=$("$STAGES_BIN" --dir "$MNT/dest/stages" "${drop[@]}" --cores "$CORES" \
         --stages "$list" "$@" 2>>"$LOGS/stages.log"); then
         log "    stages failed on $src; see $LOGS/stages.log"
@@ -1039,11 +1041,11 @@ fetch_report() { # the fetch table, from $RESULTS (markdown on stdout)
 }
 # --- end of fetch by URL ----------------------------------------------------------
 
-# === registry scenarios (issue 11): pull, push, re-pull ===================
+# === registry scenarios (issue 11): pull, push, re-pull ==========================
 # A private docker-registry (Debian's distribution 2.8) on 127.0.0.1, plain HTTP,
 # its storage on the bench filesystem, holding each image as bench/IMG:latest
 # (pushed once by skopeo from the layout, untimed). Each round, fresh destinations:
-#   pull    imgstore pull REF                      (store on the bench fs)
+#   pull    imgstore pull --jobs PULL_JOBS REF     (store on the bench fs)
 #           skopeo copy docker://REF oci:D:latest
 #           ctr content fetch --plain-http REF     (private containerd; fetches
 #                                                   without unpacking, as imgstore)
@@ -1055,7 +1057,15 @@ fetch_report() { # the fetch table, from $RESULTS (markdown on stdout)
 #           each tool and round to a repository of its own, so that nothing is there
 #   repull  imgstore pull REF again (unchanged tag): hyperfine, warm cache, median
 #           (target ≤ 20 ms: one HEAD, no blob, no manifest body)
+# The limit of a pull, each round before the tools, from three stages on the
+# same bytes: `net`, every blob (and the manifest) read from the registry over
+# loopback to /dev/null, one curl per blob, PULL_JOBS at once (page cache
+# dropped before: the registry reads its storage cold, as for the pulls);
+# `sha256` and `write` of the same blobs from examples/stages.rs (from memory;
+# the write is per blob: temp file, fsync, rename, fsync dir, as the store
+# does). Limit = max(longest, sum / CORES), as for the imports.
 # MB/s is the layout's size (compressed blobs) over the time.
+PULL_JOBS=4 # imgstore's default --jobs; the limit's curls run as many at once
 REG_PORT=
 REG_PID=
 REG_DIR=
@@ -1111,6 +1121,7 @@ registry_round() { # registry_round IMG R — the registry scenarios SCENARIOS n
     bytes=$(size_of "$MNT/in/$img/layout")
 
     if want pull; then
+        registry_pull_limit "$img" "$r" "$bytes" "$ref"
         in_turn "$r" \
             "registry_imgstore_pull $img $r $bytes $ref" \
             "registry_skopeo_pull $img $r $bytes $ref" \
@@ -1168,10 +1179,56 @@ registry_repull() { # registry_repull IMG R BYTES REF — the tag again, unchang
     fi
 }
 
+registry_pull_limit() { # IMG R BYTES REF — the physical limit of the pull of REF
+    local img=$1 r=$2 bytes=$3 ref=$4
+    if [[ -z $STAGES_BIN ]]; then record "$img" pull limit "$r" "$bytes" n/a; return 0; fi
+    local api=http://127.0.0.1:$REG_PORT/v2/${ref#*/} blobs=$MNT/in/$img/layout/blobs/sha256
+    api=${api%:*} # bench/IMG, without the tag
+    ST=()
+    ITEMS=()
+    fresh
+    local busy dir=$MNT/tmp/pull-limit manifest d files=() total=0
+    busy=$(cpu_busy 0.3)
+    mkdir -p "$dir"
+    manifest=$dir/manifest.json
+    if ! curl -sf -o "$manifest" -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
+        -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' "$api/manifests/latest"; then
+        log "    cannot read the manifest of $ref: no pull limit"
+        record "$img" pull limit "$r" "$bytes" failed
+        return 0
+    fi
+    # One URL a line: the manifest, then its config and layers (what a pull
+    # of a one-platform image reads).
+    printf '%s\n' "$api/manifests/latest" >"$dir/urls"
+    files=("$manifest")
+    for d in $(grep -o 'sha256:[0-9a-f]\{64\}' "$manifest" | sort -u); do
+        printf '%s\n' "$api/blobs/$d" >>"$dir/urls"
+        files+=("$blobs/${d#sha256:}")
+    done
+    for d in "${files[@]}"; do total=$((total + $(size_of "$d"))); done
+    # The accept headers make the registry serve the manifest as stored.
+    run_timed "$LOGS/$img.pull.limit-net.r$r.log" xargs -a "$dir/urls" -P "$PULL_JOBS" -n 1 \
+        curl -sf -o /dev/null -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
+        -H 'Accept: application/vnd.docker.distribution.manifest.v2+json'
+    if ((T_RC != 0)); then
+        log "    curl of the blobs of $ref failed (exit $T_RC): no pull limit  [$LOGS/$img.pull.limit-net.r$r.log]"
+        record "$img" pull limit "$r" "$bytes" failed
+        return 0
+    fi
+    ST[pull:net]=$T_CMD
+    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$img" "$r" pull net "$T_CMD" "$total" >>"$STAGES_TSV"
+    run_stages "$img" "$r" pull sha256,write "${files[@]}" || true
+    fresh
+    local b
+    if b=$(bound pull:net pull:sha256 pull:write); then
+        record "$img" pull limit "$r" "$bytes" ok "$b" "$b" 0 "$busy"
+    else record "$img" pull limit "$r" "$bytes" failed; fi
+}
+
 registry_imgstore_pull() { # IMG R BYTES REF
     if ((!IMGSTORE_OK)); then record "$1" pull imgstore "$2" "$3" n/a; return 0; fi
     fresh
-    measure "$1" pull imgstore "$2" "$3" "" "$IMGSTORE" --store "$MNT/dest/store" pull "$4"
+    measure "$1" pull imgstore "$2" "$3" "" "$IMGSTORE" --store "$MNT/dest/store" pull --jobs "$PULL_JOBS" "$4"
     fresh
 }
 
@@ -1194,7 +1251,6 @@ registry_ctr_fetch() { # IMG R BYTES REF
     fresh
 }
 # === end of the registry scenarios ================================================
-=======
 # --- render (issue 12) ------------------------------------------------------------
 # `imgstore render --rootless IMAGE DIR` of the image imported from its OCI
 # layout (render), against `umoci raw unpack --rootless` of the same layout,
@@ -1467,7 +1523,7 @@ AWK
         echo
         echo "| image | input | stage | median s | MB/s |"
         echo "|---|---|---|---:|---:|"
-        awk -F'\t' -v images="${IMAGES[*]}" '
+        awk -F'\t' -v images="${IMAGES[*]}" -v jobs="$PULL_JOBS" '
             function sortn(a, n,    i, j, t) { for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t } }
             $1 == "image" { next }
             { k = $1 SUBSEP $3 SUBSEP $4; if (!(k in n)) order[++no] = k; v[k, ++n[k]] = $5; b[k] = $6 }
@@ -1476,7 +1532,7 @@ AWK
                     k = order[o]; split(k, p, SUBSEP); m = n[k]
                     for (i = 1; i <= m; i++) a[i] = v[k, i]
                     sortn(a, m); med = (m % 2) ? a[(m + 1) / 2] : (a[m / 2] + a[m / 2 + 1]) / 2
-                    src = (p[2] == "aci") ? "ACI" : (p[2] == "docker") ? "docker-archive members" : (p[2] == "oci") ? "OCI blobs (compressed)" : "OCI layers (gzip)"
+                    src = (p[2] == "aci") ? "ACI" : (p[2] == "docker") ? "docker-archive members" : (p[2] == "oci") ? "OCI blobs (compressed)" : (p[2] == "pull") ? "registry blobs (pull; net: curl, " jobs " at once)" : "OCI layers (gzip)"
                     printf "| %s | %s | %s | %.3f | %.0f |\n", p[1], src, p[3], med, (med > 0 ? b[k] / 1e6 / med : 0)
                 }
             }' "$STAGES_TSV"

@@ -14,6 +14,7 @@ packages=(
     containerd      # testkit::Containerd: a peer's content store (ctr)
     apache2-utils   # htpasswd, for testkit::Registry::with_htpasswd
     bsdutils        # script: a pty for the progress-bar tests (tests/registry/progress.rs)
+    podman          # interop: `podman load` of an export names the image right
 )
 missing=()
 for p in "${packages[@]}"; do

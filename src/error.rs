@@ -102,6 +102,14 @@ pub enum Error {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// An image name given to the store (`import --name`) is unusable.
+    #[error("invalid image name {input:?}: {reason}")]
+    BadName {
+        /// The name, shortened if long.
+        input: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A tag argument is malformed.
     #[error("invalid tag {input:?}: {reason}")]
     BadTag {
@@ -511,13 +519,47 @@ pub enum ArchiveErrorKind {
         /// What is wrong, as a predicate: `appears twice`, `leads outside the archive with '..'`.
         reason: String,
     },
-    /// A file that must be a regular file or directory is not.
-    #[error("{name} is not a {expected}")]
+    /// A file that must be a regular file or directory is not: a FIFO, a
+    /// socket or a device node is never opened for reading (it could block
+    /// or never end).
+    #[error("{name} is {found}, not a {expected}")]
     NotRegular {
         /// The file.
         name: String,
         /// `regular file` or `directory`.
         expected: &'static str,
+        /// What it is: `a named pipe (FIFO)`, `a character device`…
+        found: &'static str,
+    },
+    /// Image indexes nested deeper than the store follows.
+    #[error("{what} nests image indexes more than {limit} deep")]
+    TooDeep {
+        /// The descriptor at which the limit was reached.
+        what: String,
+        /// The deepest nesting followed.
+        limit: usize,
+    },
+    /// A name, label or list longer than the store records.
+    #[error("{field} has {size} {unit}, more than the {limit} allowed")]
+    OverLimit {
+        /// The field: `manifest field name`, `config sha256:… label "k"`…
+        field: String,
+        /// Its length or count.
+        size: usize,
+        /// The limit.
+        limit: usize,
+        /// What is counted: `bytes` or `labels`.
+        unit: &'static str,
+    },
+    /// A JSON document gives one key twice in an object.
+    #[error("{what} gives the key {key} twice (in {path})")]
+    DuplicateKey {
+        /// The document: `index.json`, `manifest`, `config sha256:…`.
+        what: String,
+        /// The key, quoted as Rust quotes strings, shortened if long.
+        key: String,
+        /// Where, as a JSON path: `$`, `$.config.Labels`, `$.manifests[0]`.
+        path: String,
     },
     /// A document larger than the store holds in memory.
     #[error("{what} is {size} bytes, more than the {limit} allowed")]
@@ -545,7 +587,7 @@ pub enum DecompressError {
     #[error("its {} data is truncated", .0.name())]
     Truncated(Compression),
     /// The data is not valid for its compression.
-    #[error("its {} data cannot be decompressed (truncated or corrupt): {detail}", .compression.name())]
+    #[error("its {} data is corrupt: {detail}", .compression.name())]
     Corrupt {
         /// The compression its magic bytes claimed.
         compression: Compression,
@@ -564,6 +606,9 @@ impl DecompressError {
     /// Classifies a decoder's error: an unexpected end of the input is a
     /// truncation, anything else corruption.
     pub(crate) fn of(compression: Compression, e: &io::Error) -> DecompressError {
+        if let Some(known) = DecompressError::in_io(e) {
+            return known.clone();
+        }
         if e.kind() == io::ErrorKind::UnexpectedEof {
             DecompressError::Truncated(compression)
         } else {
@@ -571,6 +616,34 @@ impl DecompressError {
                 compression,
                 detail: e.to_string(),
             }
+        }
+    }
+}
+
+impl DecompressError {
+    /// The decompression error an `io::Error` from a
+    /// [`Compression::decoder`] carries, if it is one.
+    pub fn in_io(e: &io::Error) -> Option<&DecompressError> {
+        e.get_ref()?.downcast_ref::<DecompressError>()
+    }
+}
+
+impl From<DecompressError> for ArchiveErrorKind {
+    /// A whole input's compressed stream that cannot be read.
+    fn from(e: DecompressError) -> ArchiveErrorKind {
+        match e {
+            DecompressError::Truncated(compression) => ArchiveErrorKind::Truncated { compression },
+            DecompressError::Corrupt {
+                compression,
+                detail,
+            } => ArchiveErrorKind::Corrupt {
+                compression,
+                detail,
+            },
+            other => ArchiveErrorKind::Corrupt {
+                compression: Compression::None,
+                detail: other.to_string(),
+            },
         }
     }
 }

@@ -3,9 +3,17 @@
 //! The layout is flat and minimal: `oci-layout`, `blobs/<alg>/<hex>` holding
 //! every blob of each image's closure byte for byte (read through the
 //! verified reader, so a corrupt blob fails the export rather than being
-//! copied), and an `index.json` with one descriptor per image, named by
-//! `org.opencontainers.image.ref.name` = `NAME:VERSION` (or `NAME` when the
-//! image has no version). Digests therefore survive a round trip.
+//! copied), and an `index.json` with one descriptor per image. Digests
+//! therefore survive a round trip.
+//!
+//! Each descriptor names its image in both conventions the tools read:
+//! `io.containerd.image.name` = `NAME:VERSION` (or `NAME`), the full
+//! reference, which containerd (`ctr images import`) and podman (`podman
+//! load`) name the image by; and `org.opencontainers.image.ref.name` =
+//! `VERSION`, the tag, as the layout spec and skopeo (`oci:DIR:TAG`) and
+//! umoci (`--image DIR:TAG`) use it. Two images of one export with the
+//! same version get the full reference as ref.name instead, so that each
+//! can still be picked out; an image without a version gets no ref.name.
 //!
 //! The layout is written under a temp name next to `dest` and renamed into
 //! place at the end, so `dest` never holds half a layout: a directory, or a
@@ -40,7 +48,7 @@ impl Store {
     /// Writes the images as one OCI image layout: a directory, or a tar
     /// file when `dest` ends in `.tar`.
     pub fn export(&self, keys: &[Digest], dest: &Path) -> Result<(), Error> {
-        let mut descriptors = Vec::new();
+        let mut images = Vec::new();
         let mut blobs: BTreeSet<Digest> = BTreeSet::new();
         let mut seen = BTreeSet::new();
         for key in keys {
@@ -83,8 +91,24 @@ impl Store {
                     })
                 })
                 .unwrap_or_else(|| oci::OCI_MANIFEST.to_string());
-            descriptors.push(descriptor(&info, media_type, manifest.len() as u64));
+            images.push((info, media_type, manifest.len() as u64));
         }
+        // Tags shared by several images cannot tell them apart.
+        let mut tag_uses: BTreeMap<&str, usize> = BTreeMap::new();
+        for (info, _, _) in &images {
+            if let Some(v) = info.label("version") {
+                *tag_uses.entry(v).or_default() += 1;
+            }
+        }
+        let descriptors = images
+            .iter()
+            .map(|(info, media_type, size)| {
+                let shared = info
+                    .label("version")
+                    .is_some_and(|v| tag_uses.get(v).copied().unwrap_or(0) > 1);
+                descriptor(info, media_type.clone(), *size, shared)
+            })
+            .collect();
         let index = IndexJson {
             schema_version: 2,
             media_type: oci::OCI_INDEX,
@@ -239,17 +263,28 @@ impl Store {
     }
 }
 
-/// The index.json descriptor of an image.
-fn descriptor(info: &ImageInfo, media_type: String, size: u64) -> Descriptor {
-    let reference = match info.label("version") {
-        Some(v) => format!("{}:{v}", info.name),
-        None => info.name.clone(),
-    };
+/// The index.json descriptor of an image, named as the module says;
+/// `shared_tag` if another image of the export has the same version.
+fn descriptor(info: &ImageInfo, media_type: String, size: u64, shared_tag: bool) -> Descriptor {
+    let version = info
+        .label("version")
+        .filter(|v| oci::is_bare_tag(v) && oci::is_valid_ref_name(v));
+    let name = Some(info.name.as_str()).filter(|n| oci::is_valid_ref_name(n));
+    let reference = name.map(|n| match version {
+        Some(v) => format!("{n}:{v}"),
+        None => n.to_string(),
+    });
     let mut annotations = BTreeMap::new();
-    if oci::is_valid_ref_name(&reference) {
-        annotations.insert(oci::REF_NAME.to_string(), reference);
-    } else if oci::is_valid_ref_name(&info.name) {
-        annotations.insert(oci::REF_NAME.to_string(), info.name.clone());
+    if let Some(reference) = &reference {
+        annotations.insert(oci::CONTAINERD_NAME.to_string(), reference.clone());
+    }
+    let ref_name = match (version, &reference) {
+        (Some(_), Some(reference)) if shared_tag => Some(reference.clone()),
+        (Some(v), _) => Some(v.to_string()),
+        (None, _) => None,
+    };
+    if let Some(ref_name) = ref_name {
+        annotations.insert(oci::REF_NAME.to_string(), ref_name);
     }
     let platform = match (info.label("os"), info.label("arch")) {
         (Some(os), Some(arch)) if oci::kind_of(&media_type) == Some(Kind::Manifest) => {

@@ -6,7 +6,87 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::digest::Digest;
-use crate::error::Error;
+use crate::error::{ArchiveErrorKind, Error};
+
+/// Longest image name the store records, in bytes.
+pub(crate) const MAX_NAME_BYTES: usize = 1024;
+/// Longest label name, in bytes.
+pub(crate) const MAX_LABEL_NAME_BYTES: usize = 256;
+/// Longest label value, in bytes.
+pub(crate) const MAX_LABEL_VALUE_BYTES: usize = 4096;
+/// Most labels an image may carry.
+pub(crate) const MAX_LABELS: usize = 1024;
+
+/// Checks what an image record holds against the limits above, naming the
+/// field that is over one. The importers check their inputs' fields where
+/// they read them, with the names the input gives; this is the last word
+/// before a record is made, whatever its source.
+pub(crate) fn check_record(name: &str, labels: &[Label]) -> Result<(), ArchiveErrorKind> {
+    check_len("the image name", name, MAX_NAME_BYTES)?;
+    check_count("the image", labels.len(), MAX_LABELS)?;
+    for label in labels {
+        check_label(|| format!("label {}", quoted(&label.name)), label)?;
+    }
+    Ok(())
+}
+
+/// Checks one label's name and value; `field` names it.
+pub(crate) fn check_label(
+    field: impl Fn() -> String,
+    label: &Label,
+) -> Result<(), ArchiveErrorKind> {
+    if label.name.len() > MAX_LABEL_NAME_BYTES {
+        check_len(
+            &format!("{} name", field()),
+            &label.name,
+            MAX_LABEL_NAME_BYTES,
+        )?;
+    }
+    if label.value.len() > MAX_LABEL_VALUE_BYTES {
+        check_len(
+            &format!("{} value", field()),
+            &label.value,
+            MAX_LABEL_VALUE_BYTES,
+        )?;
+    }
+    Ok(())
+}
+
+/// Refuses a string longer than `limit` bytes.
+pub(crate) fn check_len(field: &str, s: &str, limit: usize) -> Result<(), ArchiveErrorKind> {
+    if s.len() > limit {
+        return Err(ArchiveErrorKind::OverLimit {
+            field: field.to_string(),
+            size: s.len(),
+            limit,
+            unit: "bytes",
+        });
+    }
+    Ok(())
+}
+
+/// Refuses more than `limit` labels in `field` (a list, or `the image`).
+pub(crate) fn check_count(field: &str, count: usize, limit: usize) -> Result<(), ArchiveErrorKind> {
+    if count > limit {
+        return Err(ArchiveErrorKind::OverLimit {
+            field: field.to_string(),
+            size: count,
+            limit,
+            unit: "labels",
+        });
+    }
+    Ok(())
+}
+
+/// A string for a message: quoted and escaped as Rust does, and cut to
+/// its first 64 characters if longer.
+pub(crate) fn quoted(s: &str) -> String {
+    const SHOWN: usize = 64;
+    match s.char_indices().nth(SHOWN) {
+        Some((end, _)) => format!("{:?}…", &s[..end]),
+        None => format!("{s:?}"),
+    }
+}
 
 /// The archive family an image came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -237,6 +317,10 @@ pub struct DiskUsage {
     pub garbage_blobs: u64,
     /// Their bytes.
     pub garbage_bytes: u64,
+    /// Rendered trees the store keeps (`trees/`).
+    pub trees: u64,
+    /// Their file bytes (hard links counted once), as rendered.
+    pub tree_bytes: u64,
     /// Bytes in `tmp/`: imports in flight, partial downloads, leftovers.
     pub temp_bytes: u64,
     /// Bytes of the index database (with its WAL).

@@ -19,8 +19,10 @@ fn main() -> ExitCode {
         .init();
     // Before any store is opened: Ctrl-C or a SIGTERM removes what this
     // process is staging and exits 130 or 143, instead of leaving its temp
-    // files for gc.
-    if let Err(e) = imgstore::exit_on_interrupt() {
+    // files for gc. A server stops on them by itself, cleanly, exit 0.
+    if !args.stops_on_signals()
+        && let Err(e) = imgstore::exit_on_interrupt()
+    {
         tracing::warn!("cannot catch SIGINT and SIGTERM: {e}");
     }
     match cli::run(args) {
@@ -39,7 +41,9 @@ fn main() -> ExitCode {
             if broken_pipe {
                 return ExitCode::SUCCESS;
             }
-            let _ = writeln!(io::stderr(), "error: {err:#}");
+            // One line, whatever the arguments and names in it hold.
+            let message = format!("{err:#}");
+            let _ = writeln!(io::stderr(), "error: {}", cli::output::escape(&message));
             ExitCode::FAILURE
         }
     }

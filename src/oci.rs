@@ -177,6 +177,13 @@ pub fn split_reference(reference: &str) -> (String, Option<String>) {
     }
 }
 
+/// Whether a ref.name is a bare tag (`1.0.0`, `latest`), as the layout
+/// spec and umoci and skopeo use it, rather than a full reference
+/// (`example.com/app:1.0`): it holds no `/`, `:` or `@`.
+pub fn is_bare_tag(ref_name: &str) -> bool {
+    !ref_name.is_empty() && !ref_name.contains(['/', ':', '@'])
+}
+
 /// Whether `name` is valid as `org.opencontainers.image.ref.name` by the
 /// grammar of the image-layout spec: components of alphanumerics joined by
 /// `-._:@+` (or `--`), separated by `/`.
@@ -211,6 +218,11 @@ mod tests {
             ("docker.io/library/alpine".into(), Some("3.19".into()))
         );
         assert_eq!(split_reference("v1"), ("v1".into(), None));
+        assert!(is_bare_tag("1.0.0"));
+        assert!(is_bare_tag("latest"));
+        assert!(!is_bare_tag("app:1"));
+        assert!(!is_bare_tag("example.com/app"));
+        assert!(!is_bare_tag("app@sha256:00"));
     }
 
     #[test]

@@ -42,8 +42,14 @@ fn round_trips_a_layout_byte_for_byte() {
     }
     let index = read_index(&out);
     assert_eq!(index["manifests"][0]["digest"], built.manifest);
+    // Both naming conventions: the tag as ref.name (skopeo, umoci), the
+    // full reference as containerd's name (ctr, podman load).
     assert_eq!(
         index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"],
+        "1.0"
+    );
+    assert_eq!(
+        index["manifests"][0]["annotations"]["io.containerd.image.name"],
         "example.com/app:1.0"
     );
     assert_eq!(index["manifests"][0]["platform"]["architecture"], "amd64");

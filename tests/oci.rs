@@ -408,7 +408,7 @@ fn rejects_bad_layout_directories() {
                 std::fs::remove_dir_all(d.join("blobs")).unwrap();
                 std::fs::write(d.join("blobs"), b"").unwrap();
             }),
-            "blobs is not a directory",
+            "blobs is a regular file, not a directory",
         ),
         (
             "no-index",
@@ -421,7 +421,7 @@ fn rejects_bad_layout_directories() {
                 std::fs::remove_file(d.join("index.json")).unwrap();
                 std::fs::create_dir(d.join("index.json")).unwrap();
             }),
-            "index.json is not a regular file",
+            "index.json is a directory, not a regular file",
         ),
     ];
     for (name, spoil, expect) in cases {

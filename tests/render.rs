@@ -1275,10 +1275,11 @@ fn umoci_unpack(layout: &Path, tag: &str, dest: &Path) {
 /// trees must agree on every path's kind, mode, size, content and link
 /// target, and on the hard-link groups.
 fn assert_same_as_umoci(s: &TestStore, layout_dir: &Path, tag: &str) {
-    let out = s.ok(&["import", arg(layout_dir)]);
-    let key = s.ok(&["resolve", tag]);
+    // The layout's ref.name is a bare tag, so it is the version (issue
+    // 13, defect 12); the name comes from --name.
+    s.ok(&["import", "--name", "compared", arg(layout_dir)]);
+    let key = s.ok(&["resolve", &format!("compared:{tag}")]);
     let key = key.trim();
-    let _ = out;
     let tmp = tempfile::tempdir().unwrap();
     let ours = tmp.path().join("ours");
     let theirs = tmp.path().join("theirs");

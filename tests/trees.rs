@@ -288,6 +288,13 @@ fn a_kept_tree_is_rendered_once_and_handed_out_again_at_once() {
     assert!(table.contains(path.to_str().unwrap()), "{table}");
     assert!(table.contains("linux/amd64"), "{table}");
     assert_eq!(tree_edges(&s), 3, "the manifest and two layers");
+    let du: Value = serde_json::from_str(&s.ok(&["du", "--json"])).unwrap();
+    assert_eq!(
+        (&du["trees"], &du["tree_bytes"]),
+        (&Value::from(1), &first["tree"]["size"]),
+        "{du}"
+    );
+    assert!(s.ok(&["du"]).contains("kept trees"));
     let report: Value = serde_json::from_str(&s.ok(&["fsck", "--trees", "--json"])).unwrap();
     assert_eq!(report["trees_checked"], 1);
     assert_clean(&s, "after two renders");

@@ -3,7 +3,7 @@
 //! call and formats the answer.
 
 mod duration;
-mod output;
+pub(crate) mod output;
 mod progress;
 mod prompt;
 
@@ -57,6 +57,10 @@ enum Command {
         /// Accept an OCI layout whose referenced blobs are missing
         #[arg(long)]
         allow_missing: bool,
+        /// Name for images the input leaves unnamed (an OCI layout whose ref.name is only a tag,
+        /// as umoci and `skopeo copy … oci:DIR:TAG` write); a name the input gives wins
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
     },
     /// Download archives over HTTP(S) and import them (any format import reads), with rkt's cache
     /// rules; prints each image key
@@ -242,7 +246,7 @@ enum Command {
         /// Blobs sent at once
         #[arg(long, default_value_t = DEFAULT_JOBS, value_parser = jobs)]
         jobs: usize,
-        /// Upload each blob in PATCH chunks of this many bytes instead of one PUT
+        /// Upload each blob in PATCH chunks of this many bytes (at least the registry's OCI-Chunk-Min-Length) instead of one PUT
         #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..))]
         chunk_size: Option<u64>,
     },
@@ -298,6 +302,12 @@ impl Args {
     /// one of its own: a server logs each request.
     pub fn default_log_filter(&self) -> Option<&'static str> {
         matches!(self.command, Command::Serve { .. }).then_some("imgstore=info")
+    }
+
+    /// Whether the command handles SIGINT and SIGTERM itself (a server
+    /// drops its uploads and stops), instead of exiting at once.
+    pub fn stops_on_signals(&self) -> bool {
+        matches!(self.command, Command::Serve { .. })
     }
 }
 
@@ -420,12 +430,16 @@ pub fn run(args: Args) -> Result<ExitCode> {
             format,
             verify_layers,
             allow_missing,
+            name,
         } => {
             let mut options = ImportOptions::new()
                 .latest(latest)
                 .format(format.into())
                 .verify_layers(verify_layers)
                 .allow_missing(allow_missing);
+            if let Some(name) = name {
+                options = options.name(name);
+            }
             options.progress = progress::Bars::on_terminal();
             let mut imported = Vec::new();
             for path in &paths {
@@ -435,6 +449,25 @@ pub fn run(args: Args) -> Result<ExitCode> {
                     for image in &images {
                         out.line(&image.key.to_string())?;
                     }
+                }
+                let unnamed = images.iter().filter(|i| i.name.is_empty()).count();
+                if unnamed > 0 {
+                    // Said, not failed: the images are there, found by key
+                    // or tag, and `tag` can name them.
+                    let _ = writeln!(
+                        io::stderr(),
+                        "warning: {}: {unnamed} of {} images imported without a name (the input gives {}); name them with `import --name NAME` (after `rm`: a re-import keeps the record) or with `tag`",
+                        output::escape(&path.display().to_string()),
+                        images.len(),
+                        if images
+                            .iter()
+                            .any(|i| i.name.is_empty() && i.label("version").is_some())
+                        {
+                            "only a tag"
+                        } else {
+                            "none"
+                        },
+                    );
                 }
                 imported.extend(images);
             }
@@ -573,7 +606,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
             if args.json {
                 out.json(&report)?;
             } else {
-                out.line(report.to_string().trim_end())?;
+                // Names and paths in the report come from outside.
+                for line in report.to_string().trim_end().lines() {
+                    out.line(&output::escape(line))?;
+                }
             }
             if !report.is_clean() {
                 return Ok(ExitCode::FAILURE);

@@ -1,5 +1,14 @@
 //! Human tables and `--json` output.
+//!
+//! Human output shows what the index holds, which came from archives
+//! anyone could write: every string from there is [`escape`]d, so that a
+//! name holding a newline or an escape sequence cannot break a table or
+//! paint a fake line in a terminal, and a table cell is cut to
+//! [`MAX_CELL`] characters, so that no cell sets an enormous width.
+//! `--json` output is exact (JSON escapes what it must).
 
+use std::borrow::Cow;
+use std::fmt::Write as _;
 use std::io::{self, Write};
 
 use anyhow::Result;
@@ -82,7 +91,7 @@ impl Printer {
         let i = &d.info;
         let mut out = io::stdout().lock();
         writeln!(out, "Key:       {}", i.key)?;
-        writeln!(out, "Name:      {}", i.name)?;
+        writeln!(out, "Name:      {}", escape(&i.name))?;
         writeln!(out, "Format:    {}", i.format)?;
         writeln!(out, "Imported:  {}", time(&i.imported_at))?;
         writeln!(out, "Last used: {}", time(&i.last_used))?;
@@ -91,12 +100,12 @@ impl Printer {
         writeln!(out, "Manifest:  {}", i.manifest)?;
         writeln!(out, "Labels:")?;
         for l in &i.labels {
-            writeln!(out, "  {}={}", l.name, l.value)?;
+            writeln!(out, "  {}={}", escape(&l.name), escape(&l.value))?;
         }
         if !d.tags.is_empty() {
             writeln!(out, "Tags:")?;
             for t in &d.tags {
-                writeln!(out, "  {t}")?;
+                writeln!(out, "  {}", escape(t))?;
             }
         }
         writeln!(out, "Blobs:")?;
@@ -215,6 +224,11 @@ impl Printer {
                 d.garbage_blobs.to_string(),
                 bytes(d.garbage_bytes),
             ],
+            vec![
+                "kept trees".into(),
+                d.trees.to_string(),
+                bytes(d.tree_bytes),
+            ],
             vec!["temp files".into(), "".into(), bytes(d.temp_bytes)],
             vec!["index".into(), "".into(), bytes(d.index_bytes)],
         ];
@@ -233,30 +247,89 @@ pub fn sort_images(images: &mut [ImageInfo], by: SortArg) {
     }
 }
 
+/// The widest a table cell is shown; longer ones are cut, ending in `…`.
+pub const MAX_CELL: usize = 200;
+
+/// Prints rows under headers, columns padded to their widest cell. Cells
+/// are escaped and cut to [`MAX_CELL`] characters; padding is counted, not
+/// left to a format width (which has a ceiling and panics above it).
 fn table(headers: &[&str], rows: &[Vec<String>]) -> Result<()> {
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
+    let rows: Vec<Vec<(String, usize)>> = rows
+        .iter()
+        .map(|row| row.iter().map(|cell| fit(cell)).collect())
+        .collect();
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in &rows {
+        for (w, (_, width)) in widths.iter_mut().zip(row) {
+            *w = (*w).max(*width);
         }
     }
     let mut out = io::stdout().lock();
-    let print =
-        |out: &mut io::StdoutLock, cells: &mut dyn Iterator<Item = &str>| -> io::Result<()> {
-            let mut line = String::new();
-            for (i, cell) in cells.enumerate() {
-                if i > 0 {
-                    line.push_str("  ");
-                }
-                line.push_str(&format!("{cell:<width$}", width = widths[i]));
+    let print = |out: &mut io::StdoutLock, cells: &mut dyn Iterator<Item = (&str, usize)>| {
+        let mut line = String::new();
+        for (i, (cell, width)) in cells.enumerate() {
+            if i > 0 {
+                line.push_str("  ");
             }
-            writeln!(out, "{}", line.trim_end())
-        };
-    print(&mut out, &mut headers.iter().copied())?;
-    for row in rows {
-        print(&mut out, &mut row.iter().map(String::as_str))?;
+            line.push_str(cell);
+            let pad = widths.get(i).copied().unwrap_or(0).saturating_sub(width);
+            line.extend(std::iter::repeat_n(' ', pad));
+        }
+        writeln!(out, "{}", line.trim_end())
+    };
+    print(
+        &mut out,
+        &mut headers.iter().map(|h| (*h, h.chars().count())),
+    )?;
+    for row in &rows {
+        print(&mut out, &mut row.iter().map(|(c, w)| (c.as_str(), *w)))?;
     }
     Ok(())
+}
+
+/// A cell as shown, escaped and cut to [`MAX_CELL`], with its width in
+/// characters.
+fn fit(cell: &str) -> (String, usize) {
+    let escaped = escape(cell);
+    match escaped.char_indices().nth(MAX_CELL - 1) {
+        Some((cut, _)) if escaped[cut..].chars().nth(1).is_some() => {
+            (format!("{}…", &escaped[..cut]), MAX_CELL)
+        }
+        _ => {
+            let width = escaped.chars().count();
+            (escaped.into_owned(), width)
+        }
+    }
+}
+
+/// A string from outside made safe to print on a terminal: control
+/// characters (newline, carriage return, tab, NUL, ESC, DEL, C1) and the
+/// bidirectional overrides, which can make text read other than it is,
+/// become escapes (`\n`, `\t`, `\0`, `\u{1b}`…). Anything else is
+/// left as it is.
+pub fn escape(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(needs_escape) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\0' => out.push_str("\\0"),
+            c if needs_escape(c) => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 fn time(t: &DateTime<Utc>) -> String {

@@ -49,7 +49,9 @@ pub(super) fn import(ctx: &Importer, path: &Path) -> Result<ImageInfo, Error> {
         return Err(Error::io("write temp file", path, e));
     }
     let manifest_bytes = scanned?;
-    let manifest = appc::parse(&manifest_bytes).map_err(|kind| Error::archive(path, kind))?;
+    let manifest = appc::parse(&manifest_bytes)
+        .and_then(|m| crate::image::check_record(&m.name, &m.labels).map(|()| m))
+        .map_err(|kind| Error::archive(path, kind))?;
     let tar = writer.finish()?;
 
     let mut manifest_writer = ctx.tree.writer(Algorithm::Sha256)?;

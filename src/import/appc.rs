@@ -6,7 +6,8 @@ use serde_json::{Map, Value};
 
 use crate::digest::Digest;
 use crate::error::ArchiveErrorKind;
-use crate::image::Label;
+use crate::image::{self, Label};
+use crate::json;
 
 /// What the store keeps of a valid manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +84,27 @@ fn document(reason: String) -> Invalid {
 }
 
 pub(crate) fn parse(bytes: &[u8]) -> Result<AciManifest, Invalid> {
+    // As for OCI documents: a key given twice could mean two things; and
+    // label lists over the limit are refused before they are parsed.
+    const COUNTED: &[json::Counted] = &[
+        (&["labels"], image::MAX_LABELS),
+        (&["dependencies", "labels"], image::MAX_LABELS),
+    ];
+    if let Some(flaw) = json::check(bytes, COUNTED) {
+        return Err(match flaw {
+            json::Flaw::DuplicateKey { key, path } => ArchiveErrorKind::DuplicateKey {
+                what: "manifest".into(),
+                key,
+                path,
+            },
+            json::Flaw::TooMany { path, count, limit } => ArchiveErrorKind::OverLimit {
+                field: format!("manifest field {}", path.trim_start_matches("$.")),
+                size: count,
+                limit,
+                unit: "labels",
+            },
+        });
+    }
     let value: Value =
         serde_json::from_slice(bytes).map_err(|e| document(format!("is not valid JSON: {e}")))?;
     let obj = value
@@ -104,10 +126,14 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<AciManifest, Invalid> {
         )
     })?;
     let name = string_field(obj, "name")?;
+    image::check_len("manifest field name", name, image::MAX_NAME_BYTES)?;
     if !is_ac_identifier(name) {
         return Err(invalid(
             "name",
-            format!("{name:?} is not an AC identifier (lower-case letters, digits and -._~/)"),
+            format!(
+                "{} is not an AC identifier (lower-case letters, digits and -._~/)",
+                image::quoted(name)
+            ),
         ));
     }
 
@@ -186,6 +212,12 @@ fn parse_labels(v: &Value, field: &str) -> Result<Vec<Label>, Invalid> {
     let arr = v
         .as_array()
         .ok_or_else(|| invalid(field, "is not an array"))?;
+    // Refused before any is looked at: the cost of a refusal is the parse.
+    image::check_count(
+        &format!("manifest field {field}"),
+        arr.len(),
+        image::MAX_LABELS,
+    )?;
     let mut labels: Vec<Label> = Vec::with_capacity(arr.len());
     let mut seen = std::collections::HashSet::with_capacity(arr.len());
     for (i, item) in arr.iter().enumerate() {
@@ -205,10 +237,12 @@ fn parse_labels(v: &Value, field: &str) -> Result<Vec<Label>, Invalid> {
                 return Err(invalid(format!("{at}.value"), "is missing or not a string"));
             }
         };
+        let label = Label::new(name.as_str(), value.as_str());
+        image::check_label(|| format!("manifest field {at}"), &label)?;
         if !is_ac_identifier(name) {
             return Err(invalid(
                 format!("{at}.name"),
-                format!("{name:?} is not an AC identifier"),
+                format!("{} is not an AC identifier", image::quoted(name)),
             ));
         }
         if name == "name" {
@@ -217,7 +251,7 @@ fn parse_labels(v: &Value, field: &str) -> Result<Vec<Label>, Invalid> {
         if !seen.insert(name.as_str()) {
             return Err(invalid(field, format!("label {name:?} appears twice")));
         }
-        labels.push(Label::new(name.as_str(), value.as_str()));
+        labels.push(label);
     }
     labels.sort();
     Ok(labels)

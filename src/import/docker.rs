@@ -205,12 +205,8 @@ fn build(
     let bad = |kind| Error::archive(path, kind);
     let blobs = &members.blobs;
     let config_bytes = blobs.read_json(ctx, &config, "config", path)?;
-    let parsed: ImageConfig = graph::parse_json(
-        &config_bytes,
-        format!("{what}: config {config}"),
-        "image config",
-    )
-    .map_err(bad)?;
+    let parsed: ImageConfig =
+        graph::parse_config(&config_bytes, format!("{what}: config {config}")).map_err(bad)?;
     let diff_ids = graph::config_diff_ids(&parsed, &config, what, layers.len()).map_err(bad)?;
 
     let checker = LayerChecker { ctx, input: path };
@@ -262,8 +258,8 @@ fn build(
             .collect(),
     );
     members.blobs.staged.insert(key.clone(), staged);
-    let labels = graph::image_labels(&parsed, None);
-    Ok(graph::new_image(ctx, &key, naming, labels, &closure))
+    let labels = graph::image_labels(&parsed, &config, None).map_err(bad)?;
+    graph::new_image(ctx, &key, naming, labels, &closure).map_err(bad)
 }
 
 fn descriptor(media_type: &str, digest: &Digest, size: u64) -> Descriptor {

@@ -17,13 +17,15 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Read;
 use std::path::Path;
+use std::rc::Rc;
 
 use super::Importer;
 use crate::blobs::StagedBlob;
 use crate::digest::{Algorithm, Digest};
 use crate::error::{ArchiveErrorKind, DecompressError, Error, IoContext};
-use crate::image::{ImageFormat, ImageInfo, Label};
+use crate::image::{self, ImageFormat, ImageInfo, Label};
 use crate::index::{NewBlob, NewImage};
+use crate::json;
 use crate::layer;
 use crate::oci::{self, Descriptor, ImageConfig, ImageIndex, ImageManifest, Kind};
 use crate::publish::Publication;
@@ -108,7 +110,8 @@ pub(crate) trait Source {
     ) -> Result<bool, Error>;
 }
 
-/// A name and tag, from annotations or docker's RepoTags.
+/// A name and tag, from annotations or docker's RepoTags. The name may be
+/// empty: a layout that gives only a tag names no image.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Naming {
     pub name: String,
@@ -116,16 +119,33 @@ pub(crate) struct Naming {
 }
 
 impl Naming {
-    /// The name a descriptor's annotations give, if any: containerd's full
-    /// reference first, then the layout's ref.name. A ref.name may be a full
-    /// reference (`example.com/app:1.0`: name and version) or, as umoci and
-    /// skopeo write it, a bare tag (`v1`): that becomes the name, with no
-    /// version, since the layout does not say what it is a tag of.
+    /// The naming a descriptor's annotations give, if any.
+    ///
+    /// containerd's `io.containerd.image.name` is a full reference (name
+    /// and tag). `org.opencontainers.image.ref.name` is, by the layout
+    /// spec and as umoci and `skopeo copy … oci:DIR:TAG` write it, a bare
+    /// tag (`1.0.0`): that gives the version only, since the layout does
+    /// not say what it is a tag of; a ref.name that is a full reference
+    /// (`example.com/app:1.0`, as older imgstores wrote) gives both.
     pub fn from_descriptor(desc: &Descriptor) -> Option<Naming> {
-        let reference = desc
-            .annotation(oci::CONTAINERD_NAME)
-            .or_else(|| desc.annotation(oci::REF_NAME))?;
-        Some(Naming::from_reference(reference))
+        let non_empty = |s: &&str| !s.is_empty();
+        let full = desc.annotation(oci::CONTAINERD_NAME).filter(non_empty);
+        let ref_name = desc.annotation(oci::REF_NAME).filter(non_empty);
+        let bare_tag = ref_name.filter(|r| oci::is_bare_tag(r));
+        let reference = full.or(ref_name.filter(|r| !oci::is_bare_tag(r)));
+        match reference {
+            Some(reference) => {
+                let mut naming = Naming::from_reference(reference);
+                if naming.tag.is_none() {
+                    naming.tag = bare_tag.map(str::to_string);
+                }
+                Some(naming)
+            }
+            None => bare_tag.map(|tag| Naming {
+                name: String::new(),
+                tag: Some(tag.to_string()),
+            }),
+        }
     }
 
     pub fn from_reference(reference: &str) -> Naming {
@@ -134,11 +154,16 @@ impl Naming {
     }
 }
 
-/// The closure of one manifest or index: its blobs and edges.
+/// What one image record names: its own blob and those it links to, the
+/// edges, and the bytes of its whole closure. An index's record names only
+/// its manifests: their own records, committed with it, carry the rest,
+/// so records stay linear in the input however the indexes nest.
 #[derive(Clone, Default)]
 pub(crate) struct Closure {
     pub blobs: Vec<NewBlob>,
     pub links: Vec<(Digest, Digest)>,
+    /// Bytes of every distinct blob the image needs.
+    pub size: u64,
 }
 
 impl Closure {
@@ -153,31 +178,72 @@ impl Closure {
         blobs.push(manifest);
         blobs.push(config);
         blobs.extend(layers);
-        Closure { blobs, links }
-    }
-
-    fn add(&mut self, other: &Closure) {
-        self.blobs.extend(other.blobs.iter().cloned());
-        self.links.extend(other.links.iter().cloned());
-    }
-
-    fn size(&self) -> u64 {
         let mut seen = HashSet::new();
-        self.blobs
+        let size = blobs
             .iter()
             .filter(|b| seen.insert(&b.digest))
             .map(|b| b.size)
-            .sum()
+            .sum();
+        Closure { blobs, links, size }
     }
 }
 
-/// Walks a layout's index and builds the image records.
+/// How deep image indexes may nest below `index.json` (whose descriptors
+/// are at depth 1). Real images nest one or two; the bound keeps a crafted
+/// layout from costing more than this many times its distinct blobs.
+pub(super) const MAX_DEPTH: usize = 64;
+
+/// A document walked: its blob record, and the distinct blobs of its
+/// closure (ids into [`Walk::sizes`], sorted).
+struct Walked {
+    blob: NewBlob,
+    closure: Vec<u32>,
+}
+
+/// One step of the walk, kept on an explicit stack: the input decides how
+/// deep indexes nest, and the call stack must not.
+enum Step {
+    /// Walk what a descriptor points at.
+    Enter {
+        desc: Descriptor,
+        digest: Digest,
+        /// Which descriptor, for messages; `root` is the index.json one it
+        /// was reached from.
+        what: String,
+        root: Rc<str>,
+        naming: Option<Rc<Naming>>,
+        depth: usize,
+    },
+    /// Every child of an index has been walked: make its record.
+    Leave {
+        blob: NewBlob,
+        children: Vec<Digest>,
+        naming: Option<Rc<Naming>>,
+    },
+}
+
+/// Where a descriptor is: for messages, and for the depth bound.
+struct At {
+    what: String,
+    root: Rc<str>,
+    depth: usize,
+}
+
+/// Walks a layout's index and builds the image records. Each distinct
+/// descriptor is walked once, however often indexes name it.
 pub(crate) struct Walk<'a, S: Source> {
     ctx: &'a Importer<'a>,
     /// The input, for error messages.
     input: &'a Path,
     pub source: S,
-    closures: HashMap<Digest, Closure>,
+    /// Every document walked, by digest; `None` for one that is neither an
+    /// index nor a manifest (accepted, not recorded).
+    walked: HashMap<Digest, Option<Walked>>,
+    /// Indexes whose children are being walked.
+    open: HashSet<Digest>,
+    /// Blob ids for closures, and each id's size.
+    ids: HashMap<Digest, u32>,
+    sizes: Vec<u64>,
     pub images: Vec<NewImage>,
     keys: HashSet<Digest>,
 }
@@ -188,7 +254,10 @@ impl<'a, S: Source> Walk<'a, S> {
             ctx,
             input,
             source,
-            closures: HashMap::new(),
+            walked: HashMap::new(),
+            open: HashSet::new(),
+            ids: HashMap::new(),
+            sizes: Vec::new(),
             images: Vec::new(),
             keys: HashSet::new(),
         }
@@ -220,45 +289,122 @@ impl<'a, S: Source> Walk<'a, S> {
     ) -> Result<(), Error> {
         let index: ImageIndex =
             parse_json(index_json, "index.json", "image index").map_err(|k| self.bad(k))?;
-        for (i, desc) in index.manifests.iter().enumerate() {
+        let mut stack = Vec::new();
+        for (i, desc) in index.manifests.into_iter().enumerate().rev() {
             let what = format!("index.json manifests[{i}]");
-            let naming = Naming::from_descriptor(desc);
-            self.visit(desc, &what, naming.as_ref(), fallback)?;
+            let naming = Naming::from_descriptor(&desc).map(Rc::new);
+            stack.push(self.first_step(desc, what, naming)?);
         }
-        Ok(())
+        self.run(stack, fallback)
     }
 
     /// Walks from one descriptor, as if it were the only entry of a
-    /// layout's `index.json`: a pull walks the manifest or
-    /// index a reference led to, `serve` a pushed one, named by `naming`.
+    /// layout's `index.json`: a pull walks the manifest or index a
+    /// reference led to, `serve` a pushed one, named by `naming`.
     pub fn walk_descriptor(
         &mut self,
         desc: &Descriptor,
         what: &str,
         naming: Option<&Naming>,
     ) -> Result<(), Error> {
-        self.visit(desc, what, naming, &HashMap::new())?;
+        let naming = naming.cloned().map(Rc::new);
+        let step = self.first_step(desc.clone(), what.to_string(), naming)?;
+        self.run(vec![step], &HashMap::new())
+    }
+
+    /// The step that enters a descriptor of `index.json` (depth 1).
+    fn first_step(
+        &self,
+        desc: Descriptor,
+        what: String,
+        naming: Option<Rc<Naming>>,
+    ) -> Result<Step, Error> {
+        let digest = self.descriptor_digest(&desc, &what)?;
+        Ok(Step::Enter {
+            desc,
+            digest,
+            root: what.as_str().into(),
+            what,
+            naming,
+            depth: 1,
+        })
+    }
+
+    /// Runs the walk until the stack is empty: depth first, children in
+    /// order, each index recorded after its children (the order a
+    /// recursive walk would have).
+    fn run(
+        &mut self,
+        mut stack: Vec<Step>,
+        fallback: &HashMap<Digest, Naming>,
+    ) -> Result<(), Error> {
+        while let Some(step) = stack.pop() {
+            match step {
+                Step::Enter {
+                    desc,
+                    digest,
+                    what,
+                    root,
+                    naming,
+                    depth,
+                } => {
+                    let at = At { what, root, depth };
+                    self.enter(desc, digest, at, naming, fallback, &mut stack)?
+                }
+                Step::Leave {
+                    blob,
+                    children,
+                    naming,
+                } => self.leave(blob, &children, naming.as_deref())?,
+            }
+        }
         Ok(())
     }
 
-    /// Visits what a descriptor of an index points at; returns its closure
-    /// (`None` for something that is neither an index nor a manifest).
-    fn visit(
+    /// Walks what a descriptor points at: a manifest at once, an index by
+    /// pushing its children (and its own record after them).
+    fn enter(
         &mut self,
-        desc: &Descriptor,
-        what: &str,
-        naming: Option<&Naming>,
+        desc: Descriptor,
+        digest: Digest,
+        at: At,
+        naming: Option<Rc<Naming>>,
         fallback: &HashMap<Digest, Naming>,
-    ) -> Result<Option<Closure>, Error> {
-        let digest = self.descriptor_digest(desc, what)?;
-        if let Some(closure) = self.closures.get(&digest) {
-            return Ok(Some(closure.clone()));
+        stack: &mut Vec<Step>,
+    ) -> Result<(), Error> {
+        let At { what, root, depth } = at;
+        if let Some(walked) = self.walked.get(&digest) {
+            // Named again: the same document, which must be the same size.
+            if let Some(w) = walked
+                && w.blob.size != desc.size
+            {
+                return Err(self.bad(ArchiveErrorKind::SizeMismatch {
+                    digest,
+                    expected: desc.size,
+                    found: w.blob.size,
+                }));
+            }
+            return Ok(());
+        }
+        if self.open.contains(&digest) {
+            // Only a broken hash could make an index hold itself.
+            return Err(self.bad(ArchiveErrorKind::Malformed {
+                what,
+                reason: format!("names {digest}, an index it is inside of"),
+            }));
+        }
+        if depth > MAX_DEPTH {
+            return Err(self.bad(ArchiveErrorKind::TooDeep {
+                what,
+                limit: MAX_DEPTH,
+            }));
         }
         // A descriptor whose media type says it is neither an index nor a
         // manifest (nor JSON that could be one) is accepted and left alone.
         let may_be_json = desc.media_type.is_empty() || desc.media_type.ends_with("json");
         if oci::kind_of(&desc.media_type).is_none() && (!may_be_json || desc.size > oci::MAX_JSON) {
-            return Ok(None);
+            self.walked.insert(digest, None);
+            return Ok(());
         }
         if !self.source.fetch(&digest, desc.size, None)? {
             return Err(self.missing(what, &digest, false));
@@ -266,16 +412,104 @@ impl<'a, S: Source> Walk<'a, S> {
         let bytes = self
             .source
             .blobs()
-            .read_json(self.ctx, &digest, what, self.input)?;
+            .read_json(self.ctx, &digest, &what, self.input)?;
         let kind = oci::kind_of(&desc.media_type).or_else(|| oci::kind_by_shape(&bytes));
-        let closure = match kind {
-            Some(Kind::Index) => self.index(desc, &digest, &bytes, what, naming, fallback)?,
-            Some(Kind::Manifest) => self.manifest(desc, &digest, &bytes, what, naming, fallback)?,
+        let blob = new_blob(&digest, desc.size, &desc.media_type, None);
+        match kind {
+            Some(Kind::Index) => {
+                let index: ImageIndex =
+                    parse_json(&bytes, format!("{what} ({digest})"), "image index")
+                        .map_err(|k| self.bad(k))?;
+                let mut children = Vec::with_capacity(index.manifests.len());
+                let mut enters = Vec::with_capacity(index.manifests.len());
+                for (i, child) in index.manifests.into_iter().enumerate() {
+                    let child_what = if depth < 3 {
+                        format!("{what} → manifests[{i}]")
+                    } else {
+                        // A deep chain is cut short in messages.
+                        format!("{root} → … → manifests[{i}] (at depth {})", depth + 1)
+                    };
+                    let child_digest = self.descriptor_digest(&child, &child_what)?;
+                    let child_naming = match Naming::from_descriptor(&child) {
+                        Some(n) => Some(Rc::new(n)),
+                        None => naming.clone(),
+                    };
+                    children.push(child_digest.clone());
+                    enters.push(Step::Enter {
+                        desc: child,
+                        digest: child_digest,
+                        what: child_what,
+                        root: root.clone(),
+                        naming: child_naming,
+                        depth: depth + 1,
+                    });
+                }
+                self.open.insert(digest);
+                stack.push(Step::Leave {
+                    blob,
+                    children,
+                    naming,
+                });
+                stack.extend(enters.into_iter().rev());
+            }
+            Some(Kind::Manifest) => {
+                let walked =
+                    self.manifest(&desc, blob, &bytes, &what, naming.as_deref(), fallback)?;
+                self.walked.insert(digest, Some(walked));
+            }
             // Something else (an artifact, say): accepted, not recorded.
-            None => return Ok(None),
-        };
-        self.closures.insert(digest, closure.clone());
-        Ok(Some(closure))
+            None => {
+                self.walked.insert(digest, None);
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes an index's record once its children are walked: it links to
+    /// each that is a manifest or index, and its closure is the union of
+    /// theirs.
+    fn leave(
+        &mut self,
+        blob: NewBlob,
+        children: &[Digest],
+        naming: Option<&Naming>,
+    ) -> Result<(), Error> {
+        let digest = blob.digest.clone();
+        self.open.remove(&digest);
+        let mut closure = vec![self.id(&digest, blob.size)];
+        let mut blobs = vec![blob.clone()];
+        let mut links = Vec::new();
+        let mut linked = HashSet::new();
+        for child in children {
+            let Some(Some(walked)) = self.walked.get(child) else {
+                continue;
+            };
+            if !linked.insert(child) {
+                continue;
+            }
+            links.push((digest.clone(), child.clone()));
+            blobs.push(walked.blob.clone());
+            closure.extend_from_slice(&walked.closure);
+        }
+        closure.sort_unstable();
+        closure.dedup();
+        let size = closure.iter().map(|&id| self.sizes[id as usize]).sum();
+        let record = Closure { blobs, links, size };
+        let naming = naming.cloned().unwrap_or_default();
+        self.push_image(&digest, &naming, Vec::new(), &record)?;
+        self.walked.insert(digest, Some(Walked { blob, closure }));
+        Ok(())
+    }
+
+    /// The id of a blob in closures.
+    fn id(&mut self, digest: &Digest, size: u64) -> u32 {
+        if let Some(&id) = self.ids.get(digest) {
+            return id;
+        }
+        let id = self.sizes.len() as u32;
+        self.sizes.push(size);
+        self.ids.insert(digest.clone(), id);
+        id
     }
 
     fn descriptor_digest(&self, desc: &Descriptor, what: &str) -> Result<Digest, Error> {
@@ -287,46 +521,16 @@ impl<'a, S: Source> Walk<'a, S> {
         })
     }
 
-    fn index(
-        &mut self,
-        desc: &Descriptor,
-        digest: &Digest,
-        bytes: &[u8],
-        what: &str,
-        naming: Option<&Naming>,
-        fallback: &HashMap<Digest, Naming>,
-    ) -> Result<Closure, Error> {
-        let index: ImageIndex = parse_json(bytes, format!("{what} ({digest})"), "image index")
-            .map_err(|k| self.bad(k))?;
-        let mut closure = Closure {
-            blobs: vec![new_blob(digest, desc.size, &desc.media_type, None)],
-            links: Vec::new(),
-        };
-        for (i, child) in index.manifests.iter().enumerate() {
-            let child_what = format!("{what} → manifests[{i}]");
-            let child_naming = Naming::from_descriptor(child);
-            let child_naming = child_naming.as_ref().or(naming);
-            if let Some(c) = self.visit(child, &child_what, child_naming, fallback)? {
-                closure
-                    .links
-                    .push((digest.clone(), self.descriptor_digest(child, &child_what)?));
-                closure.add(&c);
-            }
-        }
-        let naming = naming.cloned().unwrap_or_default();
-        self.push_image(digest, &naming, Vec::new(), &closure);
-        Ok(closure)
-    }
-
     fn manifest(
         &mut self,
         desc: &Descriptor,
-        digest: &Digest,
+        blob: NewBlob,
         bytes: &[u8],
         what: &str,
         naming: Option<&Naming>,
         fallback: &HashMap<Digest, Naming>,
-    ) -> Result<Closure, Error> {
+    ) -> Result<Walked, Error> {
+        let digest = blob.digest.clone();
         let manifest: ImageManifest =
             parse_json(bytes, format!("{what} ({digest})"), "image manifest")
                 .map_err(|k| self.bad(k))?;
@@ -344,8 +548,7 @@ impl<'a, S: Source> Walk<'a, S> {
                 self.source
                     .blobs()
                     .read_json(self.ctx, &config_digest, "config", self.input)?;
-            parse_json(&bytes, format!("config {config_digest}"), "image config")
-                .map_err(|k| self.bad(k))?
+            parse_config(&bytes, format!("config {config_digest}")).map_err(|k| self.bad(k))?
         } else {
             ImageConfig::default()
         };
@@ -388,8 +591,10 @@ impl<'a, S: Source> Walk<'a, S> {
             };
             layers.push(new_blob(&layer_digest, layer.size, &layer.media_type, diff));
         }
-        let closure = Closure::of_manifest(
-            new_blob(digest, desc.size, &desc.media_type, None),
+        let labels = image_labels(&config, &config_digest, desc.platform.as_ref())
+            .map_err(|k| self.bad(k))?;
+        let record = Closure::of_manifest(
+            blob.clone(),
             new_blob(
                 &config_digest,
                 manifest.config.size,
@@ -398,30 +603,62 @@ impl<'a, S: Source> Walk<'a, S> {
             ),
             layers,
         );
+        let mut closure: Vec<u32> = record
+            .blobs
+            .iter()
+            .map(|b| self.id(&b.digest, b.size))
+            .collect();
+        closure.sort_unstable();
+        closure.dedup();
 
         let naming = naming
             .cloned()
             .or_else(|| fallback.get(&config_digest).cloned())
             .unwrap_or_default();
-        let labels = image_labels(&config, desc.platform.as_ref());
-        self.push_image(digest, &naming, labels, &closure);
-        Ok(closure)
+        self.push_image(&digest, &naming, labels, &record)?;
+        Ok(Walked { blob, closure })
     }
 
-    fn push_image(&mut self, key: &Digest, naming: &Naming, labels: Vec<Label>, closure: &Closure) {
+    fn push_image(
+        &mut self,
+        key: &Digest,
+        naming: &Naming,
+        labels: Vec<Label>,
+        closure: &Closure,
+    ) -> Result<(), Error> {
         if self.keys.insert(key.clone()) {
-            self.images
-                .push(new_image(self.ctx, key, naming, labels, closure));
+            let image =
+                new_image(self.ctx, key, naming, labels, closure).map_err(|k| self.bad(k))?;
+            self.images.push(image);
         }
+        Ok(())
     }
 }
 
 /// The labels of an image: the config's labels, then `os`, `arch` and
-/// `variant` from the config (or the platform its index gives).
-pub(crate) fn image_labels(config: &ImageConfig, platform: Option<&oci::Platform>) -> Vec<Label> {
+/// `variant` from the config (or the platform its index gives). Refuses
+/// more labels, or longer ones, than the store records
+/// ([`crate::image::check_record`]), naming the config.
+pub(crate) fn image_labels(
+    config: &ImageConfig,
+    config_digest: &Digest,
+    platform: Option<&oci::Platform>,
+) -> Result<Vec<Label>, ArchiveErrorKind> {
     let mut labels = Vec::new();
     if let Some(config_labels) = config.config.as_ref().and_then(|c| c.labels.as_ref()) {
-        labels.extend(config_labels.iter().map(|(k, v)| Label::new(k, v)));
+        image::check_count(
+            &format!("config {config_digest} Labels"),
+            config_labels.len(),
+            image::MAX_LABELS,
+        )?;
+        for (k, v) in config_labels {
+            let label = Label::new(k, v);
+            image::check_label(
+                || format!("config {config_digest} label {}", image::quoted(k)),
+                &label,
+            )?;
+            labels.push(label);
+        }
     }
     let os = config.os.clone().or_else(|| platform.map(|p| p.os.clone()));
     let arch = config
@@ -437,17 +674,19 @@ pub(crate) fn image_labels(config: &ImageConfig, platform: Option<&oci::Platform
             labels.push(Label::new(name, value));
         }
     }
-    labels
+    Ok(labels)
 }
 
-/// The record of an image whose manifest (or index) is `key`.
+/// The record of an image whose manifest (or index) is `key`. An image the
+/// input leaves unnamed takes `--name`, if given. Names and labels over
+/// the store's limits are refused.
 pub(crate) fn new_image(
     ctx: &Importer,
     key: &Digest,
     naming: &Naming,
     mut labels: Vec<Label>,
     closure: &Closure,
-) -> NewImage {
+) -> Result<NewImage, ArchiveErrorKind> {
     if let Some(tag) = &naming.tag {
         labels.push(Label::new("version", tag));
     }
@@ -457,18 +696,24 @@ pub(crate) fn new_image(
     for label in labels {
         by_name.insert(label.name.clone(), label);
     }
-    NewImage {
+    let name = match (&naming.name, &ctx.options.name) {
+        (name, Some(given)) if name.is_empty() => given.clone(),
+        (name, _) => name.clone(),
+    };
+    let labels: Vec<Label> = by_name.into_values().collect();
+    image::check_record(&name, &labels)?;
+    Ok(NewImage {
         key: key.clone(),
         format: ImageFormat::Oci,
-        name: naming.name.clone(),
-        labels: by_name.into_values().collect(),
+        name,
+        labels,
         manifest: key.clone(),
-        size: closure.size(),
+        size: closure.size,
         blobs: closure.blobs.clone(),
         roots: vec![key.clone()],
         links: closure.links.clone(),
         latest: ctx.options.latest,
-    }
+    })
 }
 
 /// Checks layers against the diff_ids of their config.
@@ -553,11 +798,51 @@ pub(crate) fn new_blob(
 
 /// Parses a JSON document `what` that should be a `expected`; the error
 /// keeps serde's message, which names the line and column.
+///
+/// A key given twice in an object is refused, naming the key, whatever
+/// the type reads ([`crate::json`]).
 pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
     bytes: &[u8],
     what: impl Into<String>,
     expected: &str,
 ) -> Result<T, ArchiveErrorKind> {
+    parse_counted(bytes, what, expected, &[])
+}
+
+/// Parses an image config `what`: as [`parse_json`], and a `config.Labels`
+/// over the store's limit is refused before it is parsed.
+pub(super) fn parse_config(
+    bytes: &[u8],
+    what: impl Into<String>,
+) -> Result<ImageConfig, ArchiveErrorKind> {
+    const COUNTED: &[json::Counted] = &[(&["config", "Labels"], image::MAX_LABELS)];
+    parse_counted(bytes, what, "image config", COUNTED)
+}
+
+fn parse_counted<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    what: impl Into<String>,
+    expected: &str,
+    counted: &[json::Counted],
+) -> Result<T, ArchiveErrorKind> {
+    match json::check(bytes, counted) {
+        None => {}
+        Some(json::Flaw::DuplicateKey { key, path }) => {
+            return Err(ArchiveErrorKind::DuplicateKey {
+                what: what.into(),
+                key,
+                path,
+            });
+        }
+        Some(json::Flaw::TooMany { path, count, limit }) => {
+            return Err(ArchiveErrorKind::OverLimit {
+                field: format!("{} {}", what.into(), path.trim_start_matches("$.")),
+                size: count,
+                limit,
+                unit: "labels",
+            });
+        }
+    }
     serde_json::from_slice(bytes).map_err(|e| ArchiveErrorKind::Malformed {
         what: what.into(),
         reason: format!("is not a valid {expected}: {e}"),

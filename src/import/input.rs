@@ -18,7 +18,6 @@
 //! set).
 
 use std::collections::HashSet;
-use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::path::Path;
 use std::sync::Arc;
@@ -26,8 +25,9 @@ use std::sync::Arc;
 use super::Importer;
 use crate::compression::{self, Compression};
 use crate::digest::Digest;
-use crate::error::{Error, IoContext};
+use crate::error::Error;
 use crate::index::{Commit, NewImage, NewRemote};
+use crate::input::open_input;
 
 /// A download an import reads as it arrives.
 pub(crate) trait Arriving: Send + Sync {
@@ -78,7 +78,7 @@ impl Importer<'_> {
     pub(super) fn open(&self, path: &Path) -> Result<Box<dyn Read + Send>, Error> {
         match &self.download {
             Some(download) => Ok(Box::new(ArrivingReader::new(Arc::clone(download)))),
-            None => Ok(Box::new(File::open(path).ctx("open", path)?)),
+            None => Ok(Box::new(open_input(path)?)),
         }
     }
 

@@ -9,7 +9,7 @@
 //! published ([`graph`]).
 
 use std::collections::{HashMap, HashSet};
-use std::fs::{self, File};
+use std::fs;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -20,6 +20,7 @@ use super::{Importer, docker};
 use crate::digest::{Algorithm, Digest};
 use crate::error::{ArchiveErrorKind, Error, IoContext};
 use crate::image::ImageInfo;
+use crate::input::{OpenRefused, open_regular};
 use crate::layer::DiffHasher;
 use crate::oci::{self, OciLayout};
 
@@ -77,11 +78,11 @@ fn finish(
 
 fn import_dir(ctx: &Importer, dir: &Path) -> Result<Vec<ImageInfo>, Error> {
     let layout_path = require(dir, "oci-layout", "oci-layout file", false)?;
-    let layout = read_small(&layout_path)?;
+    let layout = read_small(dir, "oci-layout", &layout_path)?;
     check_layout_file(dir, &layout)?;
     require(dir, "blobs", "blobs directory", true)?;
     let index_path = require(dir, "index.json", "index.json", false)?;
-    let index = read_small(&index_path)?;
+    let index = read_small(dir, "index.json", &index_path)?;
     let source = DirSource {
         ctx,
         dir,
@@ -98,11 +99,12 @@ fn require(layout: &Path, name: &str, what: &'static str, dir: bool) -> Result<P
     let path = layout.join(name);
     match fs::metadata(&path) {
         Ok(m) if (dir && m.is_dir()) || (!dir && m.is_file()) => Ok(path),
-        Ok(_) => Err(Error::archive(
+        Ok(m) => Err(Error::archive(
             layout,
             ArchiveErrorKind::NotRegular {
                 name: name.to_string(),
                 expected: if dir { "directory" } else { "regular file" },
+                found: crate::input::describe(m.file_type()),
             },
         )),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -126,30 +128,35 @@ fn layers_to_stage(ctx: &Importer, dir: &Path, index: &[u8]) -> Vec<(PathBuf, Di
     let Ok(index) = serde_json::from_slice::<oci::ImageIndex>(index) else {
         return Vec::new();
     };
-    let mut queue = index.manifests;
+    // Each document is read once however often it is named, and no
+    // deeper than the walk goes.
+    let mut queue: Vec<(oci::Descriptor, usize)> =
+        index.manifests.into_iter().map(|d| (d, 1)).collect();
     let mut read = HashSet::new();
     let mut layers = Vec::new();
     let mut wanted = HashSet::new();
-    while let Some(desc) = queue.pop() {
+    while let Some((desc, depth)) = queue.pop() {
         let Ok(digest) = Digest::parse(&desc.digest) else {
             continue;
         };
         // A manifest or index the store has comes with its closure: none of
         // it is read again (a re-import of a stored layout reads nothing).
         if read.len() >= PREFETCH_DOCUMENTS
+            || depth > graph::MAX_DEPTH
             || desc.size > oci::MAX_JSON
             || stored(&digest)
             || !read.insert(digest.clone())
         {
             continue;
         }
-        let Ok(bytes) = read_small(&layout_blob(dir, &digest)) else {
+        let path = layout_blob(dir, &digest);
+        let Ok(bytes) = read_small(dir, "a blob", &path) else {
             continue;
         };
         match oci::kind_of(&desc.media_type).or_else(|| oci::kind_by_shape(&bytes)) {
             Some(oci::Kind::Index) => {
                 if let Ok(nested) = serde_json::from_slice::<oci::ImageIndex>(&bytes) {
-                    queue.extend(nested.manifests);
+                    queue.extend(nested.manifests.into_iter().map(|d| (d, depth + 1)));
                 }
             }
             Some(oci::Kind::Manifest) => {
@@ -175,10 +182,13 @@ fn layers_to_stage(ctx: &Importer, dir: &Path, index: &[u8]) -> Vec<(PathBuf, Di
     layers
 }
 
-fn read_small(path: &Path) -> Result<Vec<u8>, Error> {
+/// Reads a small file `name` of the layout directory `dir` whole, opened so
+/// that it cannot block ([`crate::input`]).
+fn read_small(dir: &Path, name: &str, path: &Path) -> Result<Vec<u8>, Error> {
+    let file = open_regular(path).map_err(|e| e.into_error(dir, name, path))?;
     let mut bytes = Vec::new();
-    File::open(path)
-        .and_then(|f| f.take(oci::MAX_JSON + 1).read_to_end(&mut bytes))
+    file.take(oci::MAX_JSON + 1)
+        .read_to_end(&mut bytes)
         .ctx("read", path)?;
     if bytes.len() as u64 > oci::MAX_JSON {
         return Err(Error::archive(
@@ -326,21 +336,12 @@ impl Source for DirSource<'_> {
             return Ok(true);
         }
         let path = layout_blob(self.dir, digest);
-        let file = match File::open(&path) {
+        let file = match open_regular(&path) {
             Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
-            Err(e) => return Err(Error::io("open", &path, e)),
+            Err(OpenRefused::Io(e)) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e.into_error(self.dir, layout_blob_name(digest), &path)),
         };
         let meta = file.metadata().ctx("read", &path)?;
-        if !meta.is_file() {
-            return Err(Error::archive(
-                &path,
-                ArchiveErrorKind::NotRegular {
-                    name: "a blob".into(),
-                    expected: "regular file",
-                },
-            ));
-        }
         // A wrong size is told without reading the blob.
         check_size(self.dir, digest, size, meta.len())?;
         let mut writer = self.ctx.tree.writer(digest.algorithm())?;

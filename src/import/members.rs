@@ -32,6 +32,7 @@ use super::staging::{self, Landed, Range, Syncer};
 use crate::compression::Compression;
 use crate::digest::{Algorithm, Digest};
 use crate::error::{ArchiveErrorKind, DecompressError, Error, IoContext};
+use crate::input::open_input;
 use crate::oci;
 
 /// Metadata files read into memory.
@@ -96,8 +97,8 @@ pub(super) fn read(ctx: &Importer, path: &Path, mode: Mode) -> Result<Members, E
 /// byte ranges on several threads, largest first. Hashing
 /// dominates a plain import and the layers of an image are independent, so
 /// hashing two of them at once uses both cores where one stream would
-/// leave one idle. `None` if the input is compressed, not a regular file,
-/// a download still arriving, or holds sparse members: the streaming
+/// leave one idle. `None` if the input is compressed, a download still
+/// arriving, or holds sparse members: the streaming
 /// reader takes those.
 fn read_seekable(ctx: &Importer, path: &Path, mode: Mode) -> Result<Option<Members>, Error> {
     use std::os::unix::fs::FileExt;
@@ -105,12 +106,8 @@ fn read_seekable(ctx: &Importer, path: &Path, mode: Mode) -> Result<Option<Membe
     if ctx.download.is_some() {
         return Ok(None); // still arriving: only a stream can read it
     }
-    let file = File::open(path).ctx("open", path)?;
-    let meta = file.metadata().ctx("read", path)?;
-    if !meta.is_file() {
-        return Ok(None);
-    }
-    let len = meta.len();
+    let file = open_input(path)?;
+    let len = file.metadata().ctx("read", path)?.len();
     let mut head = [0u8; 8];
     let n = file.read_at(&mut head, 0).ctx("read", path)?;
     if Compression::sniff(&head[..n]) != Compression::None {
@@ -206,8 +203,12 @@ fn only_zeros(file: &File, path: &Path, from: u64, to: u64) -> Result<bool, Erro
 }
 
 /// Turns a read error of the decompressed stream into a message about the
-/// archive.
+/// archive: a truncated or corrupt compressed stream says so and names its
+/// compression; anything else is the tar's own.
 pub(super) fn stream_error(path: &Path, e: io::Error) -> Error {
+    if let Some(d) = DecompressError::in_io(&e) {
+        return Error::archive(path, d.clone().into());
+    }
     Error::archive(
         path,
         ArchiveErrorKind::Corrupt {

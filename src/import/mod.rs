@@ -21,6 +21,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::blobs::BlobTree;
+use crate::compression::Compression;
 use crate::error::{ArchiveErrorKind, Error};
 use crate::image::ImageInfo;
 use crate::index::{FileIdentity, Index};
@@ -55,6 +56,12 @@ pub struct ImportOptions {
     pub verify_layers: bool,
     /// Accept an OCI layout that leaves referenced blobs to another store.
     pub allow_missing: bool,
+    /// The name of images the input leaves unnamed: an OCI layout whose
+    /// `org.opencontainers.image.ref.name` is only a tag (as umoci and
+    /// `skopeo copy … oci:DIR:TAG` write), or a docker archive without
+    /// `RepoTags`. A name the input gives wins. Without it such images
+    /// are imported with an empty name.
+    pub name: Option<String>,
     /// Where to report the bytes read (one task per input).
     pub progress: Option<Arc<dyn Progress>>,
 }
@@ -89,6 +96,12 @@ impl ImportOptions {
         self
     }
 
+    /// Name the images the input leaves unnamed (see [`ImportOptions::name`]).
+    pub fn name(mut self, name: impl Into<String>) -> ImportOptions {
+        self.name = Some(name.into());
+        self
+    }
+
     /// Report the bytes read to `progress`.
     pub fn progress(mut self, progress: Arc<dyn Progress>) -> ImportOptions {
         self.progress = Some(progress);
@@ -103,6 +116,7 @@ impl std::fmt::Debug for ImportOptions {
             .field("format", &self.format)
             .field("verify_layers", &self.verify_layers)
             .field("allow_missing", &self.allow_missing)
+            .field("name", &self.name)
             .field("progress", &self.progress.is_some())
             .finish()
     }
@@ -123,7 +137,21 @@ pub(crate) struct Importer<'a> {
 impl Importer<'_> {
     /// Imports one file or directory; returns the images it held.
     pub fn import(&self, path: &Path) -> Result<Vec<ImageInfo>, Error> {
+        if let Some(name) = &self.options.name {
+            check_name_option(name)?;
+        }
         let meta = std::fs::metadata(path).map_err(|e| Error::io("read", path, e))?;
+        if !meta.is_file() && !meta.is_dir() {
+            // Never opened: a FIFO would block, a device never end.
+            return Err(Error::archive(
+                path,
+                ArchiveErrorKind::NotRegular {
+                    name: "the input".into(),
+                    expected: "regular file or directory",
+                    found: crate::input::describe(meta.file_type()),
+                },
+            ));
+        }
         if let Some(image) = self.unchanged_source(&meta)? {
             return Ok(vec![image]);
         }
@@ -194,6 +222,34 @@ impl ArchiveFormat {
     }
 }
 
+/// Checks the name `--name` gives: a name within the store's limits,
+/// without a tag (the tag comes from the input) or control characters.
+fn check_name_option(name: &str) -> Result<(), Error> {
+    let bad = |reason: String| Error::BadName {
+        input: crate::image::quoted(name),
+        reason,
+    };
+    if name.is_empty() {
+        return Err(bad("it is empty".into()));
+    }
+    if name.len() > crate::image::MAX_NAME_BYTES {
+        return Err(bad(format!(
+            "it has {} bytes, more than the {} allowed",
+            name.len(),
+            crate::image::MAX_NAME_BYTES
+        )));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(bad("it holds control characters".into()));
+    }
+    if crate::oci::split_reference(name).1.is_some() || name.contains('@') {
+        return Err(bad(
+            "give the name without a tag or digest (the version comes from the input)".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// How many decompressed bytes the format sniffer may read.
 const SNIFF_LIMIT: u64 = 1 << 20;
 
@@ -202,11 +258,19 @@ fn sniff_archive(ctx: &Importer, path: &Path) -> Result<ArchiveFormat, Error> {
     use std::io::Read;
     let (compression, reader) = ctx.open_decompressed(path)?;
     let mut head = Vec::new();
-    // A decompression error here is reported by the real import, with the
-    // whole stream in view; sniffing works with what it got.
-    let _ = reader.take(SNIFF_LIMIT).read_to_end(&mut head);
+    // Sniffing works with what it got: a stream that breaks after the
+    // first names is reported by the real import, with the whole stream
+    // in view; one that gives too little to tell is reported here.
+    let failed = reader.take(SNIFF_LIMIT).read_to_end(&mut head).err();
+    let broken = || match &failed {
+        Some(e) => match crate::error::DecompressError::in_io(e) {
+            Some(d) => Error::archive(path, d.clone().into()),
+            None => Error::io("read", path, clone_io(e)),
+        },
+        None => Error::archive(path, ArchiveErrorKind::Empty),
+    };
     if head.is_empty() {
-        return Err(Error::archive(path, ArchiveErrorKind::Empty));
+        return Err(broken());
     }
     let mut names = Vec::new();
     let mut archive = tar::Archive::new(head.as_slice());
@@ -224,6 +288,13 @@ fn sniff_archive(ctx: &Importer, path: &Path) -> Result<ArchiveFormat, Error> {
         Ok(ArchiveFormat::Docker)
     } else if is(&|n| n == "oci-layout" || n == "index.json" || n.starts_with("blobs/")) {
         Ok(ArchiveFormat::Oci)
+    } else if failed.is_some() {
+        Err(broken())
+    } else if let Some(cut) = Compression::sniff_cut_magic(&head) {
+        Err(Error::archive(
+            path,
+            ArchiveErrorKind::Truncated { compression: cut },
+        ))
     } else if names.is_empty() {
         Err(Error::archive(
             path,
@@ -231,6 +302,14 @@ fn sniff_archive(ctx: &Importer, path: &Path) -> Result<ArchiveFormat, Error> {
         ))
     } else {
         Err(Error::archive(path, ArchiveErrorKind::UnknownFormat))
+    }
+}
+
+/// An I/O error again, for a second report of it.
+fn clone_io(e: &std::io::Error) -> std::io::Error {
+    match e.raw_os_error() {
+        Some(code) => std::io::Error::from_raw_os_error(code),
+        None => std::io::Error::new(e.kind(), e.to_string()),
     }
 }
 

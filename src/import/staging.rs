@@ -17,8 +17,13 @@ use super::members::{Job, stream_error, truncated};
 use crate::blobs::{FillError, StagedBlob, read_some};
 use crate::compression::Compression;
 use crate::digest::{Algorithm, Digest};
-use crate::error::{DecompressError, Error, IoContext};
+use crate::error::DecompressError;
+use crate::error::Error;
+use crate::input::open_input;
 use crate::layer::DiffHasher;
+
+/// The smallest blob whose flush [`Syncer`] starts early.
+const EARLY_SYNC_MIN: u64 = 1 << 20;
 
 /// Most workers staging members at once.
 const MAX_WORKERS: usize = 4;
@@ -94,13 +99,11 @@ pub(super) fn stage_ranges(
         |open, range| {
             let result = match open {
                 Some((path, file)) if *path == range.file => stage_range(ctx, path, file, range),
-                _ => File::open(&range.file)
-                    .ctx("open", &range.file)
-                    .and_then(|file| {
-                        advise_sequential(&file);
-                        let (path, file) = open.insert((range.file.clone(), file));
-                        stage_range(ctx, path, file, range)
-                    }),
+                _ => open_input(&range.file).and_then(|file| {
+                    advise_sequential(&file);
+                    let (path, file) = open.insert((range.file.clone(), file));
+                    stage_range(ctx, path, file, range)
+                }),
             };
             if let Ok((Landed::Staged(staged), _)) = &result {
                 syncer.sync(staged);
@@ -197,7 +200,15 @@ impl Syncer {
         }
     }
 
+    /// Starts flushing a staged blob, unless it is small: a small file's
+    /// flush gains little from a head start, and an archive of thousands
+    /// of small documents (a crafted index chain, say) would wait for
+    /// thousands of fsyncs before its graph is even checked. Publish
+    /// flushes every blob, small or not.
     pub fn sync(&self, staged: &StagedBlob) {
+        if staged.size < EARLY_SYNC_MIN {
+            return;
+        }
         if let Some(tx) = &self.tx {
             let _ = tx.send(staged.temp_path().to_path_buf());
         }

@@ -238,6 +238,14 @@ impl Index {
                 .map_err(Error::sql("count images"))? as u64,
             ..DiskUsage::default()
         };
+        let (trees, tree_bytes) = conn
+            .query_row(
+                "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM trees",
+                [],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
+            )
+            .map_err(Error::sql("measure trees"))?;
+        (du.trees, du.tree_bytes) = (trees as u64, tree_bytes as u64);
         let mut stmt = conn
             .prepare(
                 "SELECT refcount > 0, refcount > 1, COUNT(*), COALESCE(SUM(size), 0) \

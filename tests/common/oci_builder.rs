@@ -340,3 +340,36 @@ impl DockerArchive {
         tar_with_symlinks(&self.files, &links)
     }
 }
+
+/// The shapes that once made the graph walk explode (issue 13, defect 1).
+/// `doubling_index(n)`: one image under `n` indexes, each listing the one
+/// below twice, so that a walk following every path visits 2^n of them
+/// while the layout holds `n + 4` blobs. `index_chain(n)`: the image
+/// under `n` indexes, each listing the next once. The top index is
+/// named `shape:1` in `index.json`.
+pub fn doubling_index(n: usize) -> Layout {
+    nested_indexes(n, 2)
+}
+
+pub fn index_chain(n: usize) -> Layout {
+    nested_indexes(n, 1)
+}
+
+fn nested_indexes(n: usize, fan_out: usize) -> Layout {
+    let mut l = Layout::new();
+    let built = l.image(
+        "sha256",
+        "amd64",
+        &[&[("shape", b"nested")]],
+        LayerCompression::None,
+        &[],
+    );
+    let mut top = built.desc;
+    for _ in 0..n {
+        let index = index_json(vec![top; fan_out]);
+        let d = l.blob("sha256", &index);
+        top = desc(INDEX, &d, index.len());
+    }
+    l.index.push(named(top, "shape:1"));
+    l
+}

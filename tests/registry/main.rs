@@ -16,7 +16,8 @@
 //!   Basic with htpasswd, login and logout, the order of the auth files
 //!   and credential helpers.
 //! - `progress`: a bar per blob on a terminal (a pty), nothing on a pipe.
-//! - `push`: HEAD skips, cross-repository mounts, chunked uploads, digest
+//! - `push`: HEAD skips, cross-repository mounts, chunked uploads (and
+//!   `OCI-Chunk-Min-Length`, a refused PUT sent again in chunks), digest
 //!   checks of the answers, ACIs refused.
 //!
 //! Nothing skips: a missing tool or server fails the test saying which.

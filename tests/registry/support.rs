@@ -202,6 +202,8 @@ pub struct Exchange {
     pub method: String,
     pub path: String,
     pub request_headers: Vec<(String, String)>,
+    /// Bytes of the request's body.
+    pub request_body: usize,
     pub status: u16,
     /// Body bytes sent (fewer than the body when the reply was cut).
     pub sent: usize,
@@ -254,6 +256,7 @@ impl Proxy {
                 method: req.method.clone(),
                 path: req.path.clone(),
                 request_headers: req.headers.clone(),
+                request_body: req.body.len(),
                 status: reply.status,
                 sent: body,
             });

@@ -14,7 +14,17 @@
 //!    [`crate::index`]'s blob sources). A registry that will not mount
 //!    answers with an upload session instead, which is used as below.
 //! 3. An upload: `POST` for a session, then one `PUT …?digest=D` streamed
-//!    from the blob file (or, when asked, `PATCH` chunks first).
+//!    from the blob file (or, with `--chunk-size`, `PATCH` chunks first).
+//!
+//! Chunks are never smaller than the registry's `OCI-Chunk-Min-Length`
+//! (distribution spec 1.1: a header of the `POST` answer that bounds the
+//! chunks of a chunked upload, the last excepted; it does not forbid a
+//! monolithic `PUT`). A registry, or a proxy before it, that refuses the
+//! monolithic `PUT` (a body too large, a method it does not take) gets the
+//! blob once more in chunks, in a new session: what regclient does;
+//! containerd and containers/image only ever send one request body. The
+//! refusals that chunks cannot mend (credentials, rate limits) are not
+//! tried again.
 //!
 //! Every answer that names a digest (`Docker-Content-Digest`) must name
 //! the one pushed.
@@ -50,8 +60,9 @@ pub struct PushOptions {
     pub plain_http: bool,
     /// Blobs sent at once.
     pub jobs: usize,
-    /// Upload blobs in `PATCH` chunks of this many bytes instead of one
-    /// `PUT` (for registries or proxies that limit request sizes).
+    /// Upload blobs in `PATCH` chunks of this many bytes (or the
+    /// registry's `OCI-Chunk-Min-Length`, when larger) instead of one
+    /// `PUT`, for registries or proxies that limit request sizes.
     pub chunk_size: Option<u64>,
     /// Where to report each blob (one task per blob).
     pub progress: Option<Arc<dyn Progress>>,
@@ -142,6 +153,18 @@ struct ManifestToPut {
     digest: Digest,
     media_type: String,
     bytes: Vec<u8>,
+}
+
+/// The chunk size of an upload in chunks after a refused `PUT`, when the
+/// registry names no larger minimum: regclient's, and no more than the
+/// 1 MiB body nginx takes by default.
+const FALLBACK_CHUNK: u64 = 1 << 20;
+
+/// An upload session: where to send next, and the least chunk the
+/// registry takes (`OCI-Chunk-Min-Length`; 0 when it named none).
+struct Upload {
+    location: String,
+    min_chunk: u64,
 }
 
 /// A config or layer to send.
@@ -401,7 +424,7 @@ impl Pusher<'_> {
             .store
             .index
             .blob_source(&blob.digest, session.registry(), repository)?;
-        let mut location = None;
+        let mut upload = None;
         if let Some(from) = from {
             let mount = base.mount(repository, &blob.digest, &from);
             let scopes = scopes.clone().with(Scope::repository(&from, &["pull"]));
@@ -412,49 +435,86 @@ impl Pusher<'_> {
                     return Ok(Outcome::Mounted);
                 }
                 // Not mounted: the answer opened an upload session.
-                202 => location = Some(self.location(&mount, &answer)?),
+                202 => upload = Some(self.upload(&mount, &answer)?),
                 // A registry that cannot mount at all (or not from there):
                 // upload as if it had not been asked.
                 _ => tracing::debug!("{mount}: {}; uploading instead", answer.status()),
             }
         }
-        let location = match location {
-            Some(l) => l,
-            None => {
-                let uploads = base.uploads(repository);
-                let answer =
-                    session.send(Request::new(Op::Push, Method::Post, &uploads), &scopes)?;
-                if answer.status() != 202 {
-                    return Err(session.refused(&uploads, answer));
-                }
-                self.location(&uploads, &answer)?
-            }
+        let upload = match upload {
+            Some(u) => u,
+            None => self.open_upload()?,
         };
-        let location = match self.options.chunk_size {
-            Some(chunk) => self.patch_chunks(location, blob, chunk)?,
-            None => location,
-        };
-        let put = upload_completion(&location, &blob.digest);
-        let body = if self.options.chunk_size.is_some() {
-            Body::Empty
-        } else {
-            Body::File {
-                path: self.store.tree.path(&blob.digest),
-                offset: 0,
-                len: blob.size,
-            }
-        };
+        if let Some(chunk) = self.options.chunk_size {
+            self.upload_chunked(upload, blob, chunk)?;
+            return Ok(Outcome::Uploaded(blob.size));
+        }
+        let put = upload_completion(&upload.location, &blob.digest);
         let answer = session.send(
             Request::new(Op::Push, Method::Put, &put)
                 .header("content-type", "application/octet-stream")
-                .body(body),
+                .body(Body::File {
+                    path: self.store.tree.path(&blob.digest),
+                    offset: 0,
+                    len: blob.size,
+                }),
             &scopes,
         )?;
-        if !answer.is_success() {
+        if answer.is_success() {
+            self.check_digest(&put, &answer, &blob.digest)?;
+        } else if chunks_may_do(answer.status()) {
+            // That session is left to expire: a registry's DELETE of it
+            // wants a scope this push did not ask for.
+            tracing::debug!(
+                "{put}: {} to one PUT; uploading in chunks instead",
+                answer.status()
+            );
+            let upload = self.open_upload()?;
+            let chunk = upload.min_chunk.max(FALLBACK_CHUNK);
+            self.upload_chunked(upload, blob, chunk)?;
+        } else {
             return Err(session.refused(&put, answer));
         }
-        self.check_digest(&put, &answer, &blob.digest)?;
         Ok(Outcome::Uploaded(blob.size))
+    }
+
+    /// `POST` for a new upload session.
+    fn open_upload(&self) -> Result<Upload, Error> {
+        let uploads = self.session.base().uploads(self.session.repository());
+        let answer = self.session.send(
+            Request::new(Op::Push, Method::Post, &uploads),
+            &self.scopes(),
+        )?;
+        if answer.status() != 202 {
+            return Err(self.session.refused(&uploads, answer));
+        }
+        self.upload(&uploads, &answer)
+    }
+
+    /// The upload session a `202` to a `POST` opened.
+    fn upload(&self, url: &str, answer: &Response) -> Result<Upload, Error> {
+        Ok(Upload {
+            location: self.location(url, answer)?,
+            min_chunk: min_chunk(url, answer),
+        })
+    }
+
+    /// Sends the blob in `PATCH` chunks of `chunk` bytes (or the session's
+    /// minimum, when larger), then closes the session with an empty `PUT`.
+    fn upload_chunked(&self, upload: Upload, blob: &BlobToPush, chunk: u64) -> Result<(), Error> {
+        let chunk = chunk.max(upload.min_chunk).max(1);
+        let location = self.patch_chunks(upload.location, blob, chunk)?;
+        let put = upload_completion(&location, &blob.digest);
+        let answer = self.session.send(
+            Request::new(Op::Push, Method::Put, &put)
+                .header("content-type", "application/octet-stream")
+                .body(Body::Empty),
+            &self.scopes(),
+        )?;
+        if !answer.is_success() {
+            return Err(self.session.refused(&put, answer));
+        }
+        self.check_digest(&put, &answer, &blob.digest)
     }
 
     /// Sends the blob in `PATCH` chunks; returns the location to finish at.
@@ -541,4 +601,24 @@ impl Pusher<'_> {
         }
         Ok(())
     }
+}
+
+/// Whether an upload in chunks may succeed where one `PUT` was refused
+/// with `status`: not when the refusal is of the credentials or a rate
+/// limit, which chunks would meet again.
+fn chunks_may_do(status: u16) -> bool {
+    (400..=599).contains(&status) && !matches!(status, 401 | 403 | 429)
+}
+
+/// The `OCI-Chunk-Min-Length` of an answer opening an upload session; 0
+/// when there is none, or it is not a number (it is a hint: a push does
+/// not fail for it).
+fn min_chunk(url: &str, answer: &Response) -> u64 {
+    let Some(value) = answer.header("oci-chunk-min-length") else {
+        return 0;
+    };
+    value.trim().parse().unwrap_or_else(|_| {
+        tracing::debug!("{url}: OCI-Chunk-Min-Length {value:?} is not a size; ignored");
+        0
+    })
 }
