@@ -1,7 +1,7 @@
 //! HTTP header fields: a small ordered, case-insensitive map ([`Headers`]),
 //! and parsers for the few header values the client acts on —
-//! `Cache-Control` (max-age), `Retry-After`, `Content-Range` and `Link`
-//! (`rel="next"`, which registries use to paginate tag lists).
+//! `Cache-Control` (max-age), `Retry-After`, `Content-Range` and `ETag`
+//! (weak or strong).
 //!
 //! Parsers are lenient about whitespace and case, strict about numbers:
 //! a value they cannot read is `None`, never a guess.
@@ -36,10 +36,6 @@ impl Headers {
             .map(|(_, v)| v.as_str())
     }
 
-    pub(crate) fn contains(&self, name: &str) -> bool {
-        self.get(name).is_some()
-    }
-
     /// Adds a field, keeping any others of the same name.
     pub(crate) fn append(&mut self, name: impl Into<String>, value: impl Into<String>) {
         self.fields.push((name.into(), value.into()));
@@ -56,22 +52,8 @@ impl Headers {
         self.fields.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
     }
 
-    /// Builder form of [`set`](Headers::set).
-    pub(crate) fn with(mut self, name: impl Into<String>, value: impl Into<String>) -> Headers {
-        self.set(name, value);
-        self
-    }
-
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
         self.fields.iter().map(|(n, v)| (n.as_str(), v.as_str()))
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.fields.len()
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.fields.is_empty()
     }
 
     /// `Content-Length`, when present and a number.
@@ -172,45 +154,6 @@ pub(crate) fn content_range(value: &str) -> Option<ContentRange> {
     Some(ContentRange { start, end, total })
 }
 
-/// The target of the first `rel="next"` link among `Link` field values
-/// (RFC 8288), as written: it may be relative to the request URL.
-pub(crate) fn link_next<'a>(values: impl IntoIterator<Item = &'a str>) -> Option<String> {
-    for value in values {
-        let mut rest = value;
-        // Each link is `<target>; param; param`, links separated by commas;
-        // a target may itself contain commas and semicolons, so it is cut
-        // out by its angle brackets first.
-        while let Some(open) = rest.find('<') {
-            let after = &rest[open + 1..];
-            let close = after.find('>')?;
-            let target = &after[..close];
-            let params_end = after[close + 1..]
-                .find('<')
-                .map_or(after.len(), |i| close + 1 + i);
-            let params = &after[close + 1..params_end];
-            if params.split(';').any(is_rel_next) {
-                return Some(target.to_string());
-            }
-            rest = &after[params_end..];
-        }
-    }
-    None
-}
-
-fn is_rel_next(param: &str) -> bool {
-    let Some((name, value)) = param.split_once('=') else {
-        return false;
-    };
-    if !name.trim().eq_ignore_ascii_case("rel") {
-        return false;
-    }
-    let value = value.trim().trim_end_matches(',').trim().trim_matches('"');
-    // rel may list several relation types separated by spaces.
-    value
-        .split_ascii_whitespace()
-        .any(|r| r.eq_ignore_ascii_case("next"))
-}
-
 /// Whether an entity tag is weak (`W/"…"`): weak tags may not be used
 /// with `If-Range` (RFC 9110 §13.1.5).
 pub(crate) fn is_weak_etag(etag: &str) -> bool {
@@ -231,10 +174,11 @@ mod tests {
         assert_eq!(h.get("LINK"), Some("a"));
         assert_eq!(h.get_all("Link").collect::<Vec<_>>(), ["a", "b"]);
         assert_eq!(h.get("Content-Type"), Some("y"));
-        assert_eq!(h.len(), 3);
+        assert_eq!(h.iter().count(), 3);
         h.remove("LINK");
-        assert!(!h.contains("link"));
-        assert_eq!(h.with("content-length", " 12 ").content_length(), Some(12));
+        assert_eq!(h.get("link"), None);
+        h.set("content-length", " 12 ");
+        assert_eq!(h.content_length(), Some(12));
     }
 
     #[test]
@@ -298,29 +242,6 @@ mod tests {
         assert_eq!(content_range("bytes -1-5/9"), None);
         assert_eq!(content_range("bytes 1-5"), None);
         assert_eq!(content_range("bytes +1-5/9"), None);
-    }
-
-    #[test]
-    fn link_next_forms() {
-        assert_eq!(
-            link_next([r#"</v2/busybox/tags/list?last=b&n=2>; rel="next""#]).as_deref(),
-            Some("/v2/busybox/tags/list?last=b&n=2")
-        );
-        assert_eq!(
-            link_next([
-                r#"<https://a/p?x=1,2>; rel="prev", <https://a/q;v=1>; type="a"; rel=next"#
-            ])
-            .as_deref(),
-            Some("https://a/q;v=1")
-        );
-        assert_eq!(
-            link_next(["<a>; rel=\"prev\"", "<b>; REL=\"up next\""]).as_deref(),
-            Some("b")
-        );
-        assert_eq!(link_next([r#"<a>; rel="nextpage""#]), None);
-        assert_eq!(link_next([r#"<a>; title="next""#]), None);
-        assert_eq!(link_next(["garbage"]), None);
-        assert_eq!(link_next([]), None);
     }
 
     #[test]

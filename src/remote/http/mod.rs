@@ -14,17 +14,14 @@
 //!   (seconds or a date, capped) or an exponential backoff; connection
 //!   resets and timeouts are retried for `GET` and `HEAD`; each a bounded
 //!   number of times. Other statuses come back as they are, for the caller
-//!   to read (a `401` carries its challenge); [`Response::error_for_status`]
-//!   turns them into an error naming the URL and status.
+//!   to read (a `401` carries its challenge); [`Response::status_error`]
+//!   is the error naming the URL and status.
 //! - **Trust as curl and git do.** HTTPS trusts the system's roots plus
 //!   `SSL_CERT_FILE` and `SSL_CERT_DIR` ([`TrustRoots`]); they are loaded on
 //!   the first HTTPS request, so plain-HTTP work never pays for them.
 //!
 //! Downloads into a sink, with conditional requests and resume, are in
 //! [`download`].
-
-// Used by fetch and pull, which come next.
-#![allow(dead_code, unused_imports)]
 
 mod download;
 mod error;
@@ -42,9 +39,7 @@ use std::time::{Duration, SystemTime};
 
 pub(crate) use download::{Download, DownloadOptions, DownloadSink};
 pub use error::{Op, RateLimit, RemoteError, RemoteErrorKind};
-pub(crate) use headers::{
-    ContentRange, Headers, cache_max_age, content_range, is_weak_etag, link_next, retry_after,
-};
+pub(crate) use headers::{ContentRange, Headers, retry_after};
 pub(crate) use trust::TrustRoots;
 pub(crate) use url::{Origin, resolve};
 
@@ -93,7 +88,6 @@ pub(crate) enum Method {
     Post,
     Put,
     Patch,
-    Delete,
 }
 
 impl Method {
@@ -104,7 +98,6 @@ impl Method {
             Method::Post => "POST",
             Method::Put => "PUT",
             Method::Patch => "PATCH",
-            Method::Delete => "DELETE",
         }
     }
 
@@ -285,15 +278,6 @@ impl Response {
             },
         )
     }
-
-    /// The response itself if its status is 2xx, else its status error.
-    pub(crate) fn error_for_status(self) -> Result<Response, RemoteError> {
-        if self.is_success() {
-            Ok(self)
-        } else {
-            Err(self.status_error())
-        }
-    }
 }
 
 /// A blocking HTTP client; cheap to share between threads by reference.
@@ -320,10 +304,6 @@ impl Client {
             plain,
             tls: Mutex::new(None),
         }
-    }
-
-    pub(crate) fn options(&self) -> &ClientOptions {
-        &self.opts
     }
 
     /// Sends `req`, following redirects and retrying as the module header

@@ -130,7 +130,7 @@ fn a_404_names_the_op_url_and_status() {
     // send() hands other statuses back to be read.
     let r = client().send(&Request::get(Op::Pull, url.clone())).unwrap();
     assert_eq!(r.status(), 404);
-    let e = r.error_for_status().unwrap_err();
+    let e = r.status_error();
     assert_eq!(e.to_string(), format!("pull {url}: 404 Not Found"));
 }
 

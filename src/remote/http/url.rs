@@ -109,7 +109,8 @@ pub(crate) fn resolve(base: &str, reference: &str) -> String {
         }
     }
     let mut out = String::with_capacity(base.len() + reference.len());
-    out.push_str(scheme);
+    // Schemes are case-insensitive; lower case is their normal form.
+    out.push_str(&scheme.to_ascii_lowercase());
     out.push(':');
     if let Some(a) = authority {
         out.push_str("//");

@@ -18,7 +18,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use super::paths::{append_query, encode_component};
+use super::paths::append_query;
+use crate::remote::http::Origin;
 
 /// Why a challenge header or scope could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -62,23 +63,12 @@ pub(crate) struct Challenge {
 }
 
 impl Challenge {
-    /// The scheme, lower case: `bearer`, `basic`, …
-    #[allow(dead_code)] // for serve (issue 14) and later users
-    pub(crate) fn scheme(&self) -> &str {
-        &self.scheme
-    }
-
     /// The first value of a parameter, by case-insensitive name.
     pub(crate) fn param(&self, name: &str) -> Option<&str> {
         self.params
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
-    }
-
-    #[allow(dead_code)] // for serve (issue 14) and later users
-    pub(crate) fn token68(&self) -> Option<&str> {
-        self.token68.as_deref()
     }
 
     pub(crate) fn is_basic(&self) -> bool {
@@ -341,10 +331,7 @@ impl BearerChallenge {
         let Some(realm) = challenge.param("realm") else {
             return Some(Err(ChallengeError::NoRealm { header: header() }));
         };
-        let lower = realm.to_ascii_lowercase();
-        if !(lower.starts_with("https://") || lower.starts_with("http://"))
-            || super::paths::origin_of(realm).is_none()
-        {
+        if Origin::of(realm).is_err() {
             return Some(Err(ChallengeError::BadRealm {
                 realm: realm.to_string(),
             }));
@@ -477,19 +464,6 @@ impl ScopeSet {
         self
     }
 
-    /// Whether every action of `scope` is in the set.
-    #[allow(dead_code)] // for serve (issue 14) and later users
-    pub(crate) fn covers(&self, scope: &Scope) -> bool {
-        self.resources
-            .get(&(scope.resource_type.clone(), scope.name.clone()))
-            .is_some_and(|actions| scope.actions.is_subset(actions))
-    }
-
-    #[allow(dead_code)] // for serve (issue 14) and later users
-    pub(crate) fn is_empty(&self) -> bool {
-        self.resources.is_empty()
-    }
-
     pub(crate) fn iter(&self) -> impl Iterator<Item = Scope> + '_ {
         self.resources
             .iter()
@@ -498,14 +472,6 @@ impl ScopeSet {
                 name: name.clone(),
                 actions: actions.clone(),
             })
-    }
-
-    /// The scopes as the form or query encodes them, for messages and logs.
-    #[allow(dead_code)] // for serve (issue 14) and later users
-    pub(crate) fn encoded(&self) -> Vec<String> {
-        self.iter()
-            .map(|s| encode_component(&s.to_string()))
-            .collect()
     }
 }
 
@@ -580,7 +546,7 @@ mod tests {
     fn several_challenges_in_one_header() {
         let h = r#"Basic realm="Registry Realm", Bearer realm="https://h/t",service=reg , Newauth realm="x", title="Login, please""#;
         let all = parse_challenges(h).unwrap();
-        let schemes: Vec<_> = all.iter().map(Challenge::scheme).collect();
+        let schemes: Vec<_> = all.iter().map(|c| c.scheme.as_str()).collect();
         assert_eq!(schemes, ["basic", "bearer", "newauth"]);
         assert_eq!(all[0].param("REALM"), Some("Registry Realm"));
         assert_eq!(
@@ -624,12 +590,12 @@ mod tests {
     #[test]
     fn token68_and_bare_schemes() {
         let all = parse_challenges("Negotiate, NTLM abc+/d==, Basic realm=\"r\"").unwrap();
-        let schemes: Vec<_> = all.iter().map(Challenge::scheme).collect();
+        let schemes: Vec<_> = all.iter().map(|c| c.scheme.as_str()).collect();
         assert_eq!(schemes, ["negotiate", "ntlm", "basic"]);
-        assert_eq!(all[1].token68(), Some("abc+/d=="));
+        assert_eq!(all[1].token68.as_deref(), Some("abc+/d=="));
         assert_eq!(all[2].param("realm"), Some("r"));
         assert!(parse_challenges("").unwrap().is_empty());
-        assert_eq!(parse_challenges("Basic").unwrap()[0].scheme(), "basic");
+        assert_eq!(parse_challenges("Basic").unwrap()[0].scheme, "basic");
     }
 
     #[test]
@@ -655,7 +621,7 @@ mod tests {
         // `realm=` alone reads as a token68 (`abc=` is one), so the Bearer
         // challenge has no realm.
         let c = parse_challenges("Bearer realm=").unwrap();
-        assert_eq!(c[0].token68(), Some("realm="));
+        assert_eq!(c[0].token68.as_deref(), Some("realm="));
         assert!(matches!(
             BearerChallenge::find(&c),
             Some(Err(ChallengeError::NoRealm { .. }))
@@ -731,10 +697,6 @@ mod tests {
             a.to_string(),
             "repository:a/y:pull,push repository:b/x:pull,push"
         );
-        assert!(a.covers(&Scope::repository("a/y", &["pull"])));
-        assert!(!a.covers(&Scope::repository("a/y", &["delete"])));
-        assert!(!a.covers(&Scope::repository("c", &["pull"])));
-        assert!(ScopeSet::new().is_empty());
     }
 
     #[test]

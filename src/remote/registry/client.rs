@@ -27,7 +27,7 @@ use super::auth::{self, AuthEnv, Credentials, FoundCredentials};
 use super::challenge::{BearerChallenge, Challenge, Scope, ScopeSet, parse_all};
 use super::errors::Refusal;
 use super::paths::ApiBase;
-use super::reference::{DOCKER_HUB, DOCKER_HUB_API, DOCKER_HUB_LEGACY, Reference, uses_plain_http};
+use super::reference::{Reference, api_host, uses_plain_http};
 use super::token::{MAX_TOKEN_BODY, Token, TokenCache, parse_token_response, refresh_token_form};
 use crate::ProgressTask;
 use crate::error::Error;
@@ -67,16 +67,8 @@ pub(crate) struct Session<'h> {
     extra_scopes: Mutex<ScopeSet>,
 }
 
-/// The host a registry's API is served from: Docker Hub's is not its name.
-pub(crate) fn api_host(registry: &str) -> &str {
-    match registry {
-        DOCKER_HUB | DOCKER_HUB_LEGACY => DOCKER_HUB_API,
-        other => other,
-    }
-}
-
 /// Plain HTTP for loopback hosts (docker's rule) or when asked.
-pub(crate) fn api_base(registry: &str, plain_http: bool) -> ApiBase {
+fn api_base(registry: &str, plain_http: bool) -> ApiBase {
     let host = api_host(registry);
     ApiBase::new(host, plain_http || uses_plain_http(host))
 }

@@ -2,18 +2,15 @@
 //! accepts, the layer and config types inside them, and docker's schema 1,
 //! which is refused with a message saying what to do instead.
 //!
-//! The manifest, index and config types the importer already knows are
-//! re-exported from [`crate::import::spec`], not written twice. A registry
+//! The media types themselves are [`crate::oci`]'s, not written twice. A registry
 //! labels a manifest with `Content-Type`; some send `application/json` or
 //! nothing useful, so [`classify_manifest`] falls back to the document's own
 //! `mediaType` and then its shape, as containers/image does.
 
-use crate::compression::Compression;
-pub(crate) use crate::oci::{
-    DOCKER_FOREIGN_LAYER, DOCKER_LAYER, DOCKER_LAYER_GZIP, DOCKER_LIST, DOCKER_MANIFEST,
-    DOCKER_SCHEMA1, DOCKER_SCHEMA1_SIGNED, OCI_INDEX, OCI_LAYER, OCI_LAYER_GZIP,
-    OCI_LAYER_NONDISTRIBUTABLE, OCI_LAYER_NONDISTRIBUTABLE_GZIP, OCI_LAYER_NONDISTRIBUTABLE_ZSTD,
-    OCI_LAYER_ZSTD, OCI_MANIFEST,
+use crate::oci::{
+    DOCKER_FOREIGN_LAYER, DOCKER_LIST, DOCKER_MANIFEST, DOCKER_SCHEMA1, DOCKER_SCHEMA1_SIGNED,
+    OCI_INDEX, OCI_LAYER_NONDISTRIBUTABLE, OCI_LAYER_NONDISTRIBUTABLE_GZIP,
+    OCI_LAYER_NONDISTRIBUTABLE_ZSTD, OCI_MANIFEST,
 };
 
 /// The manifest types a pull asks for, most wanted first.
@@ -195,21 +192,6 @@ impl Document {
     }
 }
 
-/// The compression a layer's media type declares, when it is a layer type
-/// this store knows; `None` for other types (artifacts, configs).
-#[allow(dead_code)] // for serve (issue 14) and later users
-pub(crate) fn layer_compression(media_type: &str) -> Option<Compression> {
-    match essence(media_type).as_str() {
-        OCI_LAYER | OCI_LAYER_NONDISTRIBUTABLE | DOCKER_LAYER => Some(Compression::None),
-        OCI_LAYER_GZIP
-        | OCI_LAYER_NONDISTRIBUTABLE_GZIP
-        | DOCKER_LAYER_GZIP
-        | DOCKER_FOREIGN_LAYER => Some(Compression::Gzip),
-        OCI_LAYER_ZSTD | OCI_LAYER_NONDISTRIBUTABLE_ZSTD => Some(Compression::Zstd),
-        _ => None,
-    }
-}
-
 /// Layers whose bytes registries usually do not hold (their descriptors
 /// carry `urls` to fetch them from elsewhere), and that a push must not
 /// upload.
@@ -223,16 +205,10 @@ pub(crate) fn is_nondistributable(media_type: &str) -> bool {
     )
 }
 
-/// An image config (as opposed to an artifact's config).
-#[allow(dead_code)] // for serve (issue 14) and later users
-pub(crate) fn is_image_config(media_type: &str) -> bool {
-    crate::oci::is_image_config(&essence(media_type))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::oci::{DOCKER_CONFIG, OCI_CONFIG};
+    use crate::oci::OCI_CONFIG;
 
     #[test]
     fn accept_names_all_four_and_no_schema1() {
@@ -358,7 +334,11 @@ mod tests {
 
     #[test]
     fn other_types_are_not_manifests() {
-        for t in [OCI_CONFIG, OCI_LAYER_GZIP, "text/html"] {
+        for t in [
+            OCI_CONFIG,
+            "application/vnd.oci.image.layer.v1.tar+gzip",
+            "text/html",
+        ] {
             assert!(
                 matches!(
                     classify_manifest(Some(t), b"{}"),
@@ -370,33 +350,15 @@ mod tests {
     }
 
     #[test]
-    fn layers() {
-        assert_eq!(layer_compression(OCI_LAYER), Some(Compression::None));
-        assert_eq!(layer_compression(DOCKER_LAYER), Some(Compression::None));
-        assert_eq!(layer_compression(OCI_LAYER_GZIP), Some(Compression::Gzip));
-        assert_eq!(
-            layer_compression(DOCKER_LAYER_GZIP),
-            Some(Compression::Gzip)
-        );
-        assert_eq!(
-            layer_compression(DOCKER_FOREIGN_LAYER),
-            Some(Compression::Gzip)
-        );
-        assert_eq!(layer_compression(OCI_LAYER_ZSTD), Some(Compression::Zstd));
-        assert_eq!(
-            layer_compression(OCI_LAYER_NONDISTRIBUTABLE_ZSTD),
-            Some(Compression::Zstd)
-        );
-        assert_eq!(layer_compression(OCI_CONFIG), None);
-        assert_eq!(layer_compression("application/vnd.oci.empty.v1+json"), None);
+    fn nondistributable_layers() {
         assert!(is_nondistributable(DOCKER_FOREIGN_LAYER));
         assert!(is_nondistributable(OCI_LAYER_NONDISTRIBUTABLE_GZIP));
-        assert!(!is_nondistributable(OCI_LAYER_GZIP));
-        assert!(is_image_config(OCI_CONFIG) && is_image_config(DOCKER_CONFIG));
-        assert!(!is_image_config("application/vnd.oci.empty.v1+json"));
-        // The types spec knows as uncompressed, this file agrees with.
-        for t in [OCI_LAYER, OCI_LAYER_NONDISTRIBUTABLE, DOCKER_LAYER] {
-            assert!(crate::oci::is_uncompressed_layer(t), "{t}");
-        }
+        assert!(is_nondistributable(&format!(
+            "{OCI_LAYER_NONDISTRIBUTABLE}; x=y"
+        )));
+        assert!(!is_nondistributable(crate::oci::OCI_LAYER));
+        assert!(!is_nondistributable(
+            "application/vnd.oci.image.layer.v1.tar+gzip"
+        ));
     }
 }

@@ -19,7 +19,7 @@
 //! - [`token`]: token responses and a thread-safe per-scope token cache.
 //! - [`media`]: manifest media types, the `Accept` header, classification.
 //! - [`errors`]: the distribution spec's error codes and JSON bodies.
-//! - [`paths`]: API URLs, upload `Location` resolution, `Link` pagination.
+//! - [`paths`]: API URLs, upload `Location` resolution.
 
 pub(crate) mod auth;
 pub(crate) mod challenge;

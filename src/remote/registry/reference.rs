@@ -229,44 +229,6 @@ impl Reference {
             None => self.tag_or_latest().to_string(),
         }
     }
-
-    /// The host (and port) the registry API is served from: Docker Hub's
-    /// API lives on `registry-1.docker.io`, every other registry on its name.
-    #[allow(dead_code)] // for serve (issue 14) and later users
-    pub(crate) fn api_host(&self) -> &str {
-        if self.registry == DOCKER_HUB {
-            DOCKER_HUB_API
-        } else {
-            &self.registry
-        }
-    }
-
-    /// Whether the registry is spoken to over plain HTTP unless the caller
-    /// overrides it: docker's rule, loopback only (see [`uses_plain_http`]).
-    #[allow(dead_code)] // for serve (issue 14) and later users
-    pub(crate) fn plain_http_by_default(&self) -> bool {
-        uses_plain_http(self.api_host())
-    }
-
-    /// The same repository with another tag and no digest.
-    #[allow(dead_code)] // for serve (issue 14) and later users
-    pub(crate) fn with_tag(&self, tag: &str) -> Result<Reference, ReferenceError> {
-        check_tag_for(tag, tag)?;
-        Ok(Reference {
-            tag: Some(tag.to_string()),
-            digest: None,
-            ..self.clone()
-        })
-    }
-
-    /// The same repository pinned to a digest (the tag is kept for display).
-    #[allow(dead_code)] // for serve (issue 14) and later users
-    pub(crate) fn with_digest(&self, digest: Digest) -> Reference {
-        Reference {
-            digest: Some(digest),
-            ..self.clone()
-        }
-    }
 }
 
 impl fmt::Display for Reference {
@@ -287,6 +249,16 @@ impl std::str::FromStr for Reference {
     type Err = ReferenceError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Reference::parse(s)
+    }
+}
+
+/// The host (and port) a registry's API is served from: Docker Hub's API
+/// lives on `registry-1.docker.io` (under either of its names), every
+/// other registry on its name.
+pub(crate) fn api_host(registry: &str) -> &str {
+    match registry {
+        DOCKER_HUB | DOCKER_HUB_LEGACY => DOCKER_HUB_API,
+        other => other,
     }
 }
 
@@ -571,28 +543,18 @@ mod tests {
         assert_eq!(hub.tag(), None);
         assert_eq!(hub.tag_or_latest(), "latest");
         assert_eq!(hub.manifest_reference(), "latest");
-        assert_eq!(hub.api_host(), "registry-1.docker.io");
-        assert!(!hub.plain_http_by_default());
+        assert_eq!(api_host(hub.registry()), "registry-1.docker.io");
+        assert_eq!(api_host(DOCKER_HUB_LEGACY), "registry-1.docker.io");
 
         let local = Reference::parse("localhost:5000/a/b:v2").unwrap();
         assert_eq!(local.name(), "localhost:5000/a/b");
         assert_eq!(local.tag_or_latest(), "v2");
-        assert_eq!(local.api_host(), "localhost:5000");
-        assert!(local.plain_http_by_default());
+        assert_eq!(api_host(local.registry()), "localhost:5000");
 
         let pinned = Reference::parse(&format!("quay.io/x:1@{SHA}")).unwrap();
         assert_eq!(pinned.tag(), Some("1"));
         assert_eq!(pinned.digest().unwrap().to_string(), SHA);
         assert_eq!(pinned.manifest_reference(), SHA);
-
-        let retagged = pinned.with_tag("2").unwrap();
-        assert_eq!(retagged.to_string(), "quay.io/x:2");
-        assert!(pinned.with_tag("-bad").is_err());
-        let repinned = hub.with_digest(Digest::parse(SHA).unwrap());
-        assert_eq!(
-            repinned.to_string(),
-            format!("docker.io/library/busybox@{SHA}")
-        );
     }
 
     #[test]

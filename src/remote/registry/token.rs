@@ -57,44 +57,17 @@ pub enum TokenError {
     },
 }
 
-/// A bearer token and when it stops being used.
+/// A bearer token and the end of its lifetime (before the margin).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Token {
     value: Secret,
     expires_at: SystemTime,
-    refresh_token: Option<Secret>,
 }
 
 impl Token {
-    #[allow(dead_code)] // for serve (issue 14) and later users
-    pub(crate) fn new(value: Secret, expires_at: SystemTime) -> Token {
-        Token {
-            value,
-            expires_at,
-            refresh_token: None,
-        }
-    }
-
-    #[allow(dead_code)] // for serve (issue 14) and later users
-    pub(crate) fn value(&self) -> &Secret {
-        &self.value
-    }
-
     /// The `Authorization` header value: `Bearer <token>`.
     pub(crate) fn authorization(&self) -> Secret {
         Secret::new(format!("Bearer {}", self.value.expose()))
-    }
-
-    /// The end of the token's lifetime (before the margin).
-    #[allow(dead_code)] // for serve (issue 14) and later users
-    pub(crate) fn expires_at(&self) -> SystemTime {
-        self.expires_at
-    }
-
-    /// A new refresh token, when an OAuth2 server sent one.
-    #[allow(dead_code)] // for serve (issue 14) and later users
-    pub(crate) fn refresh_token(&self) -> Option<&Secret> {
-        self.refresh_token.as_ref()
     }
 
     /// Whether the token may still be sent at `now`.
@@ -113,8 +86,6 @@ struct TokenAnswer {
     expires_in: Option<u64>,
     #[serde(default)]
     issued_at: Option<String>,
-    #[serde(default)]
-    refresh_token: Option<String>,
 }
 
 /// Reads a token server's answer received at `now`.
@@ -154,10 +125,6 @@ pub(crate) fn parse_token_response(
     Ok(Token {
         value: Secret::new(value),
         expires_at: start + lifetime,
-        refresh_token: answer
-            .refresh_token
-            .filter(|t| !t.is_empty())
-            .map(Secret::new),
     })
 }
 
@@ -210,20 +177,6 @@ impl TokenCache {
             .clone()
     }
 
-    /// The cached token, if it is still fresh at `now`.
-    #[allow(dead_code)] // for serve (issue 14) and later users
-    pub(crate) fn get(&self, registry: &str, scopes: &ScopeSet, now: SystemTime) -> Option<Token> {
-        let slot = self.slot(registry, scopes);
-        let token = slot.lock().unwrap_or_else(PoisonError::into_inner);
-        token.as_ref().filter(|t| t.is_fresh(now)).cloned()
-    }
-
-    #[allow(dead_code)] // for serve (issue 14) and later users
-    pub(crate) fn insert(&self, registry: &str, scopes: &ScopeSet, token: Token) {
-        let slot = self.slot(registry, scopes);
-        *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(token);
-    }
-
     /// Forgets a token (the registry refused it before its time).
     pub(crate) fn invalidate(&self, registry: &str, scopes: &ScopeSet) {
         let slot = self.slot(registry, scopes);
@@ -266,6 +219,26 @@ mod tests {
     /// 2023-11-14T22:13:20Z
     const T0: u64 = 1_700_000_000;
 
+    fn token(value: Secret, expires_at: SystemTime) -> Token {
+        Token { value, expires_at }
+    }
+
+    /// The cached token for a key, if it is still fresh at `now`.
+    fn cached(
+        cache: &TokenCache,
+        registry: &str,
+        scopes: &ScopeSet,
+        now: SystemTime,
+    ) -> Option<Token> {
+        let slot = cache.slot(registry, scopes);
+        let token = slot.lock().unwrap();
+        token.as_ref().filter(|t| t.is_fresh(now)).cloned()
+    }
+
+    fn put(cache: &TokenCache, registry: &str, scopes: &ScopeSet, token: Token) {
+        *cache.slot(registry, scopes).lock().unwrap() = Some(token);
+    }
+
     fn pull(name: &str) -> ScopeSet {
         ScopeSet::new().with(Scope::repository(name, &["pull"]))
     }
@@ -273,30 +246,29 @@ mod tests {
     #[test]
     fn token_or_access_token() {
         let t = parse_token_response(br#"{"token":"abc","expires_in":300}"#, "r", at(T0)).unwrap();
-        assert_eq!(t.value().expose(), "abc");
+        assert_eq!(t.value.expose(), "abc");
         assert_eq!(t.authorization().expose(), "Bearer abc");
-        assert_eq!(t.expires_at(), at(T0 + 300));
+        assert_eq!(t.expires_at, at(T0 + 300));
         let t = parse_token_response(br#"{"access_token":"xyz"}"#, "r", at(T0)).unwrap();
-        assert_eq!(t.value().expose(), "xyz");
+        assert_eq!(t.value.expose(), "xyz");
         let t = parse_token_response(br#"{"token":"","access_token":"xyz"}"#, "r", at(T0)).unwrap();
-        assert_eq!(t.value().expose(), "xyz");
+        assert_eq!(t.value.expose(), "xyz");
         let t = parse_token_response(
             br#"{"token":"a","access_token":"b","refresh_token":"r1"}"#,
             "r",
             at(T0),
         )
         .unwrap();
-        assert_eq!(t.value().expose(), "a");
-        assert_eq!(t.refresh_token().unwrap().expose(), "r1");
+        assert_eq!(t.value.expose(), "a");
     }
 
     #[test]
     fn lifetimes() {
         // Absent: 60 s. Less than 60: 60.
         let t = parse_token_response(br#"{"token":"a"}"#, "r", at(T0)).unwrap();
-        assert_eq!(t.expires_at(), at(T0 + 60));
+        assert_eq!(t.expires_at, at(T0 + 60));
         let t = parse_token_response(br#"{"token":"a","expires_in":5}"#, "r", at(T0)).unwrap();
-        assert_eq!(t.expires_at(), at(T0 + 60));
+        assert_eq!(t.expires_at, at(T0 + 60));
         // issued_at in the past and within the lifetime moves the start.
         let t = parse_token_response(
             br#"{"token":"a","expires_in":300,"issued_at":"2023-11-14T22:12:20Z"}"#,
@@ -304,7 +276,7 @@ mod tests {
             at(T0),
         )
         .unwrap();
-        assert_eq!(t.expires_at(), at(T0 - 60 + 300));
+        assert_eq!(t.expires_at, at(T0 - 60 + 300));
         // With fractions and an offset.
         let t = parse_token_response(
             br#"{"token":"a","expires_in":300,"issued_at":"2023-11-14T23:12:20.5+01:00"}"#,
@@ -312,10 +284,7 @@ mod tests {
             at(T0),
         )
         .unwrap();
-        assert_eq!(
-            t.expires_at(),
-            at(T0 - 60 + 300) + Duration::from_millis(500)
-        );
+        assert_eq!(t.expires_at, at(T0 - 60 + 300) + Duration::from_millis(500));
         // In the future (clock skew): ignored.
         let t = parse_token_response(
             br#"{"token":"a","expires_in":300,"issued_at":"2023-11-14T23:13:20Z"}"#,
@@ -323,7 +292,7 @@ mod tests {
             at(T0),
         )
         .unwrap();
-        assert_eq!(t.expires_at(), at(T0 + 300));
+        assert_eq!(t.expires_at, at(T0 + 300));
         // So old the token would be dead on arrival: ignored.
         let t = parse_token_response(
             br#"{"token":"a","expires_in":300,"issued_at":"2023-11-14T20:00:00Z"}"#,
@@ -331,16 +300,16 @@ mod tests {
             at(T0),
         )
         .unwrap();
-        assert_eq!(t.expires_at(), at(T0 + 300));
+        assert_eq!(t.expires_at, at(T0 + 300));
         // Unparseable: ignored.
         let t =
             parse_token_response(br#"{"token":"a","issued_at":"yesterday"}"#, "r", at(T0)).unwrap();
-        assert_eq!(t.expires_at(), at(T0 + 60));
+        assert_eq!(t.expires_at, at(T0 + 60));
     }
 
     #[test]
     fn freshness_margin() {
-        let t = Token::new(Secret::new("a"), at(T0 + 60));
+        let t = token(Secret::new("a"), at(T0 + 60));
         assert!(t.is_fresh(at(T0)));
         assert!(t.is_fresh(at(T0 + 49)));
         assert!(!t.is_fresh(at(T0 + 50)));
@@ -379,19 +348,22 @@ mod tests {
     fn cache_by_registry_and_scopes() {
         let cache = TokenCache::new();
         let a = pull("a");
-        cache.insert("r1", &a, Token::new(Secret::new("t1"), at(T0 + 60)));
-        assert_eq!(cache.get("r1", &a, at(T0)).unwrap().value().expose(), "t1");
+        put(&cache, "r1", &a, token(Secret::new("t1"), at(T0 + 60)));
+        assert_eq!(
+            cached(&cache, "r1", &a, at(T0)).unwrap().value.expose(),
+            "t1"
+        );
         // Same scopes, in another order: same key.
         let a_again: ScopeSet = [Scope::repository("a", &["pull"])].into_iter().collect();
-        assert!(cache.get("r1", &a_again, at(T0)).is_some());
-        assert!(cache.get("r2", &a, at(T0)).is_none());
-        assert!(cache.get("r1", &pull("b"), at(T0)).is_none());
+        assert!(cached(&cache, "r1", &a_again, at(T0)).is_some());
+        assert!(cached(&cache, "r2", &a, at(T0)).is_none());
+        assert!(cached(&cache, "r1", &pull("b"), at(T0)).is_none());
         let a_push = a.clone().with(Scope::repository("a", &["push"]));
-        assert!(cache.get("r1", &a_push, at(T0)).is_none());
+        assert!(cached(&cache, "r1", &a_push, at(T0)).is_none());
         // Expired, a little early.
-        assert!(cache.get("r1", &a, at(T0 + 55)).is_none());
+        assert!(cached(&cache, "r1", &a, at(T0 + 55)).is_none());
         cache.invalidate("r1", &a);
-        assert!(cache.get("r1", &a, at(T0)).is_none());
+        assert!(cached(&cache, "r1", &a, at(T0)).is_none());
     }
 
     #[test]
@@ -401,21 +373,21 @@ mod tests {
         let fetches = AtomicUsize::new(0);
         let fetch = |name: &'static str| {
             fetches.fetch_add(1, Ordering::SeqCst);
-            Ok::<_, String>(Token::new(Secret::new(name), at(T0 + 60)))
+            Ok::<_, String>(token(Secret::new(name), at(T0 + 60)))
         };
         let t = cache
             .get_or_fetch("r", &scopes, || at(T0), || fetch("one"))
             .unwrap();
-        assert_eq!(t.value().expose(), "one");
+        assert_eq!(t.value.expose(), "one");
         let t = cache
             .get_or_fetch("r", &scopes, || at(T0 + 10), || fetch("two"))
             .unwrap();
-        assert_eq!(t.value().expose(), "one");
+        assert_eq!(t.value.expose(), "one");
         assert_eq!(fetches.load(Ordering::SeqCst), 1);
         let t = cache
             .get_or_fetch("r", &scopes, || at(T0 + 51), || fetch("three"))
             .unwrap();
-        assert_eq!(t.value().expose(), "three");
+        assert_eq!(t.value.expose(), "three");
         assert_eq!(fetches.load(Ordering::SeqCst), 2);
 
         let other = pull("b");
@@ -426,11 +398,11 @@ mod tests {
             || Err::<Token, _>("denied".to_string()),
         );
         assert_eq!(e.unwrap_err(), "denied");
-        assert!(cache.get("r", &other, at(T0)).is_none());
+        assert!(cached(&cache, "r", &other, at(T0)).is_none());
         let t = cache
             .get_or_fetch("r", &other, || at(T0), || fetch("four"))
             .unwrap();
-        assert_eq!(t.value().expose(), "four");
+        assert_eq!(t.value.expose(), "four");
     }
 
     #[test]
@@ -454,11 +426,11 @@ mod tests {
                                 fetches.fetch_add(1, Ordering::SeqCst);
                                 // Long enough for the others to pile up behind.
                                 std::thread::sleep(Duration::from_millis(50));
-                                Ok::<_, ()>(Token::new(Secret::new(format!("t{i}")), at(T0 + 60)))
+                                Ok::<_, ()>(token(Secret::new(format!("t{i}")), at(T0 + 60)))
                             },
                         )
                         .unwrap()
-                        .value()
+                        .value
                         .expose()
                         .to_string()
                 })
