@@ -1168,7 +1168,7 @@ registry_repull() { # registry_repull IMG R BYTES REF — the tag again, unchang
         if "$IMGSTORE" --store "$MNT/dest/store" pull "$ref" >"$LOGS/$img.repull.imgstore.r$r.first.log" 2>&1 &&
             hyperfine -N --warmup 3 --runs 30 --export-json "$json" \
                 "$IMGSTORE --store $MNT/dest/store pull $ref" >"$LOGS/$img.repull.imgstore.r$r.log" 2>&1; then
-            med=$(grep -m1 '"median"' "$json" | tr -dc '0-9.e-')
+            med=$(sed -n 's/.*"median": *\([0-9.eE+-]*\).*/\1/p' "$json" | head -n1)
             record "$img" repull imgstore "$r" "$bytes" ok "$med" "$med" 0 "$(cpu_busy 0.3)"
         else
             record "$img" repull imgstore "$r" "$bytes" failed
