@@ -38,12 +38,13 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 pub(crate) use download::{Download, DownloadOptions, DownloadSink};
+pub(crate) use error::reason_phrase;
 pub use error::{Op, RateLimit, RemoteError, RemoteErrorKind};
 pub(crate) use headers::{ContentRange, Headers, retry_after};
 pub(crate) use trust::TrustRoots;
 pub(crate) use url::{Origin, resolve};
 
-use error::{Cause, reason_phrase};
+use error::Cause;
 
 /// How a [`Client`] behaves. `Default` is what the command line uses.
 #[derive(Debug, Clone)]

@@ -16,6 +16,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::remote::http::reason_phrase;
+
 /// An error code of the distribution spec; codes this list does not know
 /// are kept as sent.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -287,10 +289,8 @@ fn excerpt(body: &[u8]) -> Option<String> {
 fn summary(status: u16, errors: &[RegistryErrorEntry], excerpt: Option<&str>) -> String {
     let mut out = status.to_string();
     if errors.is_empty() {
-        if let Some(reason) = reason_phrase(status) {
-            out.push(' ');
-            out.push_str(reason);
-        }
+        out.push(' ');
+        out.push_str(reason_phrase(status));
         if let Some(excerpt) = excerpt {
             out.push_str(": ");
             out.push_str(excerpt);
@@ -326,34 +326,6 @@ pub(crate) fn one_line(text: &str) -> String {
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
     cleaned.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-/// The reason phrases of the statuses a registry answers with.
-pub(crate) fn reason_phrase(status: u16) -> Option<&'static str> {
-    Some(match status {
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        406 => "Not Acceptable",
-        408 => "Request Timeout",
-        409 => "Conflict",
-        410 => "Gone",
-        411 => "Length Required",
-        412 => "Precondition Failed",
-        413 => "Payload Too Large",
-        414 => "URI Too Long",
-        415 => "Unsupported Media Type",
-        416 => "Range Not Satisfiable",
-        429 => "Too Many Requests",
-        500 => "Internal Server Error",
-        501 => "Not Implemented",
-        502 => "Bad Gateway",
-        503 => "Service Unavailable",
-        504 => "Gateway Timeout",
-        _ => return None,
-    })
 }
 
 #[cfg(test)]
@@ -477,7 +449,7 @@ mod tests {
         );
         assert_eq!(
             Refusal::new("h", 599, b"").to_string(),
-            "registry h refused: 599"
+            "registry h refused: 599 Server Error"
         );
         let long = "x".repeat(500);
         let shown = Refusal::new("h", 500, long.as_bytes()).to_string();
