@@ -9,7 +9,7 @@
 //! ```
 //!
 //! Bytes never appear at a final path half-written. A [`BlobWriter`] streams
-//! into a temp file under `<store>/tmp/` while hashing; [`StagedBlob::publish`]
+//! into a temp file under `<store>/tmp/` while hashing; [`publish_all`]
 //! then runs the durability sequence of DESIGN.md §3.2: fsync the file, make
 //! it read-only, rename it into its shard, fsync the shard directory. Only
 //! after that may the index name the blob. A staged blob that is dropped
@@ -175,16 +175,16 @@ impl BlobTree {
     }
 
     /// The shard directory of a digest, created (durably) if missing.
-    fn shard_for_write(&self, digest: &Digest) -> Result<Dir, Error> {
+    /// The shard a blob goes into, created when missing; with it, the
+    /// algorithm directory when the shard is new (its entry is not durable
+    /// until that directory is fsynced, which is the caller's business).
+    fn shard_for_write(&self, digest: &Digest) -> Result<(Dir, Option<Dir>), Error> {
         let (alg, _) = self
             .root
             .sub("blobs")?
             .sub_or_create(digest.algorithm().name())?;
         let (shard, created) = alg.sub_or_create(&digest.hex()[..2])?;
-        if created {
-            alg.sync()?;
-        }
-        Ok(shard)
+        Ok((shard, created.then_some(alg)))
     }
 
     /// Whether the tree holds the blob: a regular file at its path, reached
@@ -241,6 +241,7 @@ impl BlobTree {
             hasher: HashSink::new(algorithm.hasher()),
             size: 0,
             writeback_from: 0,
+            unwritten: 0,
             temp,
         })
     }
@@ -493,6 +494,10 @@ pub(crate) struct BlobWriter {
     size: u64,
     /// Bytes already handed to the kernel for writeback.
     writeback_from: u64,
+    /// Where the bytes [`fill_from`](Self::fill_from) read into the
+    /// hasher's pending buffer and did not write yet begin: they go to the
+    /// file from that buffer, a chunk at a time, never copied.
+    unwritten: usize,
     temp: TempFile,
 }
 
@@ -509,7 +514,9 @@ impl BlobWriter {
     /// Flushes the buffer, closes the file and returns the blob's digest,
     /// not yet durable.
     pub fn finish(mut self) -> Result<StagedBlob, Error> {
-        self.out.flush().ctx("write temp file", &self.temp.path)?;
+        self.write_pending()
+            .and_then(|()| self.out.flush())
+            .ctx("write temp file", &self.temp.path)?;
         drop(self.out);
         crate::failpoint::hit("blob-after-temp-write");
         Ok(StagedBlob {
@@ -519,6 +526,7 @@ impl BlobWriter {
                 .ctx("hash temp file", &self.temp.path)?,
             size: self.size,
             temp: self.temp,
+            durable: false,
         })
     }
 }
@@ -533,38 +541,59 @@ pub(crate) enum FillError {
 
 impl BlobWriter {
     /// Reads the next bytes of the blob from `input` straight into the
-    /// buffer the hasher takes them from, and writes them to the temp file:
-    /// one copy fewer than [`Write::write_all`], which must copy what it is
-    /// given. Returns the bytes read, empty at the end of `input`; they stay
-    /// readable until the next call.
+    /// buffer the hasher takes them from; that buffer goes to the temp file
+    /// once full (or at [`finish`](Self::finish)), in one write: two copies
+    /// fewer than [`Write::write_all`], which must copy what it is given
+    /// into the hasher's buffer and the file's. Returns the bytes read,
+    /// empty at the end of `input`; they stay readable until the next call.
     pub fn fill_from(&mut self, input: &mut impl Read) -> Result<&[u8], FillError> {
+        if self.hasher.filled == HASH_CHUNK {
+            // The hasher is about to take the buffer, and to start afresh.
+            self.write_pending().map_err(FillError::Write)?;
+            self.unwritten = 0;
+        }
         let room = self.hasher.room().map_err(FillError::Write)?;
         let n = read_some(input, room).map_err(FillError::Read)?;
-        let bytes = self.hasher.commit(n);
-        self.out.write_all(bytes).map_err(FillError::Write)?;
         self.size += n as u64;
-        writeback(&self.out, self.size, &mut self.writeback_from);
-        Ok(bytes)
+        Ok(self.hasher.commit(n))
     }
 
+    /// Writes what [`fill_from`](Self::fill_from) left in the hasher's
+    /// buffer, so that the file has every byte given before.
+    fn write_pending(&mut self) -> io::Result<()> {
+        let end = self.hasher.filled;
+        if self.unwritten < end {
+            self.out
+                .write_all(&self.hasher.pending[self.unwritten..end])?;
+            self.unwritten = end;
+            self.writeback();
+        }
+        Ok(())
+    }
+
+    /// Counts `n` bytes just written through `out` and hashed.
     fn wrote(&mut self, n: usize) {
         self.size += n as u64;
-        writeback(&self.out, self.size, &mut self.writeback_from);
+        // Nothing of the hasher's buffer is waiting for the file.
+        self.unwritten = self.hasher.filled;
+        self.writeback();
     }
-}
 
-/// Starts writeback of what reached the file since the last time, once
-/// there is enough of it.
-fn writeback(out: &BufWriter<File>, size: u64, from: &mut u64) {
-    let written = size - out.buffer().len() as u64;
-    if written - *from >= WRITEBACK_EVERY {
-        start_writeback(out.get_ref(), *from, written);
-        *from = written;
+    /// Starts writeback of what reached the file since the last time, once
+    /// there is enough of it.
+    fn writeback(&mut self) {
+        let waiting = self.out.buffer().len() + (self.hasher.filled - self.unwritten);
+        let written = self.size - waiting as u64;
+        if written - self.writeback_from >= WRITEBACK_EVERY {
+            start_writeback(self.out.get_ref(), self.writeback_from, written);
+            self.writeback_from = written;
+        }
     }
 }
 
 impl Write for BlobWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_pending()?;
         let n = self.out.write(buf)?;
         self.hasher.update(&buf[..n])?;
         self.wrote(n);
@@ -572,6 +601,7 @@ impl Write for BlobWriter {
     }
 
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.write_pending()?;
         self.out.write_all(buf)?;
         self.hasher.update(buf)?;
         self.wrote(buf.len());
@@ -579,6 +609,7 @@ impl Write for BlobWriter {
     }
 
     fn flush(&mut self) -> io::Result<()> {
+        self.write_pending()?;
         self.out.flush()
     }
 }
@@ -760,6 +791,8 @@ pub(crate) struct StagedBlob {
     pub digest: Digest,
     pub size: u64,
     temp: TempFile,
+    /// The temp file's bytes are on disk already ([`Self::make_durable`]).
+    durable: bool,
 }
 
 impl StagedBlob {
@@ -769,28 +802,65 @@ impl StagedBlob {
         &self.temp.path
     }
 
-    /// Makes the blob durable at its final path. If the tree already has the
-    /// blob, the temp file is dropped without an fsync.
-    pub fn publish(self, tree: &BlobTree) -> Result<(), Error> {
-        if tree.contains(&self.digest) {
-            return Ok(());
+    /// Fsyncs the temp file now, so that [`publish_all`] need not: a writer
+    /// with blobs still to come (a pull's other downloads) does it beside
+    /// them instead of in the commit. A temp file is nobody's until it is
+    /// renamed, so this changes nothing a crash could leave.
+    pub fn make_durable(&mut self) -> Result<(), Error> {
+        if !self.durable {
+            File::open(&self.temp.path)
+                .and_then(|f| f.sync_all())
+                .ctx("fsync temp file", &self.temp.path)?;
+            self.durable = true;
         }
-        let dest = tree.path(&self.digest);
+        Ok(())
+    }
+}
+
+/// Makes staged blobs durable at their final paths (DESIGN.md §3.2): each
+/// temp file fsynced (unless it was already), made read-only and renamed
+/// into its shard; then every directory a rename or a new shard changed is
+/// fsynced, once each, before this returns. A blob the tree already has is
+/// dropped without an fsync.
+pub(crate) fn publish_all(
+    tree: &BlobTree,
+    blobs: impl IntoIterator<Item = StagedBlob>,
+) -> Result<(), Error> {
+    // The directories to fsync, once each: algorithm directories that got
+    // a new shard, and the shards renamed into.
+    let mut algs: Vec<Dir> = Vec::new();
+    let mut shards: Vec<Dir> = Vec::new();
+    let note = |dirs: &mut Vec<Dir>, dir: Dir| {
+        if !dirs.iter().any(|d| d.path() == dir.path()) {
+            dirs.push(dir);
+        }
+    };
+    for mut blob in blobs {
+        if tree.contains(&blob.digest) {
+            continue;
+        }
+        let dest = tree.path(&blob.digest);
         crate::failpoint::hit("publish-before-fsync");
-        File::open(&self.temp.path)
-            .and_then(|f| f.sync_all())
-            .ctx("fsync temp file", &self.temp.path)?;
-        fs::set_permissions(&self.temp.path, fs::Permissions::from_mode(0o444))
-            .ctx("make blob read-only", &self.temp.path)?;
+        blob.make_durable()?;
+        fs::set_permissions(&blob.temp.path, fs::Permissions::from_mode(0o444))
+            .ctx("make blob read-only", &blob.temp.path)?;
         // Reached without following links: a shard that is a link fails
         // here, before anything lands outside the store.
-        let shard = tree.shard_for_write(&self.digest)?;
-        self.temp
-            .rename_into(&shard, self.digest.hex())
+        let (shard, new_in) = tree.shard_for_write(&blob.digest)?;
+        blob.temp
+            .rename_into(&shard, blob.digest.hex())
             .ctx("rename blob into place", &dest)?;
         crate::failpoint::hit("publish-after-rename");
-        shard.sync()
+        if let Some(alg) = new_in {
+            note(&mut algs, alg);
+        }
+        note(&mut shards, shard);
     }
+    // Parents first: a new shard's entry, then what was renamed into it.
+    for dir in algs.iter().chain(&shards) {
+        dir.sync()?;
+    }
+    Ok(())
 }
 
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), Error> {
@@ -867,6 +937,37 @@ mod tests {
             assert_eq!(staged.size, bytes.len() as u64);
             assert_eq!(fs::read(staged.temp_path()).unwrap(), bytes);
         }
+    }
+
+    #[test]
+    fn fill_from_and_write_all_mixed_keep_the_bytes_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = BlobTree::open(Arc::new(Dir::open_root(dir.path()).unwrap())).unwrap();
+        let bytes: Vec<u8> = (0..(3 * HASH_CHUNK + 4321))
+            .map(|i| (i * 31 % 239) as u8)
+            .collect();
+        let mut w = tree.writer(Algorithm::Sha256).unwrap();
+        let mut at = 0;
+        let mut turn = 0;
+        while at < bytes.len() {
+            // Pieces that end short of, on and past chunk boundaries.
+            let len = [70_001, HASH_CHUNK / 2, 5, HASH_CHUNK][turn % 4].min(bytes.len() - at);
+            if turn % 3 == 0 {
+                w.write_all(&bytes[at..at + len]).unwrap();
+                at += len;
+            } else {
+                let mut input = &bytes[at..at + len];
+                while !input.is_empty() {
+                    let n = w.fill_from(&mut input).unwrap().len();
+                    at += n;
+                }
+            }
+            turn += 1;
+        }
+        assert_eq!(w.size(), bytes.len() as u64);
+        let staged = w.finish().unwrap();
+        assert_eq!(staged.digest, Digest::of(Algorithm::Sha256, &bytes));
+        assert_eq!(fs::read(staged.temp_path()).unwrap(), bytes);
     }
 
     #[test]

@@ -7,8 +7,9 @@
 //! 1. record an intent naming every staged blob the tree lacks
 //!    ([`crate::intents`]), fsynced, so no crash can leave an orphan that
 //!    gc cannot find;
-//! 2. publish each blob: fsync the temp file, rename it into its shard,
-//!    fsync the shard directory;
+//! 2. publish the blobs: fsync each temp file (unless its writer did, see
+//!    [`StagedBlob::make_durable`]), rename it into its shard, then fsync
+//!    each directory changed, once;
 //! 3. commit the rows in one transaction, durable on disk when anything was
 //!    renamed (the intent goes next, and the rows must outlive it);
 //! 4. remove the intent.
@@ -107,9 +108,7 @@ impl<'s> Publication<'s> {
                 .map(|b| &b.digest)
                 .filter(|d| !self.tree.contains(d)),
         )?;
-        for blob in staged {
-            blob.publish(self.tree)?;
-        }
+        crate::blobs::publish_all(self.tree, staged)?;
         // Every tree a row names must be staged here; unnamed ones are
         // dropped (and removed) with the publication.
         let mut trees = Vec::new();

@@ -23,6 +23,7 @@ use super::error::{RemoteError, RemoteErrorKind};
 use super::headers::{Headers, cache_max_age, content_range, is_weak_etag};
 use super::{Client, Op, Request, Response, host_of};
 use crate::ProgressTask;
+pub(crate) use crate::blobs::FillError;
 
 /// The most bytes held in memory at once by a download.
 pub(crate) const CHUNK: usize = 256 * 1024;
@@ -32,6 +33,21 @@ pub(crate) const CHUNK: usize = 256 * 1024;
 pub(crate) trait DownloadSink {
     /// Appends the next bytes of the body.
     fn append(&mut self, bytes: &[u8]) -> io::Result<()>;
+    /// Reads the next bytes of the body from `body`, at most `max` of them,
+    /// and appends them; returns how many (0: the body ended). By default
+    /// they pass through `scratch` (at least `max` long) to
+    /// [`append`](Self::append); a sink with buffers of its own reads into
+    /// them, saving the copy.
+    fn append_from(
+        &mut self,
+        body: &mut dyn Read,
+        max: usize,
+        scratch: &mut [u8],
+    ) -> Result<usize, FillError> {
+        let n = body.read(&mut scratch[..max]).map_err(FillError::Read)?;
+        self.append(&scratch[..n]).map_err(FillError::Write)?;
+        Ok(n)
+    }
     /// Forgets every byte appended: the body starts over from byte 0.
     fn restart(&mut self) -> io::Result<()>;
     /// How many bytes the sink holds.
@@ -379,15 +395,34 @@ fn copy_body(
     advanced: &mut u64,
 ) -> Result<(), Broke> {
     let mut received = 0u64;
+    let connection = |e| {
+        Broke::Retry(RemoteErrorKind::Connection {
+            host: host.to_string(),
+            source: Box::new(e),
+        })
+    };
     loop {
-        let n = match body.read(buf) {
+        let max = match limit {
+            Some(limit) => (limit - received).min(buf.len() as u64) as usize,
+            None => buf.len(),
+        };
+        if max == 0 {
+            // Every byte expected came: the body must end here.
+            return match body.read(buf) {
+                Ok(0) => Ok(()),
+                Ok(_) => Err(Broke::Fatal(RemoteErrorKind::BodyTooLong {
+                    limit: received,
+                })),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => Err(connection(e)),
+            };
+        }
+        let n = match sink.append_from(body, max, buf) {
             Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                return Err(Broke::Retry(RemoteErrorKind::Connection {
-                    host: host.to_string(),
-                    source: Box::new(e),
-                }));
+            Err(FillError::Read(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(FillError::Read(e)) => return Err(connection(e)),
+            Err(FillError::Write(source)) => {
+                return Err(Broke::Fatal(RemoteErrorKind::Sink { source }));
             }
         };
         if n == 0 {
@@ -402,14 +437,7 @@ fn copy_body(
             };
         }
         *transferred += n as u64;
-        if let Some(limit) = limit
-            && received + n as u64 > limit
-        {
-            return Err(Broke::Fatal(RemoteErrorKind::BodyTooLong { limit }));
-        }
         received += n as u64;
-        sink.append(&buf[..n])
-            .map_err(|source| Broke::Fatal(RemoteErrorKind::Sink { source }))?;
         *advanced += n as u64;
         if let Some(p) = progress.as_deref_mut() {
             p.advance(n as u64);

@@ -42,7 +42,7 @@ use super::client::Session;
 use super::media::{self, ManifestKind};
 use super::reference::Reference;
 use super::token::TokenCache;
-use crate::blobs::{BlobTree, BlobWriter, StagedBlob};
+use crate::blobs::{BlobTree, BlobWriter, FillError, StagedBlob};
 use crate::digest::{Algorithm, Digest};
 use crate::error::{ArchiveErrorKind, DecompressError, Error, IoContext};
 use crate::image::ImageInfo;
@@ -738,7 +738,7 @@ impl Puller<'_> {
             task.as_mut()
                 .map(|t| -> &mut dyn ProgressTask { t.as_mut() }),
         )?;
-        let (staged, diff) = sink.finish()?;
+        let (mut staged, diff) = sink.finish()?;
         if staged.digest != wanted.digest {
             return Err(RegistryError::BlobDigest {
                 url,
@@ -756,6 +756,9 @@ impl Puller<'_> {
             }
             .into());
         }
+        // Durable now, beside the downloads still running, rather than one
+        // after another in the commit.
+        staged.make_durable()?;
         if let Some(task) = task {
             task.finish();
         }
@@ -990,6 +993,25 @@ impl DownloadSink for StagingSink<'_> {
         }
         self.len += bytes.len() as u64;
         Ok(())
+    }
+
+    fn append_from(
+        &mut self,
+        body: &mut dyn Read,
+        max: usize,
+        _scratch: &mut [u8],
+    ) -> Result<usize, FillError> {
+        let writer = self
+            .writer
+            .as_mut()
+            .ok_or_else(|| FillError::Write(std::io::Error::other("the staging file is gone")))?;
+        // Straight into the hasher's buffer, written to the file from there.
+        let bytes = writer.fill_from(&mut body.take(max as u64))?;
+        if let Some(diff) = self.diff.as_mut() {
+            diff.feed(bytes);
+        }
+        self.len += bytes.len() as u64;
+        Ok(bytes.len())
     }
 
     fn restart(&mut self) -> std::io::Result<()> {
