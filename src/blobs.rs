@@ -855,9 +855,22 @@ pub(crate) fn publish_all(
             note(&mut algs, alg);
         }
         note(&mut shards, shard);
+        // Each directory held is a descriptor: an image of thousands of
+        // blobs must not run out of them.
+        if algs.len() + shards.len() >= MAX_DIRS_HELD {
+            sync_dirs(&mut algs, &mut shards)?;
+        }
     }
-    // Parents first: a new shard's entry, then what was renamed into it.
-    for dir in algs.iter().chain(&shards) {
+    sync_dirs(&mut algs, &mut shards)
+}
+
+/// Directories [`publish_all`] keeps open before it fsyncs them.
+const MAX_DIRS_HELD: usize = 16;
+
+/// Fsyncs and closes the directories renamed into, parents first: a new
+/// shard's entry, then what was renamed into it.
+fn sync_dirs(algs: &mut Vec<Dir>, shards: &mut Vec<Dir>) -> Result<(), Error> {
+    for dir in algs.drain(..).chain(shards.drain(..)) {
         dir.sync()?;
     }
     Ok(())
