@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the tests with what they need: installs, if missing, the Debian
 # packages whose programs the tests drive (they never skip for a missing
-# tool), then `cargo test "$@"`. The tests start their own servers on
+# tool), then `cargo test --workspace "$@"` (testkit's own tests too). The tests start their own servers on
 # 127.0.0.1 with private config; this script starts nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,4 +35,4 @@ if [ ${#missing[@]} -gt 0 ]; then
         apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-exec cargo test "$@"
+exec cargo test --workspace "$@"
