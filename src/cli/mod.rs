@@ -389,26 +389,21 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 &password,
                 &LoginOptions::new().plain_http(*plain_http),
             )?;
-            if args.json {
-                out.json(&serde_json::json!({ "registry": registry, "auth_file": file }))?;
-            } else {
-                out.line(&format!(
+            out.line_or_json(
+                &format!(
                     "logged in to {registry} (credentials in {})",
                     file.display()
-                ))?;
-            }
+                ),
+                &serde_json::json!({ "registry": registry, "auth_file": file }),
+            )?;
             return Ok(ExitCode::SUCCESS);
         }
         Command::Logout { registry } => {
             let file = Store::logout(registry)?;
-            if args.json {
-                out.json(&serde_json::json!({ "registry": registry, "auth_file": file }))?;
-            } else {
-                out.line(&format!(
-                    "logged out of {registry} (removed from {})",
-                    file.display()
-                ))?;
-            }
+            out.line_or_json(
+                &format!("logged out of {registry} (removed from {})", file.display()),
+                &serde_json::json!({ "registry": registry, "auth_file": file }),
+            )?;
             return Ok(ExitCode::SUCCESS);
         }
         _ => {}
@@ -729,11 +724,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             }
             let server = Server::bind(store, options)?;
             let addr = server.local_addr();
-            if args.json {
-                out.json(&serde_json::json!({ "listen": addr }))?;
-            } else {
-                out.line(&addr.to_string())?;
-            }
+            out.line_or_json(&addr.to_string(), &serde_json::json!({ "listen": addr }))?;
             server.run()?;
         }
     }

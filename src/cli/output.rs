@@ -42,10 +42,15 @@ impl Printer {
 
     /// A full key on its own line, or the JSON value.
     pub fn key_or_json<T: Serialize>(&self, key: &Digest, value: &T) -> Result<()> {
+        self.line_or_json(&key.to_string(), value)
+    }
+
+    /// A line for people, or the JSON value.
+    pub fn line_or_json<T: Serialize>(&self, line: &str, value: &T) -> Result<()> {
         if self.json {
             self.json(value)
         } else {
-            self.line(&key.to_string())
+            self.line(line)
         }
     }
 
